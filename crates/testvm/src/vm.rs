@@ -1,0 +1,590 @@
+//! [`TestVm`]: the guest, its vCPU threads, the program mailbox and the watchdog.
+
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_mp_state, kvm_msi, kvm_userspace_memory_region, KVM_MP_STATE_RUNNABLE};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+
+use crate::kernel;
+use crate::layout::*;
+use crate::memory::GuestRam;
+use crate::program::Program;
+use crate::setup;
+use crate::{Error, Result};
+
+/// Handles the guest's MMIO exits (the VMM's device model).
+pub trait MmioHandler: Send + Sync {
+    /// A guest read of `data.len()` bytes at `addr` on `vcpu`; returns false
+    /// when the address is not the handler's (the guest then reads all ones).
+    fn mmio_read(&self, vcpu: u8, addr: u64, data: &mut [u8]) -> bool;
+    /// A guest write at `addr` on `vcpu`; returns false when the address is
+    /// not the handler's (the write is then dropped).
+    fn mmio_write(&self, vcpu: u8, addr: u64, data: &[u8]) -> bool;
+}
+
+/// How to build a test guest.
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    /// Number of vCPUs, 1..=4, each on its own thread.
+    pub vcpus: u8,
+    /// How long any wait on the guest may take before the watchdog fails it.
+    pub watchdog: Duration,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            vcpus: 1,
+            watchdog: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Exits to userspace seen on one vCPU (or summed), by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts {
+    /// KVM_EXIT_MMIO reads.
+    pub mmio_reads: u64,
+    /// KVM_EXIT_MMIO writes.
+    pub mmio_writes: u64,
+    /// MMIO exits whose address no handler claimed.
+    pub mmio_unclaimed: u64,
+    /// KVM_EXIT_IO (the guest's program-done reports).
+    pub io: u64,
+    /// KVM_RUN interrupted by a signal.
+    pub interrupted: u64,
+}
+
+impl ExitCounts {
+    /// MMIO exits, reads and writes.
+    pub fn mmio(&self) -> u64 {
+        self.mmio_reads + self.mmio_writes
+    }
+
+    /// The counts accumulated since `earlier`.
+    pub fn since(&self, earlier: &ExitCounts) -> ExitCounts {
+        ExitCounts {
+            mmio_reads: self.mmio_reads - earlier.mmio_reads,
+            mmio_writes: self.mmio_writes - earlier.mmio_writes,
+            mmio_unclaimed: self.mmio_unclaimed - earlier.mmio_unclaimed,
+            io: self.io - earlier.io,
+            interrupted: self.interrupted - earlier.interrupted,
+        }
+    }
+
+    fn add(&mut self, other: &ExitCounts) {
+        self.mmio_reads += other.mmio_reads;
+        self.mmio_writes += other.mmio_writes;
+        self.mmio_unclaimed += other.mmio_unclaimed;
+        self.io += other.io;
+        self.interrupted += other.interrupted;
+    }
+}
+
+#[derive(Debug, Default)]
+struct ExitCounters {
+    mmio_reads: AtomicU64,
+    mmio_writes: AtomicU64,
+    mmio_unclaimed: AtomicU64,
+    io: AtomicU64,
+    interrupted: AtomicU64,
+}
+
+impl ExitCounters {
+    fn snapshot(&self) -> ExitCounts {
+        ExitCounts {
+            mmio_reads: self.mmio_reads.load(Ordering::SeqCst),
+            mmio_writes: self.mmio_writes.load(Ordering::SeqCst),
+            mmio_unclaimed: self.mmio_unclaimed.load(Ordering::SeqCst),
+            io: self.io.load(Ordering::SeqCst),
+            interrupted: self.interrupted.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// The values a finished program recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramOutput {
+    values: Vec<u64>,
+}
+
+impl ProgramOutput {
+    /// The value recorded in `slot` (a read's value or a timestamp).
+    pub fn get(&self, slot: crate::ResultSlot) -> u64 {
+        self.values.get(slot.0).copied().unwrap_or(0)
+    }
+
+    /// All recorded values in slot order.
+    pub fn values(&self) -> &[u64] {
+        &self.values
+    }
+}
+
+#[derive(Debug, Default)]
+struct VcpuState {
+    /// Sequence number of the program last started / last finished.
+    started: u64,
+    finished: u64,
+    result_count: usize,
+    /// Set when the vCPU thread ended, with why if it was an error.
+    stopped: Option<String>,
+}
+
+struct Shared {
+    ram: GuestRam,
+    stop: AtomicBool,
+    handler: RwLock<Option<Arc<dyn MmioHandler>>>,
+    exits: Vec<ExitCounters>,
+    state: Mutex<Vec<VcpuState>>,
+    changed: Condvar,
+}
+
+/// A tiny real KVM guest: in-kernel irqchip, x2APIC, 64-bit mode, 1..=4
+/// vCPUs each on its own thread, per-vCPU per-vector interrupt counters, and
+/// host-built programs of MMIO accesses. Every wait is bounded by the
+/// watchdog; dropping the guest stops its vCPUs.
+///
+/// ```no_run
+/// use testvm::{Program, TestVm, VmConfig, Width};
+/// let vm = TestVm::new(VmConfig::default())?;
+/// let mut p = Program::new();
+/// let t = p.timestamp();
+/// let out = vm.run(0, &p)?;
+/// assert!(out.get(t) > 0);
+/// vm.signal_msi(0, 0x40)?; // deliver IDT vector 0x40 to vCPU 0
+/// vm.wait_irq_count(0x40, 1)?;
+/// # Ok::<(), testvm::Error>(())
+/// ```
+pub struct TestVm {
+    kvm: Kvm,
+    vm: Arc<VmFd>,
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    config: VmConfig,
+    tsc_khz: u32,
+}
+
+impl std::fmt::Debug for TestVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestVm")
+            .field("vcpus", &self.config.vcpus)
+            .field("tsc_khz", &self.tsc_khz)
+            .finish()
+    }
+}
+
+static KICK_HANDLER: Once = Once::new();
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN() + 1
+}
+
+impl TestVm {
+    /// Creates the guest and starts its vCPUs; returns once every vCPU has
+    /// enabled its x2APIC and interrupts (so MSIs sent afterwards are taken).
+    pub fn new(config: VmConfig) -> Result<TestVm> {
+        if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+            return Err(Error::VcpuCount {
+                requested: config.vcpus,
+                max: MAX_VCPUS,
+            });
+        }
+        KICK_HANDLER.call_once(|| {
+            // An error here only means kicks do not interrupt KVM_RUN; the
+            // watchdog then reports the hang instead of ending it quickly.
+            let _ = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler);
+        });
+        let kvm = Kvm::new().map_err(|e| Error::NoKvm { errno: e.errno() })?;
+        let vm = kvm.create_vm().map_err(|e| Error::kvm("KVM_CREATE_VM", e))?;
+        vm.create_irq_chip()
+            .map_err(|e| Error::kvm("KVM_CREATE_IRQCHIP", e))?;
+        let ram = GuestRam::new(RAM_SIZE)?;
+        let region = kvm_userspace_memory_region {
+            slot: RAM_SLOT,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: ram.size(),
+            userspace_addr: ram.host_address(),
+        };
+        // SAFETY: the region describes `ram`, a live mapping that `Shared`
+        // keeps until after the VM fd (and so the memslot) is gone: TestVm
+        // drops `vm` before `shared` releases the last reference only after
+        // the vCPU threads (which hold clones) are joined.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|e| Error::kvm("KVM_SET_USER_MEMORY_REGION", e))?;
+
+        let kernel = kernel::assemble()?;
+        ram.write_bytes(KERNEL_ADDR, &kernel.code)?;
+        setup::write_tables(&ram, &kernel.handlers)?;
+
+        let shared = Arc::new(Shared {
+            ram,
+            stop: AtomicBool::new(false),
+            handler: RwLock::new(None),
+            exits: (0..config.vcpus).map(|_| ExitCounters::default()).collect(),
+            state: Mutex::new((0..config.vcpus).map(|_| VcpuState::default()).collect()),
+            changed: Condvar::new(),
+        });
+
+        let mut vcpus = Vec::new();
+        for index in 0..config.vcpus {
+            let vcpu = vm
+                .create_vcpu(u64::from(index))
+                .map_err(|e| Error::kvm("KVM_CREATE_VCPU", e))?;
+            vcpu.set_cpuid2(&setup::cpuid(&kvm, index)?)
+                .map_err(|e| Error::kvm("KVM_SET_CPUID2", e))?;
+            setup::long_mode_sregs(&vcpu, index)?;
+            let mut regs = vcpu.get_regs().map_err(|e| Error::kvm("KVM_GET_REGS", e))?;
+            regs.rip = kernel.entry;
+            regs.rsp = stack_top(index);
+            regs.rdi = u64::from(index);
+            regs.rflags = 0x2;
+            vcpu.set_regs(&regs)
+                .map_err(|e| Error::kvm("KVM_SET_REGS", e))?;
+            vcpu.set_mp_state(kvm_mp_state {
+                mp_state: KVM_MP_STATE_RUNNABLE,
+            })
+            .map_err(|e| Error::kvm("KVM_SET_MP_STATE", e))?;
+            vcpus.push(vcpu);
+        }
+        let tsc_khz = vcpus[0].get_tsc_khz().unwrap_or(0);
+
+        let vm = Arc::new(vm);
+        let mut threads = Vec::new();
+        for (index, vcpu) in vcpus.into_iter().enumerate() {
+            let shared = shared.clone();
+            let index = index as u8;
+            let handle = std::thread::Builder::new()
+                .name(format!("testvm-vcpu{index}"))
+                .spawn(move || vcpu_loop(index, vcpu, &shared))
+                .map_err(|e| Error::VcpuStopped {
+                    vcpu: index,
+                    reason: format!("cannot spawn thread: {e}"),
+                })?;
+            threads.push(handle);
+        }
+        let testvm = TestVm {
+            kvm,
+            vm,
+            shared,
+            threads: Mutex::new(threads),
+            config,
+            tsc_khz,
+        };
+        for index in 0..testvm.config.vcpus {
+            testvm.wait_until(index, "become ready", |vm| {
+                matches!(vm.shared.ram.read_u64(mailbox(index) + MB_READY), Ok(1))
+            })?;
+        }
+        Ok(testvm)
+    }
+
+    /// The VM, for wiring devices (irqfds, ioeventfds, memslots, routes).
+    pub fn vm(&self) -> &Arc<VmFd> {
+        &self.vm
+    }
+
+    /// The KVM system handle.
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpus(&self) -> u8 {
+        self.config.vcpus
+    }
+
+    /// The watchdog period.
+    pub fn watchdog(&self) -> Duration {
+        self.config.watchdog
+    }
+
+    /// The guest TSC frequency in kHz (0 if KVM did not say).
+    pub fn tsc_khz(&self) -> u32 {
+        self.tsc_khz
+    }
+
+    /// Installs the handler for MMIO exits (replacing any earlier one).
+    pub fn set_mmio_handler(&self, handler: Arc<dyn MmioHandler>) {
+        if let Ok(mut h) = self.shared.handler.write() {
+            *h = Some(handler);
+        }
+    }
+
+    /// The MSI address that targets `vcpu` (x2APIC ID = vCPU index).
+    pub fn msi_address(vcpu: u8) -> u64 {
+        0xFEE0_0000 | (u64::from(vcpu) << 12)
+    }
+
+    /// Sends an MSI for IDT `vector` to `vcpu` with KVM_SIGNAL_MSI.
+    pub fn signal_msi(&self, vcpu: u8, vector: u8) -> Result<()> {
+        let address = Self::msi_address(vcpu);
+        let msi = kvm_msi {
+            address_lo: address as u32,
+            address_hi: (address >> 32) as u32,
+            data: u32::from(vector),
+            ..Default::default()
+        };
+        self.vm
+            .signal_msi(msi)
+            .map(|_| ())
+            .map_err(|e| Error::kvm("KVM_SIGNAL_MSI", e))
+    }
+
+    /// Interrupts taken on IDT `vector`, all vCPUs together.
+    pub fn irq_count(&self, vector: u8) -> u64 {
+        (0..self.config.vcpus)
+            .map(|c| self.irq_count_on(c, vector))
+            .sum()
+    }
+
+    /// Interrupts taken on IDT `vector` by `vcpu`.
+    pub fn irq_count_on(&self, vcpu: u8, vector: u8) -> u64 {
+        if vcpu >= self.config.vcpus {
+            return 0;
+        }
+        self.shared
+            .ram
+            .read_u64(counters_row(vcpu) + u64::from(vector) * 8)
+            .unwrap_or(0)
+    }
+
+    /// Waits (bounded by the watchdog) until IDT `vector` has been taken at
+    /// least `count` times; returns the count seen.
+    pub fn wait_irq_count(&self, vector: u8, count: u64) -> Result<u64> {
+        self.wait_until(0, "take the expected interrupts", |vm| {
+            vm.irq_count(vector) >= count
+        })?;
+        Ok(self.irq_count(vector))
+    }
+
+    /// Exits to userspace on `vcpu`.
+    pub fn exits_on(&self, vcpu: u8) -> ExitCounts {
+        self.shared
+            .exits
+            .get(usize::from(vcpu))
+            .map(ExitCounters::snapshot)
+            .unwrap_or_default()
+    }
+
+    /// Exits to userspace on all vCPUs together.
+    pub fn exits(&self) -> ExitCounts {
+        let mut total = ExitCounts::default();
+        for c in &self.shared.exits {
+            total.add(&c.snapshot());
+        }
+        total
+    }
+
+    /// Runs `program` on `vcpu` and waits for it (bounded by the watchdog).
+    pub fn run(&self, vcpu: u8, program: &Program) -> Result<ProgramOutput> {
+        self.start(vcpu, program)?;
+        self.wait(vcpu)
+    }
+
+    /// Starts `program` on `vcpu` without waiting; collect it with [`TestVm::wait`].
+    pub fn start(&self, vcpu: u8, program: &Program) -> Result<()> {
+        if vcpu >= self.config.vcpus {
+            return Err(Error::NoSuchVcpu { vcpu });
+        }
+        let code = program.assemble(program_area(vcpu), results_area(vcpu))?;
+        if code.len() as u64 > PROGRAM_MAX {
+            return Err(Error::ProgramTooLarge { bytes: code.len() });
+        }
+        let seq = {
+            let mut state = self.lock_state();
+            let s = &mut state[usize::from(vcpu)];
+            if let Some(reason) = &s.stopped {
+                return Err(Error::VcpuStopped {
+                    vcpu,
+                    reason: reason.clone(),
+                });
+            }
+            if s.started != s.finished {
+                return Err(Error::VcpuBusy { vcpu });
+            }
+            s.started += 1;
+            s.result_count = program.result_count();
+            s.started
+        };
+        let mb = mailbox(vcpu);
+        self.shared.ram.write_bytes(program_area(vcpu), &code)?;
+        self.shared.ram.write_u64(mb + MB_PROGRAM, program_area(vcpu))?;
+        self.shared.ram.write_u64(mb + MB_CMD_SEQ, seq)?;
+        self.signal_msi(vcpu, DOORBELL_VECTOR)
+    }
+
+    /// Waits for the program started on `vcpu` and returns what it recorded.
+    pub fn wait(&self, vcpu: u8) -> Result<ProgramOutput> {
+        if vcpu >= self.config.vcpus {
+            return Err(Error::NoSuchVcpu { vcpu });
+        }
+        let deadline = Instant::now() + self.config.watchdog;
+        let mut state = self.lock_state();
+        loop {
+            let s = &state[usize::from(vcpu)];
+            if s.finished == s.started {
+                let count = s.result_count;
+                drop(state);
+                let base = results_area(vcpu);
+                let values = (0..count as u64)
+                    .map(|i| self.shared.ram.read_u64(base + 8 * i))
+                    .collect::<Result<Vec<u64>>>()?;
+                return Ok(ProgramOutput { values });
+            }
+            if let Some(reason) = &s.stopped {
+                return Err(stopped_error(vcpu, reason));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(state);
+                self.stop_vcpus();
+                return Err(Error::Watchdog {
+                    vcpu,
+                    what: "finish its program",
+                    waited_ms: self.config.watchdog.as_millis() as u64,
+                });
+            }
+            state = match self.shared.changed.wait_timeout(state, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, Vec<VcpuState>> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wait_until(&self, vcpu: u8, what: &'static str, cond: impl Fn(&TestVm) -> bool) -> Result<()> {
+        let deadline = Instant::now() + self.config.watchdog;
+        loop {
+            if cond(self) {
+                return Ok(());
+            }
+            if let Some(reason) = &self.lock_state()[usize::from(vcpu)].stopped {
+                return Err(stopped_error(vcpu, reason));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Watchdog {
+                    vcpu,
+                    what,
+                    waited_ms: self.config.watchdog.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Stops every vCPU thread (kicking it out of KVM_RUN) and joins them.
+    /// Called by the watchdog and on drop; the guest cannot run afterwards.
+    pub fn stop_vcpus(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let mut threads = match self.threads.lock() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            for t in threads.iter().filter(|t| !t.is_finished()) {
+                // SAFETY: the pthread_t belongs to a thread we spawned and
+                // have not joined yet, so it is valid; the signal's handler
+                // is installed and does nothing.
+                unsafe { libc::pthread_kill(t.as_pthread_t(), kick_signal()) };
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for t in threads.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn stopped_error(vcpu: u8, reason: &str) -> Error {
+    if let Some(v) = reason.strip_prefix("exception ") {
+        if let Ok(vector) = v.parse() {
+            return Error::GuestFault { vcpu, vector };
+        }
+    }
+    Error::VcpuStopped {
+        vcpu,
+        reason: reason.to_string(),
+    }
+}
+
+impl Drop for TestVm {
+    fn drop(&mut self) {
+        self.stop_vcpus();
+    }
+}
+
+fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
+    let counters = &shared.exits[usize::from(index)];
+    let reason = loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            break None;
+        }
+        match vcpu.run() {
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                counters.mmio_reads.fetch_add(1, Ordering::SeqCst);
+                let handler = shared.handler.read().ok().and_then(|h| h.clone());
+                let claimed = handler.is_some_and(|h| h.mmio_read(index, addr, data));
+                if !claimed {
+                    counters.mmio_unclaimed.fetch_add(1, Ordering::SeqCst);
+                    data.fill(0xFF);
+                }
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                counters.mmio_writes.fetch_add(1, Ordering::SeqCst);
+                let handler = shared.handler.read().ok().and_then(|h| h.clone());
+                if !handler.is_some_and(|h| h.mmio_write(index, addr, data)) {
+                    counters.mmio_unclaimed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            Ok(VcpuExit::IoOut(port, data)) => {
+                counters.io.fetch_add(1, Ordering::SeqCst);
+                if port == PORT_PROGRAM_DONE {
+                    let done = shared.ram.read_u64(mailbox(index) + MB_DONE_SEQ).unwrap_or(0);
+                    let mut state = shared
+                        .state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    state[usize::from(index)].finished = done;
+                    drop(state);
+                    shared.changed.notify_all();
+                } else if port == PORT_FAULT {
+                    let mut v = [0u8; 4];
+                    let n = data.len().min(4);
+                    v[..n].copy_from_slice(&data[..n]);
+                    break Some(format!("exception {}", u32::from_le_bytes(v)));
+                } else {
+                    break Some(format!("unexpected OUT to port {port:#x}"));
+                }
+            }
+            Ok(other) => break Some(format!("unexpected exit {other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                counters.interrupted.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => break Some(format!("KVM_RUN failed: errno {}", e.errno())),
+        }
+    };
+    let mut state = shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    state[usize::from(index)].stopped = Some(reason.unwrap_or_else(|| "stopped by the host".into()));
+    drop(state);
+    shared.changed.notify_all();
+}
