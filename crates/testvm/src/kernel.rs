@@ -8,8 +8,9 @@
 //! with an OUT; otherwise it halts with interrupts enabled (`cli; check; sti;
 //! hlt` so a doorbell sent after the check still wakes it).
 //!
-//! Every IDT vector 0x20..=0xFF counts into `gs:[vector*8]` and EOIs through
-//! the x2APIC EOI MSR. Exceptions 0..0x1F report their vector on the fault
+//! Every IDT vector 0x20..=0xFF counts into `gs:[vector*8]` (and, while the
+//! program has the vector's masked-window flag set, into the window counter
+//! too) and EOIs through the x2APIC EOI MSR. Exceptions 0..0x1F report their vector on the fault
 //! port and stop the vCPU.
 
 use iced_x86::code_asm::*;
@@ -110,7 +111,12 @@ fn build() -> std::result::Result<Kernel, IcedError> {
         a.jmp(count_and_eoi)?;
     }
     a.set_label(&mut count_and_eoi)?;
+    let mut outside_window = a.create_label();
     a.inc(qword_ptr(rax * 8).gs())?;
+    a.cmp(byte_ptr(rax + ROW_WINDOW_FLAGS as i32).gs(), 0)?;
+    a.je(outside_window)?;
+    a.inc(qword_ptr(rax * 8 + ROW_WINDOW_COUNTS as i32).gs())?;
+    a.set_label(&mut outside_window)?;
     a.push(rcx)?;
     a.push(rdx)?;
     a.mov(ecx, MSR_X2APIC_EOI)?;

@@ -18,9 +18,13 @@ pub(crate) const PD_ADDR: u64 = 0x5000;
 pub(crate) const TSS_ADDR: u64 = 0x9000;
 pub(crate) const KERNEL_ADDR: u64 = 0x10000;
 pub(crate) const KERNEL_MAX: u64 = 0x10000;
-/// Per-vCPU rows of 256 u64 interrupt counters (one per IDT vector).
+/// Per-vCPU rows (GS base of each vCPU): 256 u64 interrupt counters (one per
+/// IDT vector), then 256 u64 counters of interrupts taken while the guest's
+/// "masked window" flag for that vector was set, then 256 flag bytes.
 pub(crate) const COUNTERS_ADDR: u64 = 0x20000;
-pub(crate) const COUNTER_ROW: u64 = 256 * 8;
+pub(crate) const COUNTER_ROW: u64 = 0x2000;
+pub(crate) const ROW_WINDOW_COUNTS: u64 = 0x800;
+pub(crate) const ROW_WINDOW_FLAGS: u64 = 0x1000;
 /// Per-vCPU mailboxes, [`MAILBOX_SIZE`] bytes each.
 pub(crate) const MAILBOX_ADDR: u64 = 0x30000;
 pub(crate) const MAILBOX_SIZE: u64 = 0x100;

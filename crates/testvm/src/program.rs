@@ -8,7 +8,7 @@
 
 use iced_x86::code_asm::*;
 
-use crate::layout::MAX_RESULTS;
+use crate::layout::{MAX_RESULTS, ROW_WINDOW_FLAGS};
 use crate::{Error, Result};
 
 /// Width of a guest memory access.
@@ -57,6 +57,7 @@ enum Op {
     Write { width: Width, addr: u64, value: u64 },
     Timestamp { slot: usize },
     Spin { iterations: u64 },
+    Window { vector: u8, open: bool },
     Repeat { count: u64, body: Vec<Op> },
 }
 
@@ -120,6 +121,16 @@ impl Program {
     /// The guest spins `iterations` PAUSE loops (interrupts stay enabled).
     pub fn spin(&mut self, iterations: u64) -> &mut Self {
         self.ops.push(Op::Spin { iterations });
+        self
+    }
+
+    /// Opens (or closes) this vCPU's "masked window" for IDT `vector`:
+    /// interrupts on `vector` taken while it is open are also counted by
+    /// [`crate::TestVm::window_count`]. A guest that believes the vector is
+    /// masked opens the window after its mask write and flush read, and
+    /// closes it just before unmasking: any count is a delivery while masked.
+    pub fn masked_window(&mut self, vector: u8, open: bool) -> &mut Self {
+        self.ops.push(Op::Window { vector, open });
         self
     }
 
@@ -204,6 +215,10 @@ fn emit(a: &mut CodeAssembler, ops: &[Op], results: u64) -> std::result::Result<
                     a.dec(rcx)?;
                     a.jnz(top)?;
                 }
+            }
+            Op::Window { vector, open } => {
+                let flag = ROW_WINDOW_FLAGS as i32 + i32::from(vector);
+                a.mov(byte_ptr(flag).gs(), u32::from(open))?;
             }
             Op::Repeat { count, ref body } => {
                 if count > 0 {

@@ -356,6 +356,18 @@ impl TestVm {
             .unwrap_or(0)
     }
 
+    /// Interrupts on IDT `vector` that `vcpu` took while its program had the
+    /// vector's masked window open (see [`Program::masked_window`]).
+    pub fn window_count(&self, vcpu: u8, vector: u8) -> u64 {
+        if vcpu >= self.config.vcpus {
+            return 0;
+        }
+        self.shared
+            .ram
+            .read_u64(counters_row(vcpu) + ROW_WINDOW_COUNTS + u64::from(vector) * 8)
+            .unwrap_or(0)
+    }
+
     /// Waits (bounded by the watchdog) until IDT `vector` has been taken at
     /// least `count` times; returns the count seen.
     pub fn wait_irq_count(&self, vector: u8, count: u64) -> Result<u64> {

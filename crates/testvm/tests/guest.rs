@@ -155,3 +155,20 @@ fn unclaimed_mmio_reads_return_all_ones() {
     assert_eq!(out.get(r), 0xFFFF_FFFF);
     assert_eq!(vm.exits().mmio_unclaimed, 1);
 }
+
+#[test]
+fn interrupts_inside_a_masked_window_are_counted_apart() {
+    let vm = vm(1);
+    let mut open = Program::new();
+    open.masked_window(0x50, true);
+    vm.run(0, &open).unwrap();
+    vm.signal_msi(0, 0x50).unwrap();
+    vm.wait_irq_count(0x50, 1).unwrap();
+    let mut close = Program::new();
+    close.masked_window(0x50, false);
+    vm.run(0, &close).unwrap();
+    vm.signal_msi(0, 0x50).unwrap();
+    vm.wait_irq_count(0x50, 2).unwrap();
+    assert_eq!(vm.window_count(0, 0x50), 1);
+    assert_eq!(vm.window_count(0, 0x51), 0);
+}

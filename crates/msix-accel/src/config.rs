@@ -1,0 +1,71 @@
+//! How an accelerator is set up.
+
+use kvm_msix::Policy;
+use msix_model::BarOffset;
+
+/// Default number of entries whose unmask is absorbed by an ioeventfd.
+///
+/// KVM's MMIO bus holds at most 1000 devices per VM for every device
+/// together (NR_IOBUS_DEVS); 256 covers every queue of a large NIC and leaves
+/// room for virtio devices. Entries past it behave as under `strict`.
+pub const DEFAULT_FAST_ENTRIES: u16 = 256;
+
+/// One device's MSI-X setup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccelConfig {
+    /// MSI-X Table Size (entries), 1..=2048.
+    pub table_size: u16,
+    /// Table Offset/BIR the guest sees in the capability.
+    pub table: BarOffset,
+    /// PBA Offset/BIR the guest sees in the capability.
+    pub pba: BarOffset,
+    /// Fast-path policy.
+    pub policy: Policy,
+    /// Memslot number set aside for the table's read-only shadow.
+    pub memslot: u32,
+    /// Entries with an unmask ioeventfd under `fast`.
+    pub fast_entries: u16,
+    /// Mask at the source when the source can (irqfds then stay attached).
+    pub source_masking: bool,
+    /// The table's pages also hold other device registers: the table cannot
+    /// be mapped read-only and the policy falls back to `trap`.
+    pub table_pages_shared: bool,
+}
+
+impl AccelConfig {
+    /// A table of `table_size` entries at BAR `bir` offset 0 and its PBA on
+    /// the next page boundary after it, policy `fast`, source masking on.
+    pub fn new(table_size: u16, bir: u8, memslot: u32) -> Self {
+        let table_len = u64::from(table_size) * 16;
+        let pba_offset = kvm_msix::page_align_up(table_len.max(1)) as u32;
+        AccelConfig {
+            table_size,
+            table: BarOffset::new(bir, 0),
+            pba: BarOffset::new(bir, pba_offset),
+            policy: Policy::Fast,
+            memslot,
+            fast_entries: DEFAULT_FAST_ENTRIES,
+            source_masking: true,
+            table_pages_shared: false,
+        }
+    }
+
+    /// The same setup under `policy`.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The same setup with source masking on or off.
+    pub fn with_source_masking(mut self, on: bool) -> Self {
+        self.source_masking = on;
+        self
+    }
+
+    /// Bytes the BAR needs to hold the table and PBA (page aligned).
+    pub fn bar_size(&self) -> u64 {
+        let table_end = u64::from(self.table.offset) + u64::from(self.table_size) * 16;
+        let pba_end = u64::from(self.pba.offset) + u64::from(self.table_size).div_ceil(64) * 8;
+        kvm_msix::page_align_up(table_end.max(pba_end))
+    }
+}

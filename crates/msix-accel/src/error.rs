@@ -1,0 +1,35 @@
+//! Errors of the accelerator.
+
+/// The result of accelerator operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What went wrong in an accelerator; each variant names the layer that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The MSI-X model refused an input (vector out of range, bad snapshot...).
+    #[error("MSI-X model: {0}")]
+    Model(#[from] msix_model::Error),
+    /// The KVM table binding failed (memslot, ioeventfd, shadow).
+    #[error("table binding: {0}")]
+    Binding(#[from] kvm_msix::Error),
+    /// GSI routing or an irqfd failed.
+    #[error("routing: {0}")]
+    Routing(#[from] irqfd_routes::Error),
+    /// The interrupt source failed.
+    #[error("interrupt source: {0}")]
+    Source(#[from] vfio_vectors::Error),
+    /// The source's vector count and the table size differ.
+    #[error("the source has {source_vectors} vectors but the table has {table_size} entries")]
+    SizeMismatch {
+        /// Vectors of the source.
+        source_vectors: u16,
+        /// Entries of the table.
+        table_size: u16,
+    },
+    /// A snapshot taken from a different device shape.
+    #[error("snapshot does not fit this device: {0}")]
+    Snapshot(String),
+    /// The service thread could not be started.
+    #[error("service thread: {0}")]
+    Service(String),
+}

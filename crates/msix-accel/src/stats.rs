@@ -1,0 +1,68 @@
+//! Statistics of one accelerator: exits by kind, fast-path events, mask paths.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+macro_rules! stats {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Live counters (atomics), shared by the vCPU threads and the service thread.
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters { $( pub(crate) $name: AtomicU64, )* }
+
+        /// A copy of the counters at one moment.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct AccelStats { $( $(#[$doc])* pub $name: u64, )* }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self) -> AccelStats {
+                AccelStats { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+        }
+
+        impl AccelStats {
+            /// The counts accumulated since `earlier`.
+            pub fn since(&self, earlier: &AccelStats) -> AccelStats {
+                AccelStats { $( $name: self.$name.wrapping_sub(earlier.$name), )* }
+            }
+        }
+    };
+}
+
+stats! {
+    /// Table reads that exited to userspace.
+    table_read_exits,
+    /// Table writes of a Vector Control dword with the Mask bit set.
+    mask_write_exits,
+    /// Table writes of a Vector Control dword with the Mask bit clear.
+    unmask_write_exits,
+    /// Table writes of address or data dwords.
+    message_write_exits,
+    /// Other table writes (qwords, sub-dword, misaligned, past the end).
+    other_table_write_exits,
+    /// PBA reads.
+    pba_read_exits,
+    /// PBA writes (ignored: the PBA is read-only).
+    pba_write_exits,
+    /// Unmasks absorbed by an ioeventfd and serviced by the service thread
+    /// or drained at the start of a synchronous exit.
+    fast_path_unmasks,
+    /// Vectors masked at the source (irqfd left attached).
+    masks_at_source,
+    /// Vectors masked by detaching their irqfd.
+    masks_by_irqfd_detach,
+    /// Vectors unmasked.
+    unmasks,
+    /// Unmasks that found a pending interrupt and delivered it.
+    pending_deliveries,
+    /// Source masks refused at run time (mapping gone) that fell back to irqfd detach.
+    source_mask_fallbacks,
+    /// Errors met while applying a guest access (see `last_error`).
+    errors,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

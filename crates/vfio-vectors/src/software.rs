@@ -1,0 +1,891 @@
+//! Software MSI-X source: a device model with one eventfd per vector, for tests, demos and benches.
+//!
+//! [`SoftwareSource`] behaves like the interrupt side of a PCI function with
+//! MSI-X: a vector fires only while MSI-X is enabled at the source and the
+//! vector is among the enabled ones; a *maskable* source additionally holds
+//! a per-vector mask bit and latches a pending bit while masked (PCIe Base
+//! spec, MSI-X Table and PBA), delivering it once on unmask.
+//!
+//! The source is `Clone`: all clones share one state, so the accelerator can
+//! own one clone as `Box<dyn MsixSource>` while a test keeps another one to
+//! [`fire`](SoftwareSource::fire) vectors or run a [`storm`](SoftwareSource::storm).
+//!
+//! State rules (chosen to follow a real function):
+//! - Mask bits belong to the function, not to the enable state: they survive
+//!   [`enable`](MsixSource::enable), [`grow`](MsixSource::grow) and
+//!   [`disable`](MsixSource::disable), and start cleared. Only
+//!   [`SoftwareSource::reset_masks`] clears them. (Kernel VFIO differs: the
+//!   host rewrites Vector Control on SET_IRQS; the accelerator re-applies its
+//!   masks after every enable, so both behaviours work with it.)
+//! - Pending bits exist only while enabled: [`disable`](MsixSource::disable)
+//!   and [`enable`](MsixSource::enable) (a fresh enable, like SET_IRQS)
+//!   clear them; [`grow`](MsixSource::grow) keeps them.
+//! - A plain (non-maskable) source never latches: a fire on an enabled vector
+//!   always writes the trigger eventfd. When the accelerator masks such a
+//!   vector by detaching its irqfd, the signals accumulate in the eventfd
+//!   count, which is then the pending state.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::{Error, MsixSource, Result, SourceFeatures};
+
+/// Largest MSI-X Table Size a function can have (Message Control bits 10:0 + 1).
+pub const MAX_VECTORS: u16 = 2048;
+
+/// What one [`SoftwareSource::fire`] did with the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FireOutcome {
+    /// The trigger eventfd was written (counted as `signalled`).
+    Signalled,
+    /// The vector is masked at the source: its pending bit is set (`latched`).
+    Latched,
+    /// MSI-X is disabled or the vector is not enabled: nothing is sent
+    /// (`dropped`).
+    Dropped,
+}
+
+/// Per-vector counters of a [`SoftwareSource`], as read by
+/// [`SoftwareSource::stats`]. `fired == signalled + latched + dropped`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VectorStats {
+    /// Fires that completed (any outcome).
+    pub fired: u64,
+    /// Fires that wrote the trigger eventfd.
+    pub signalled: u64,
+    /// Fires that set the pending bit of a masked vector.
+    pub latched: u64,
+    /// Fires dropped because MSI-X or the vector was not enabled.
+    pub dropped: u64,
+}
+
+impl VectorStats {
+    fn count(&mut self, outcome: FireOutcome) {
+        self.fired += 1;
+        match outcome {
+            FireOutcome::Signalled => self.signalled += 1,
+            FireOutcome::Latched => self.latched += 1,
+            FireOutcome::Dropped => self.dropped += 1,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct VectorCounters {
+    fired: AtomicU64,
+    signalled: AtomicU64,
+    latched: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl VectorCounters {
+    fn count(&self, outcome: FireOutcome) {
+        let counter = match outcome {
+            FireOutcome::Signalled => &self.signalled,
+            FireOutcome::Latched => &self.latched,
+            FireOutcome::Dropped => &self.dropped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.fired.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> VectorStats {
+        VectorStats {
+            fired: self.fired.load(Ordering::Relaxed),
+            signalled: self.signalled.load(Ordering::Relaxed),
+            latched: self.latched.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Enable, mask and pending state; one lock so that a fire and an unmask
+/// never both miss (or both deliver) a latched message.
+#[derive(Debug)]
+struct VectorState {
+    enabled_count: u16,
+    masked: Vec<bool>,
+    pending: Vec<bool>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    vector_count: u16,
+    maskable: bool,
+    triggers: Vec<EventFd>,
+    counters: Vec<VectorCounters>,
+    state: Mutex<VectorState>,
+}
+
+impl Shared {
+    fn check_vector(&self, vector: u16) -> Result<usize> {
+        if vector < self.vector_count {
+            Ok(usize::from(vector))
+        } else {
+            Err(Error::VectorOutOfRange {
+                vector,
+                count: self.vector_count,
+            })
+        }
+    }
+
+    fn check_count(&self, count: u16) -> Result<()> {
+        if (1..=self.vector_count).contains(&count) {
+            Ok(())
+        } else {
+            Err(Error::InvalidCount {
+                count,
+                max: self.vector_count,
+            })
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, VectorState> {
+        // The state is plain flags updated without intermediate invariants,
+        // so it is consistent even if a holder panicked.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn signal(&self, index: usize) -> Result<()> {
+        self.triggers[index].write(1).map_err(Error::EventFd)
+    }
+
+    fn fire(&self, vector: u16) -> Result<FireOutcome> {
+        let index = self.check_vector(vector)?;
+        let mut state = self.state();
+        let outcome = if vector >= state.enabled_count {
+            FireOutcome::Dropped
+        } else if state.masked[index] {
+            state.pending[index] = true;
+            FireOutcome::Latched
+        } else {
+            // Written under the lock so that an unmask cannot slip between
+            // the mask check and the write.
+            self.signal(index)?;
+            FireOutcome::Signalled
+        };
+        drop(state);
+        self.counters[index].count(outcome);
+        Ok(outcome)
+    }
+}
+
+/// A software MSI-X function: `vector_count` vectors, one non-blocking
+/// trigger eventfd each, optionally maskable at the source.
+///
+/// Clones share the same state and eventfds.
+///
+/// # Example
+///
+/// ```
+/// use vfio_vectors::software::{FireOutcome, SoftwareSource};
+/// use vfio_vectors::MsixSource;
+///
+/// let device = SoftwareSource::maskable(4).unwrap();
+/// let mut source: Box<dyn MsixSource> = Box::new(device.clone());
+/// source.enable(4).unwrap();
+/// source.mask(1).unwrap();
+/// assert_eq!(device.fire(1).unwrap(), FireOutcome::Latched);
+/// assert!(source.pending(1).unwrap());
+/// source.unmask(1).unwrap(); // the latched message is signalled once
+/// assert_eq!(source.trigger(1).unwrap().read().unwrap(), 1);
+/// ```
+#[derive(Clone, Debug)]
+pub struct SoftwareSource {
+    shared: Arc<Shared>,
+}
+
+impl SoftwareSource {
+    /// A plain source with `vector_count` vectors (1..=2048) that cannot mask
+    /// (its [`MsixSource::mask`] returns [`Error::MaskUnsupported`]).
+    /// MSI-X starts disabled.
+    pub fn new(vector_count: u16) -> Result<Self> {
+        Self::build(vector_count, false)
+    }
+
+    /// A source with `vector_count` vectors (1..=2048) that masks vectors
+    /// itself, latching a pending bit while masked; it reports
+    /// `maskable` and `dynamic`. MSI-X starts disabled, every vector unmasked.
+    pub fn maskable(vector_count: u16) -> Result<Self> {
+        Self::build(vector_count, true)
+    }
+
+    fn build(vector_count: u16, maskable: bool) -> Result<Self> {
+        if !(1..=MAX_VECTORS).contains(&vector_count) {
+            return Err(Error::InvalidCount {
+                count: vector_count,
+                max: MAX_VECTORS,
+            });
+        }
+        let triggers = (0..vector_count)
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd))
+            .collect::<Result<Vec<_>>>()?;
+        let count = usize::from(vector_count);
+        Ok(SoftwareSource {
+            shared: Arc::new(Shared {
+                vector_count,
+                maskable,
+                triggers,
+                counters: (0..count).map(|_| VectorCounters::default()).collect(),
+                state: Mutex::new(VectorState {
+                    enabled_count: 0,
+                    masked: vec![false; count],
+                    pending: vec![false; count],
+                }),
+            }),
+        })
+    }
+
+    /// Raises `vector` once and says what became of the message: dropped when
+    /// MSI-X is disabled or the vector is not enabled, latched in the pending
+    /// bit when the vector is masked at the source, else signalled on the
+    /// trigger eventfd.
+    pub fn fire(&self, vector: u16) -> Result<FireOutcome> {
+        self.shared.fire(vector)
+    }
+
+    /// Raises `vector` `n` times; returns the outcomes of these fires only.
+    pub fn fire_n(&self, vector: u16, n: u64) -> Result<VectorStats> {
+        self.shared.check_vector(vector)?;
+        let mut outcomes = VectorStats::default();
+        for _ in 0..n {
+            outcomes.count(self.shared.fire(vector)?);
+        }
+        Ok(outcomes)
+    }
+
+    /// The counters of `vector` since the source was created.
+    pub fn stats(&self, vector: u16) -> Result<VectorStats> {
+        let index = self.shared.check_vector(vector)?;
+        Ok(self.shared.counters[index].snapshot())
+    }
+
+    /// Whether `vector` is masked at the source (always false when plain).
+    pub fn is_masked(&self, vector: u16) -> Result<bool> {
+        let index = self.shared.check_vector(vector)?;
+        Ok(self.shared.state().masked[index])
+    }
+
+    /// Clears every mask bit and pending bit without signalling anything:
+    /// the state of a freshly created source (enable state is kept).
+    pub fn reset_masks(&self) {
+        let mut state = self.shared.state();
+        state.masked.fill(false);
+        state.pending.fill(false);
+    }
+
+    /// Starts a thread firing `vectors` round-robin until stopped, at
+    /// `rate_per_sec` fires per second (paced against a deadline in batches of
+    /// about a millisecond, so the average rate holds at 100k/s) or as fast as
+    /// possible with `None`. `Some(0)` fires nothing. A vector may appear
+    /// several times to weight it; an empty list fires nothing.
+    ///
+    /// Stop it with [`StormHandle::stop`] (dropping the handle stops it too).
+    /// The storm ends early if a fire fails; the report carries the error.
+    ///
+    /// # Panics
+    ///
+    /// If the OS cannot create a thread (as `std::thread::spawn`).
+    pub fn storm(&self, vectors: Vec<u16>, rate_per_sec: Option<u64>) -> Result<StormHandle> {
+        self.start_storm(vectors, rate_per_sec, None)
+    }
+
+    /// Starts a thread firing `vectors` round-robin as fast as possible until
+    /// `total` fires are done; join it with [`StormHandle::wait`].
+    /// An empty list ends at once with no fire.
+    ///
+    /// # Panics
+    ///
+    /// If the OS cannot create a thread (as `std::thread::spawn`).
+    pub fn storm_count(&self, vectors: Vec<u16>, total: u64) -> Result<StormHandle> {
+        self.start_storm(vectors, None, Some(total))
+    }
+
+    fn start_storm(
+        &self,
+        vectors: Vec<u16>,
+        rate_per_sec: Option<u64>,
+        limit: Option<u64>,
+    ) -> Result<StormHandle> {
+        for &vector in &vectors {
+            self.shared.check_vector(vector)?;
+        }
+        let storm = Arc::new(StormShared {
+            fired: vectors.iter().map(|_| AtomicU64::new(0)).collect(),
+            vectors,
+            stop: AtomicBool::new(false),
+            outcomes: Mutex::new(VectorStats::default()),
+            failure: Mutex::new(None),
+            elapsed: Mutex::new(None),
+        });
+        let started = Instant::now();
+        let thread = {
+            let source = Arc::clone(&self.shared);
+            let storm = Arc::clone(&storm);
+            thread::spawn(move || storm.run(&source, rate_per_sec, limit, started))
+        };
+        Ok(StormHandle {
+            storm,
+            thread: Some(thread),
+            started,
+        })
+    }
+}
+
+impl MsixSource for SoftwareSource {
+    fn vector_count(&self) -> u16 {
+        self.shared.vector_count
+    }
+
+    fn features(&self) -> SourceFeatures {
+        SourceFeatures {
+            maskable: self.shared.maskable,
+            dynamic: self.shared.maskable,
+        }
+    }
+
+    fn trigger(&self, vector: u16) -> Result<&EventFd> {
+        let index = self.shared.check_vector(vector)?;
+        Ok(&self.shared.triggers[index])
+    }
+
+    fn enable(&mut self, count: u16) -> Result<()> {
+        self.shared.check_count(count)?;
+        let mut state = self.shared.state();
+        state.enabled_count = count;
+        state.pending.fill(false);
+        Ok(())
+    }
+
+    fn enabled_count(&self) -> u16 {
+        self.shared.state().enabled_count
+    }
+
+    fn grow(&mut self, count: u16) -> Result<()> {
+        self.shared.check_count(count)?;
+        let mut state = self.shared.state();
+        state.enabled_count = state.enabled_count.max(count);
+        Ok(())
+    }
+
+    fn disable(&mut self) -> Result<()> {
+        let mut state = self.shared.state();
+        state.enabled_count = 0;
+        state.pending.fill(false);
+        Ok(())
+    }
+
+    fn mask(&mut self, vector: u16) -> Result<()> {
+        let index = self.shared.check_vector(vector)?;
+        if !self.shared.maskable {
+            return Err(Error::MaskUnsupported { vector });
+        }
+        self.shared.state().masked[index] = true;
+        Ok(())
+    }
+
+    fn unmask(&mut self, vector: u16) -> Result<()> {
+        let index = self.shared.check_vector(vector)?;
+        if !self.shared.maskable {
+            return Err(Error::MaskUnsupported { vector });
+        }
+        let mut state = self.shared.state();
+        state.masked[index] = false;
+        if state.pending[index] {
+            // Clear the bit only once the message is out, so a failed write
+            // leaves it pending (PCIe: the function sends the pending message
+            // on unmask and then clears the Pending bit).
+            self.shared.signal(index)?;
+            state.pending[index] = false;
+        }
+        Ok(())
+    }
+
+    fn pending(&self, vector: u16) -> Result<bool> {
+        let index = self.shared.check_vector(vector)?;
+        Ok(self.shared.state().pending[index])
+    }
+}
+
+/// State shared between a [`StormHandle`] and its thread.
+#[derive(Debug)]
+struct StormShared {
+    vectors: Vec<u16>,
+    /// Fires per position in `vectors`.
+    fired: Vec<AtomicU64>,
+    stop: AtomicBool,
+    outcomes: Mutex<VectorStats>,
+    failure: Mutex<Option<Error>>,
+    elapsed: Mutex<Option<Duration>>,
+}
+
+/// Longest single sleep of a paced storm, so that a stop is seen quickly.
+const STORM_MAX_SLEEP: Duration = Duration::from_millis(5);
+/// Fires between two checks of the stop flag of an unpaced storm.
+const STORM_UNPACED_BATCH: u64 = 256;
+
+impl StormShared {
+    fn run(
+        &self,
+        source: &Shared,
+        rate_per_sec: Option<u64>,
+        limit: Option<u64>,
+        started: Instant,
+    ) {
+        let mut outcomes = VectorStats::default();
+        let result = self.fire_loop(source, rate_per_sec, limit, started, &mut outcomes);
+        *lock(&self.outcomes) = outcomes;
+        if let Err(error) = result {
+            *lock(&self.failure) = Some(error);
+        }
+        *lock(&self.elapsed) = Some(started.elapsed());
+    }
+
+    fn fire_loop(
+        &self,
+        source: &Shared,
+        rate_per_sec: Option<u64>,
+        limit: Option<u64>,
+        started: Instant,
+        outcomes: &mut VectorStats,
+    ) -> Result<()> {
+        if self.vectors.is_empty() {
+            return Ok(());
+        }
+        // About one millisecond of fires per batch when paced.
+        let batch = match rate_per_sec {
+            Some(rate) => (rate / 1000).max(1),
+            None => STORM_UNPACED_BATCH,
+        };
+        let mut position = 0;
+        let mut total = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            if rate_per_sec == Some(0) {
+                thread::sleep(STORM_MAX_SLEEP);
+                continue;
+            }
+            for _ in 0..batch {
+                if limit.is_some_and(|limit| total >= limit) {
+                    return Ok(());
+                }
+                outcomes.count(source.fire(self.vectors[position])?);
+                self.fired[position].fetch_add(1, Ordering::Relaxed);
+                total += 1;
+                position = (position + 1) % self.vectors.len();
+            }
+            if let Some(rate) = rate_per_sec {
+                // Pace against the deadline of the fires done so far, not
+                // the batch length, so sleep overshoot does not accumulate.
+                let due = started + Duration::from_secs_f64(total as f64 / rate as f64);
+                let now = Instant::now();
+                if due > now {
+                    thread::sleep((due - now).min(STORM_MAX_SLEEP));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Storm bookkeeping holds whole values, written in one assignment.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running storm started by [`SoftwareSource::storm`] or
+/// [`SoftwareSource::storm_count`]. Dropping it stops the storm and joins
+/// its thread.
+#[derive(Debug)]
+pub struct StormHandle {
+    storm: Arc<StormShared>,
+    thread: Option<JoinHandle<()>>,
+    started: Instant,
+}
+
+impl StormHandle {
+    /// Whether the storm thread has ended (count reached, stopped, or failed).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stops the storm and reports what it fired.
+    pub fn stop(mut self) -> StormReport {
+        self.storm.stop.store(true, Ordering::Relaxed);
+        self.join()
+    }
+
+    /// Waits until the storm ends by itself (a [`SoftwareSource::storm_count`]
+    /// reaching its count, or a failed fire) and reports what it fired.
+    /// A storm without a count only ends through [`StormHandle::stop`].
+    pub fn wait(mut self) -> StormReport {
+        self.join()
+    }
+
+    fn join(&mut self) -> StormReport {
+        // A panicked storm thread still leaves its per-vector counts behind;
+        // the report is built from those.
+        let panicked = self
+            .thread
+            .take()
+            .is_some_and(|thread| thread.join().is_err());
+        let mut per_vector = BTreeMap::new();
+        for (vector, fired) in self.storm.vectors.iter().zip(&self.storm.fired) {
+            *per_vector.entry(*vector).or_insert(0) += fired.load(Ordering::Relaxed);
+        }
+        let outcomes = *lock(&self.storm.outcomes);
+        let elapsed = lock(&self.storm.elapsed).unwrap_or_else(|| self.started.elapsed());
+        StormReport {
+            total: per_vector.values().sum(),
+            per_vector,
+            signalled: outcomes.signalled,
+            latched: outcomes.latched,
+            dropped: outcomes.dropped,
+            elapsed,
+            error: lock(&self.storm.failure).take(),
+            panicked,
+        }
+    }
+}
+
+impl Drop for StormHandle {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.storm.stop.store(true, Ordering::Relaxed);
+            self.join();
+        }
+    }
+}
+
+/// What a storm fired.
+#[derive(Debug)]
+pub struct StormReport {
+    /// Fires per vector (a vector listed twice is summed).
+    pub per_vector: BTreeMap<u16, u64>,
+    /// All fires: the sum of `per_vector`.
+    pub total: u64,
+    /// Fires that wrote a trigger eventfd.
+    pub signalled: u64,
+    /// Fires latched in a pending bit.
+    pub latched: u64,
+    /// Fires dropped by a disabled source or vector.
+    pub dropped: u64,
+    /// From the start of the storm to its end.
+    pub elapsed: Duration,
+    /// The error that ended the storm early, if any.
+    pub error: Option<Error>,
+    /// The storm thread panicked (outcome counts are then zero).
+    pub panicked: bool,
+}
+
+impl StormReport {
+    /// Average fires per second over the storm.
+    pub fn rate_per_sec(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            self.total as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn enabled_plain(count: u16) -> SoftwareSource {
+        let mut source = SoftwareSource::new(count).unwrap();
+        source.enable(count).unwrap();
+        source
+    }
+
+    fn enabled_maskable(count: u16) -> SoftwareSource {
+        let mut source = SoftwareSource::maskable(count).unwrap();
+        source.enable(count).unwrap();
+        source
+    }
+
+    /// The eventfd count, consumed; 0 when nothing was signalled.
+    fn drain(source: &SoftwareSource, vector: u16) -> u64 {
+        match source.trigger(vector).unwrap().read() {
+            Ok(count) => count,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => panic!("eventfd read: {e}"),
+        }
+    }
+
+    #[test]
+    fn vector_count_must_be_1_to_2048() {
+        assert!(matches!(
+            SoftwareSource::new(0),
+            Err(Error::InvalidCount {
+                count: 0,
+                max: 2048
+            })
+        ));
+        assert!(matches!(
+            SoftwareSource::maskable(2049),
+            Err(Error::InvalidCount { count: 2049, .. })
+        ));
+        assert_eq!(SoftwareSource::new(2048).unwrap().vector_count(), 2048);
+    }
+
+    #[test]
+    fn features_follow_the_constructor() {
+        let plain = SoftwareSource::new(1).unwrap();
+        assert_eq!(plain.features(), SourceFeatures::default());
+        let maskable = SoftwareSource::maskable(1).unwrap();
+        assert_eq!(
+            maskable.features(),
+            SourceFeatures {
+                maskable: true,
+                dynamic: true
+            }
+        );
+    }
+
+    #[test]
+    fn fire_on_enabled_vector_writes_its_eventfd() {
+        let source = enabled_plain(4);
+        assert_eq!(source.fire(2).unwrap(), FireOutcome::Signalled);
+        assert_eq!(source.fire(2).unwrap(), FireOutcome::Signalled);
+        assert_eq!(drain(&source, 2), 2);
+        assert_eq!(drain(&source, 1), 0);
+        let stats = source.stats(2).unwrap();
+        assert_eq!(
+            stats,
+            VectorStats {
+                fired: 2,
+                signalled: 2,
+                latched: 0,
+                dropped: 0
+            }
+        );
+    }
+
+    #[test]
+    fn fire_while_disabled_or_past_enabled_count_is_dropped() {
+        let mut source = SoftwareSource::new(4).unwrap();
+        assert_eq!(source.fire(0).unwrap(), FireOutcome::Dropped);
+        source.enable(2).unwrap();
+        assert_eq!(source.fire(3).unwrap(), FireOutcome::Dropped);
+        source.disable().unwrap();
+        assert_eq!(source.enabled_count(), 0);
+        assert_eq!(source.fire(1).unwrap(), FireOutcome::Dropped);
+        assert_eq!(drain(&source, 0), 0);
+        assert_eq!(drain(&source, 1), 0);
+        assert_eq!(drain(&source, 3), 0);
+        assert_eq!(source.stats(0).unwrap().dropped, 1);
+        assert_eq!(source.stats(3).unwrap().dropped, 1);
+    }
+
+    #[test]
+    fn plain_source_cannot_mask_and_has_no_pending_bits() {
+        let mut source = enabled_plain(2);
+        assert!(matches!(
+            source.mask(1),
+            Err(Error::MaskUnsupported { vector: 1 })
+        ));
+        assert!(matches!(
+            source.unmask(1),
+            Err(Error::MaskUnsupported { vector: 1 })
+        ));
+        assert!(!source.pending(1).unwrap());
+        assert_eq!(source.fire(1).unwrap(), FireOutcome::Signalled);
+    }
+
+    #[test]
+    fn masked_fire_latches_pending_without_signalling() {
+        let mut source = enabled_maskable(4);
+        source.mask(1).unwrap();
+        assert_eq!(source.fire(1).unwrap(), FireOutcome::Latched);
+        assert!(source.pending(1).unwrap());
+        assert_eq!(drain(&source, 1), 0);
+        assert_eq!(source.stats(1).unwrap().latched, 1);
+    }
+
+    #[test]
+    fn unmask_signals_latched_message_exactly_once() {
+        let mut source = enabled_maskable(4);
+        source.mask(1).unwrap();
+        source.fire(1).unwrap();
+        source.unmask(1).unwrap();
+        assert!(!source.pending(1).unwrap());
+        assert_eq!(drain(&source, 1), 1);
+        source.unmask(1).unwrap();
+        assert_eq!(drain(&source, 1), 0);
+    }
+
+    #[test]
+    fn fires_while_masked_coalesce_into_one_message() {
+        let mut source = enabled_maskable(4);
+        source.mask(3).unwrap();
+        let outcomes = source.fire_n(3, 2).unwrap();
+        assert_eq!(outcomes.latched, 2);
+        source.unmask(3).unwrap();
+        assert_eq!(drain(&source, 3), 1);
+    }
+
+    #[test]
+    fn unmask_without_pending_signals_nothing() {
+        let mut source = enabled_maskable(2);
+        source.mask(0).unwrap();
+        source.unmask(0).unwrap();
+        assert_eq!(drain(&source, 0), 0);
+    }
+
+    #[test]
+    fn mask_survives_disable_enable_and_grow_until_reset_masks() {
+        let mut source = enabled_maskable(4);
+        source.mask(0).unwrap();
+        source.fire(0).unwrap();
+        source.disable().unwrap();
+        assert!(!source.pending(0).unwrap(), "disable clears pending bits");
+        source.enable(2).unwrap();
+        source.grow(4).unwrap();
+        assert_eq!(source.enabled_count(), 4);
+        assert!(source.is_masked(0).unwrap());
+        assert_eq!(source.fire(0).unwrap(), FireOutcome::Latched);
+        source.grow(3).unwrap();
+        assert_eq!(source.enabled_count(), 4, "grow never shrinks");
+        assert!(source.pending(0).unwrap(), "grow keeps pending bits");
+        source.reset_masks();
+        assert!(!source.is_masked(0).unwrap());
+        assert!(!source.pending(0).unwrap());
+        assert_eq!(drain(&source, 0), 0, "reset_masks signals nothing");
+    }
+
+    #[test]
+    fn grow_on_disabled_source_enables() {
+        let mut source = SoftwareSource::maskable(8).unwrap();
+        source.grow(3).unwrap();
+        assert_eq!(source.enabled_count(), 3);
+    }
+
+    #[test]
+    fn out_of_range_vectors_and_counts_are_errors() {
+        let mut source = enabled_maskable(4);
+        let out_of_range = |r: Result<()>| {
+            assert!(matches!(
+                r,
+                Err(Error::VectorOutOfRange {
+                    vector: 4,
+                    count: 4
+                })
+            ))
+        };
+        out_of_range(source.fire(4).map(drop));
+        out_of_range(source.fire_n(4, 1).map(drop));
+        out_of_range(source.stats(4).map(drop));
+        out_of_range(source.trigger(4).map(drop));
+        out_of_range(source.pending(4).map(drop));
+        out_of_range(source.mask(4));
+        out_of_range(source.unmask(4));
+        out_of_range(source.storm(vec![0, 4], None).map(drop));
+        for count in [0, 5] {
+            assert!(matches!(
+                source.enable(count),
+                Err(Error::InvalidCount { max: 4, .. })
+            ));
+            assert!(matches!(
+                source.grow(count),
+                Err(Error::InvalidCount { max: 4, .. })
+            ));
+        }
+        assert_eq!(source.enabled_count(), 4);
+    }
+
+    #[test]
+    fn clones_share_state_and_eventfds() {
+        let device = SoftwareSource::maskable(2).unwrap();
+        let mut owned: Box<dyn MsixSource> = Box::new(device.clone());
+        owned.enable(2).unwrap();
+        owned.mask(1).unwrap();
+        assert_eq!(device.fire(1).unwrap(), FireOutcome::Latched);
+        assert!(owned.pending(1).unwrap());
+        owned.unmask(1).unwrap();
+        assert_eq!(owned.trigger(1).unwrap().read().unwrap(), 1);
+    }
+
+    #[test]
+    fn storm_count_fires_exactly_total_round_robin() {
+        let source = enabled_plain(4);
+        let report = source.storm_count(vec![0, 1, 2], 1000).unwrap().wait();
+        assert!(report.error.is_none());
+        assert!(!report.panicked);
+        assert_eq!(report.total, 1000);
+        assert_eq!(report.per_vector.get(&0), Some(&334));
+        assert_eq!(report.per_vector.get(&1), Some(&333));
+        assert_eq!(report.per_vector.get(&2), Some(&333));
+        assert_eq!(report.signalled, 1000);
+        assert_eq!(drain(&source, 0), 334);
+        assert_eq!(source.stats(2).unwrap().signalled, 333);
+    }
+
+    #[test]
+    fn storm_outcomes_add_up_with_masked_and_disabled_vectors() {
+        let mut source = SoftwareSource::maskable(4).unwrap();
+        source.enable(2).unwrap();
+        source.mask(1).unwrap();
+        let report = source.storm_count(vec![0, 1, 3], 300).unwrap().wait();
+        assert_eq!(report.signalled, 100);
+        assert_eq!(report.latched, 100);
+        assert_eq!(report.dropped, 100);
+        assert_eq!(
+            report.signalled + report.latched + report.dropped,
+            report.total
+        );
+        let fired: u64 = [0, 1, 3]
+            .iter()
+            .map(|&v| source.stats(v).unwrap().fired)
+            .sum();
+        assert_eq!(fired, report.total);
+    }
+
+    #[test]
+    fn unpaced_storm_stops_and_counts_add_up() {
+        let source = enabled_plain(2);
+        let storm = source.storm(vec![0, 1], None).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        let report = storm.stop();
+        assert!(report.total > 0);
+        assert_eq!(report.per_vector.values().sum::<u64>(), report.total);
+        assert_eq!(drain(&source, 0) + drain(&source, 1), report.total);
+    }
+
+    #[test]
+    fn paced_storm_holds_its_rate() {
+        let source = enabled_plain(1);
+        let storm = source.storm(vec![0], Some(100_000)).unwrap();
+        thread::sleep(Duration::from_millis(200));
+        let report = storm.stop();
+        // Deadline pacing never runs ahead (beyond one 1 ms batch); a loaded
+        // machine (2 shared cores, debug build) may lag behind.
+        let rate = report.rate_per_sec();
+        assert!(rate <= 101_000.0, "rate {rate}");
+        assert!(rate >= 30_000.0, "rate {rate}");
+    }
+
+    #[test]
+    fn dropping_a_storm_handle_stops_it() {
+        let source = enabled_plain(1);
+        drop(source.storm(vec![0], None).unwrap());
+        let fired = source.stats(0).unwrap().fired;
+        thread::sleep(Duration::from_millis(5));
+        assert_eq!(source.stats(0).unwrap().fired, fired);
+    }
+
+    #[test]
+    fn empty_storm_fires_nothing() {
+        let source = enabled_plain(1);
+        let report = source.storm_count(Vec::new(), 10).unwrap().wait();
+        assert_eq!(report.total, 0);
+    }
+}

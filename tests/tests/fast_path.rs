@@ -1,0 +1,96 @@
+//! The fast-path protocol seen from inside a real KVM guest: exact exit and
+//! ioctl counts per Linux mask cycle, and delivery semantics.
+
+use msix_accel::Policy;
+use msix_bench::rig::{Rig, RigConfig};
+use testvm::{Program, Width};
+
+const VECTOR: u8 = 0x40;
+
+fn rig(policy: Policy, maskable: bool) -> Rig {
+    Rig::new(RigConfig {
+        policy,
+        maskable,
+        ..RigConfig::default()
+    })
+    .expect("rig boots")
+}
+
+/// Programs entry 0 for IDT vector 0x40 on vCPU 0, enables MSI-X, unmasks.
+fn bring_up(r: &Rig) {
+    r.accel.write_message_control(0x8000).unwrap();
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(0, 0), 0xFEE0_0000);
+    p.write(Width::W32, r.entry(0, 4), 0);
+    p.write(Width::W32, r.entry(0, 8), u64::from(VECTOR));
+    p.write(Width::W32, r.entry(0, 12), 0);
+    r.vm.run(0, &p).unwrap();
+    r.accel.service_fast_path().unwrap();
+}
+
+fn linux_cycles(r: &Rig, n: u64) -> u64 {
+    let mut p = Program::new();
+    p.repeat(n, |p| {
+        p.write(Width::W32, r.entry(0, 12), 1);
+        p.read(Width::W32, r.entry(0, 0));
+        p.write(Width::W32, r.entry(0, 12), 0);
+    });
+    let before = r.vm.exits();
+    r.vm.run(0, &p).unwrap();
+    r.vm.exits().since(&before).mmio()
+}
+
+#[test]
+fn linux_cycle_costs_one_exit_under_fast_two_under_strict_three_under_trap() {
+    for (policy, per_cycle) in [(Policy::Fast, 1), (Policy::Strict, 2), (Policy::Trap, 3)] {
+        let r = rig(policy, false);
+        bring_up(&r);
+        assert_eq!(linux_cycles(&r, 100), 100 * per_cycle, "policy {policy}");
+        // Deliveries still work after the cycles.
+        r.accel.service_fast_path().unwrap();
+        r.source.fire(0).unwrap();
+        assert_eq!(r.vm.wait_irq_count(VECTOR, 1).unwrap(), 1, "policy {policy}");
+    }
+}
+
+#[test]
+fn with_source_masking_the_cycle_costs_one_exit_and_no_irqfd_ioctls() {
+    let r = rig(Policy::Fast, true);
+    bring_up(&r);
+    let before = r.ioctls.snapshot();
+    assert_eq!(linux_cycles(&r, 50), 50);
+    r.accel.service_fast_path().unwrap();
+    let ioctls = r.ioctls.snapshot().since(&before);
+    assert_eq!(ioctls.irqfd_assign, 0);
+    assert_eq!(ioctls.irqfd_deassign, 0);
+    assert_eq!(ioctls.set_gsi_routing, 0);
+    let stats = r.accel.stats();
+    assert!(stats.masks_at_source >= 50);
+    assert_eq!(stats.masks_by_irqfd_detach, 0);
+}
+
+#[test]
+fn masked_fire_is_pending_and_delivered_once_on_unmask() {
+    for maskable in [false, true] {
+        for policy in Policy::ALL {
+            let r = rig(policy, maskable);
+            bring_up(&r);
+            let mut mask = Program::new();
+            mask.write(Width::W32, r.entry(0, 12), 1);
+            let flush = mask.read(Width::W32, r.entry(0, 0));
+            let out = r.vm.run(0, &mask).unwrap();
+            assert_eq!(out.get(flush), 0xFEE0_0000);
+            r.source.fire_n(0, 3).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert_eq!(r.vm.irq_count(VECTOR), 0, "{policy} maskable={maskable}");
+            assert!(r.accel.pending(0).unwrap(), "{policy} maskable={maskable}");
+            let mut unmask = Program::new();
+            unmask.write(Width::W32, r.entry(0, 12), 0);
+            r.vm.run(0, &unmask).unwrap();
+            assert_eq!(r.vm.wait_irq_count(VECTOR, 1).unwrap(), 1);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert_eq!(r.vm.irq_count(VECTOR), 1, "{policy} maskable={maskable}");
+            assert!(!r.accel.pending(0).unwrap());
+        }
+    }
+}

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# Runs the kernel VFIO backend of vfio-vectors against real vfio-pci inside a
+# QEMU (TCG) guest with an emulated IOMMU and two NICs (igb, e1000e).
+#
+# Phases: install host packages if missing -> fetch and unpack the guest
+# kernel -> build the static test binary -> build the initramfs -> boot ->
+# check the guest's summary line. Exits 0 only when the guest printed a final
+# line "N passed, 0 failed" with N > 0. See tests/vfio-vm/README.md.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+work="$root/target/vfio-vm"
+mkdir -p "$work"
+
+start_s=$(date +%s)
+phase() { printf '[vfio-vm %s +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - start_s ))" "$*"; }
+die() { printf 'vfio-vm: FAILED: %s\n' "$*" >&2; exit 1; }
+
+# Guest kernel: the version the probe used, else the newest 6.12 in backports.
+preferred_kernel="linux-image-6.12.95+deb12-amd64"
+guest_timeout_s=${VFIO_VM_TIMEOUT:-600}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- phase 1: host packages -------------------------------------------------
+qemu_has_igb() {
+    command -v qemu-system-x86_64 >/dev/null 2>&1 &&
+        qemu-system-x86_64 -device help 2>/dev/null | grep -q '"igb"'
+}
+have_tools() {
+    qemu_has_igb && [ -x /bin/busybox ] && busybox 2>&1 | head -1 | grep -q BusyBox &&
+        dpkg -s busybox-static >/dev/null 2>&1 &&
+        command -v cpio >/dev/null && command -v depmod >/dev/null && command -v xz >/dev/null
+}
+
+apt_updated=0
+apt_update_once() {
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root apt-get update -q >"$work/apt-update.log" 2>&1 ||
+            { cat "$work/apt-update.log" >&2; die "apt-get update failed"; }
+        apt_updated=1
+    fi
+}
+
+ensure_backports() {
+    if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        return
+    fi
+    # Reuse the Debian mirror already configured (not the security one).
+    local mirror
+    mirror=$(grep -rhs -E '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
+                /etc/apt/sources.list.d/*.list 2>/dev/null |
+             grep -oE 'https?://[^ ]+/debian/?( |$)' | grep -v security | head -1 | tr -d ' ' || true)
+    [ -n "$mirror" ] || mirror="http://deb.debian.org/debian"
+    phase "adding bookworm-backports from $mirror"
+    as_root tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null <<EOF
+Types: deb
+URIs: $mirror
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    apt_updated=0
+}
+
+phase "phase 1: host packages"
+ensure_backports
+if ! have_tools; then
+    apt_update_once
+    phase "installing qemu-system-x86 (backports), busybox-static, cpio, kmod, xz-utils"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        -t bookworm-backports qemu-system-x86/bookworm-backports busybox-static cpio kmod xz-utils \
+        >"$work/apt-install.log" 2>&1 ||
+        { tail -30 "$work/apt-install.log" >&2; die "package install failed (qemu-system-x86/bookworm-backports busybox-static cpio kmod xz-utils); see $work/apt-install.log"; }
+    have_tools || die "packages installed but a tool is still missing (qemu-system-x86_64 with -device igb, /bin/busybox, cpio, depmod, xz)"
+fi
+phase "$(qemu-system-x86_64 --version | head -1)"
+
+# --- phase 2: guest kernel --------------------------------------------------
+phase "phase 2: guest kernel"
+kpkg=""
+if ls "$work"/kernel/linux-image-*/boot/vmlinuz-* >/dev/null 2>&1; then
+    kdir=$(ls -d "$work"/kernel/linux-image-* | sort -V | tail -1)
+    kpkg=$(basename "$kdir")
+else
+    apt_update_once
+    if apt-cache policy "$preferred_kernel" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        kpkg="$preferred_kernel"
+    else
+        kpkg=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64$' |
+               awk '{print $1}' | sort -V | tail -1)
+    fi
+    [ -n "$kpkg" ] || die "package missing: no linux-image-6.12.*+deb12-amd64 in the apt sources (is bookworm-backports configured?)"
+    phase "downloading $kpkg"
+    mkdir -p "$work/kernel/dl"
+    (cd "$work/kernel/dl" && rm -f ./*.deb && apt-get download -q "$kpkg" >"$work/apt-download.log" 2>&1) ||
+        { cat "$work/apt-download.log" >&2; die "package missing: apt-get download $kpkg failed"; }
+    kdir="$work/kernel/$kpkg"
+    rm -rf "$kdir.tmp" && mkdir -p "$kdir.tmp"
+    dpkg -x "$work"/kernel/dl/*.deb "$kdir.tmp"
+    rm -f "$work"/kernel/dl/*.deb
+    mv "$kdir.tmp" "$kdir"
+fi
+vmlinuz=$(ls "$kdir"/boot/vmlinuz-* | head -1)
+kver=${vmlinuz##*/vmlinuz-}
+phase "kernel $kpkg ($kver)"
+if [ ! -s "$kdir/lib/modules/$kver/modules.dep" ]; then
+    depmod -b "$kdir" "$kver"   # the .deb ships no modules.dep
+fi
+
+# --- phase 3: static test binary --------------------------------------------
+phase "phase 3: building vfio-vm-test (static, release)"
+(cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' \
+    cargo build -q --release -p vfio-vm-test --target x86_64-unknown-linux-gnu) ||
+    die "cargo build of vfio-vm-test failed"
+testbin="$root/target/x86_64-unknown-linux-gnu/release/vfio-vm-test"
+[ -x "$testbin" ] || die "test binary missing: $testbin"
+# crates/vfio-vectors/tests/hardware.rs runs in the guest too.
+hwbin=$(cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' \
+    cargo test -q --release --no-run -p vfio-vectors --test hardware \
+    --target x86_64-unknown-linux-gnu --message-format=json 2>/dev/null |
+    grep -o '"executable":"[^"]*"' | tail -1 | sed 's/^"executable":"//; s/"$//') ||
+    die "cargo build of vfio-vectors tests/hardware.rs failed"
+[ -x "$hwbin" ] || die "hardware test binary missing"
+
+# --- phase 4: initramfs -----------------------------------------------------
+phase "phase 4: initramfs"
+ird="$work/initramfs"
+rm -rf "$ird"
+mkdir -p "$ird"/{bin,dev,proc,sys,etc,lib/modules/"$kver"}
+cp /bin/busybox "$ird/bin/busybox"
+for applet in sh mount insmod echo cat ls sleep poweroff awk grep tee basename; do
+    ln -s busybox "$ird/bin/$applet"
+done
+# Load order from modules.dep: each wanted module after its dependencies.
+order=()
+add_module() {
+    local name=$1 line path deps d i
+    line=$(grep -E "(^|/)${name}\.ko(\.xz|\.zst|\.gz)?:" "$kdir/lib/modules/$kver/modules.dep" | head -1) ||
+        die "kernel module $name not found in $kpkg"
+    path=${line%%:*}
+    read -r -a deps <<<"${line#*:}"
+    for (( i=${#deps[@]}-1; i>=0; i-- )); do
+        d=${deps[$i]}; d=${d##*/}; add_module "${d%%.ko*}"
+    done
+    for d in "${order[@]:-}"; do [ "$d" = "$path" ] && return 0; done
+    order+=("$path")
+}
+for m in irqbypass vfio vfio_iommu_type1 vfio-pci-core vfio-pci; do add_module "$m"; done
+: >"$ird/etc/modules"
+for path in "${order[@]}"; do
+    dst="$ird/lib/modules/$kver/${path%.xz}"
+    mkdir -p "$(dirname "$dst")"
+    case "$path" in
+        *.xz) xz -dc "$kdir/lib/modules/$kver/$path" >"$dst" ;;
+        *) cp "$kdir/lib/modules/$kver/$path" "$dst" ;;
+    esac
+    echo "/lib/modules/$kver/${path%.xz}" >>"$ird/etc/modules"
+done
+cp "$kdir/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$ird/lib/modules/$kver/" 2>/dev/null || true
+depmod -b "$ird" "$kver"
+phase "modules: $(tr '\n' ' ' <"$ird/etc/modules" | sed 's#/lib/modules/[^ ]*/##g')"
+cp "$testbin" "$ird/bin/vfio-vm-test"
+cp "$hwbin" "$ird/bin/vfio-vectors-hardware"
+cat >"$ird/init" <<'EOF'
+#!/bin/sh
+# Guest init: load VFIO, bind every igb/e1000e to vfio-pci, test each, power off.
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "4 4 1 7" > /proc/sys/kernel/printk
+for m in $(cat /etc/modules); do
+    insmod "$m" || echo "GUEST: insmod $m failed"
+done
+total_pass=0; total_fail=0; nics=0
+for dev in /sys/bus/pci/devices/*; do
+    id="$(cat $dev/vendor):$(cat $dev/device)"
+    case "$id" in 0x8086:0x10c9|0x8086:0x10d3) ;; *) continue ;; esac
+    bdf=$(basename $dev)
+    echo vfio-pci > $dev/driver_override
+    [ -e $dev/driver ] && echo $bdf > $dev/driver/unbind
+    echo $bdf > /sys/bus/pci/drivers_probe
+    echo "GUEST: $bdf ($id) driver: $(basename $(readlink $dev/driver 2>/dev/null) 2>/dev/null)"
+    nics=$((nics + 1))
+    /bin/vfio-vm-test $dev > /tmp.out 2>&1; rc=$?
+    cat /tmp.out
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' /tmp.out | tail -1)
+    if [ -n "$line" ]; then
+        p=$(echo "$line" | awk '{print $1}'); f=$(echo "$line" | awk '{print $3}')
+    else
+        p=0; f=1; echo "FAIL $bdf: test binary printed no summary (exit $rc)"
+    fi
+    [ $rc -ne 0 ] && [ "$f" -eq 0 ] && { f=1; echo "FAIL $bdf: test binary exited $rc"; }
+    # crates/vfio-vectors/tests/hardware.rs against the same device.
+    MSIX_ACCEL_VFIO_DEVICE=$dev /bin/vfio-vectors-hardware --test-threads=1 > /tmp.hw 2>&1
+    if [ $? -eq 0 ] && grep -q '^test result: ok. 1 passed' /tmp.hw && ! grep -q skipped /tmp.hw; then
+        echo "PASS hardware_rs_loopback"; p=$((p + 1))
+    else
+        cat /tmp.hw; echo "FAIL hardware_rs_loopback: see above"; f=$((f + 1))
+    fi
+    echo "GUEST: $bdf ($id): $p passed, $f failed"
+    total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+done
+[ $nics -eq 0 ] && { echo "FAIL no igb/e1000e found"; total_fail=$((total_fail + 1)); }
+echo "GUEST-DONE"
+echo "$total_pass passed, $total_fail failed"
+poweroff -f
+EOF
+chmod +x "$ird/init"
+initrd="$work/initramfs.cpio"
+(cd "$ird" && find . | cpio -o -H newc --quiet >"$initrd")
+phase "initramfs $(du -h "$initrd" | cut -f1)"
+
+# --- phase 5: boot ----------------------------------------------------------
+phase "phase 5: booting QEMU (TCG, timeout ${guest_timeout_s}s)"
+log="$work/console.log"
+set +e
+timeout "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel tcg -m 1G -smp 2 -nographic \
+    -no-reboot -nic none -kernel "$vmlinuz" -initrd "$initrd" \
+    -append 'console=ttyS0 intel_iommu=on panic=-1' \
+    -device intel-iommu,intremap=on -device igb -device e1000e \
+    </dev/null 2>&1 | tr -d '\r' | tee "$log" | grep -E '^(PASS|FAIL|GUEST|TIMING|INFO)|passed, [0-9]+ failed$|Kernel panic'
+qemu_rc=${PIPESTATUS[0]}
+set -e
+phase "QEMU exited ($qemu_rc); console log: $log"
+
+# --- phase 6: verdict -------------------------------------------------------
+if [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then
+    die "QEMU timeout: killed after ${guest_timeout_s}s (see $log)"
+fi
+if grep -q 'Kernel panic' "$log"; then
+    grep -A5 'Kernel panic' "$log" >&2
+    die "guest panic (see $log)"
+fi
+summary=$(sed -n '/^GUEST-DONE$/,$p' "$log" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -1 || true)
+if [ -z "$summary" ]; then
+    tail -20 "$log" >&2
+    die "no summary line from the guest (QEMU exit $qemu_rc; see $log)"
+fi
+phase "done in $(( $(date +%s) - start_s ))s"
+grep -E '^FAIL' "$log" || true
+echo "$summary"
+read -r passed _ failed _ <<<"$summary"
+[ "$passed" -gt 0 ] && [ "$failed" -eq 0 ]
