@@ -29,8 +29,7 @@ qemu_has_igb() {
         qemu-system-x86_64 -device help 2>/dev/null | grep -q '"igb"'
 }
 have_tools() {
-    qemu_has_igb && [ -x /bin/busybox ] && busybox 2>&1 | head -1 | grep -q BusyBox &&
-        dpkg -s busybox-static >/dev/null 2>&1 &&
+    qemu_has_igb && [ -x /bin/busybox ] && dpkg -s busybox-static >/dev/null 2>&1 &&
         command -v cpio >/dev/null && command -v depmod >/dev/null && command -v xz >/dev/null
 }
 
@@ -216,7 +215,7 @@ phase "initramfs $(du -h "$initrd" | cut -f1)"
 phase "phase 5: booting QEMU (TCG, timeout ${guest_timeout_s}s)"
 log="$work/console.log"
 set +e
-timeout "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel tcg -m 1G -smp 2 -nographic \
+timeout -k 10 "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel tcg -m 1G -smp 2 -nographic \
     -no-reboot -nic none -kernel "$vmlinuz" -initrd "$initrd" \
     -append 'console=ttyS0 intel_iommu=on panic=-1' \
     -device intel-iommu,intremap=on -device igb -device e1000e \

@@ -43,6 +43,8 @@ struct Placed {
     table_gpa: u64,
     pba_gpa: u64,
     mapped: bool,
+    /// Other registers share the table's pages: claim only the table bytes.
+    shared: bool,
     ioevents: u16,
 }
 
@@ -116,12 +118,13 @@ impl TablePlacement {
         self.placed.as_ref().map(|p| (p.table_gpa, p.pba_gpa))
     }
 
-    fn table_window(&self, table_gpa: u64, mapped: bool) -> u64 {
-        if mapped {
-            page_align_up(self.config.table_len)
-        } else {
-            let _ = table_gpa;
+    /// Bytes at the table's address that are ours: its whole pages, unless
+    /// other registers share them.
+    fn table_window(&self, shared: bool) -> u64 {
+        if shared {
             self.config.table_len
+        } else {
+            page_align_up(self.config.table_len)
         }
     }
 
@@ -146,6 +149,7 @@ impl TablePlacement {
             table_gpa,
             pba_gpa,
             mapped: false,
+            shared: table_pages_shared,
             ioevents: 0,
         };
         if can_map {
@@ -226,7 +230,7 @@ impl TablePlacement {
     /// not ours (or the table is not placed).
     pub fn decode(&self, gpa: u64) -> Option<BarRegion> {
         let placed = self.placed.as_ref()?;
-        let table_window = self.table_window(placed.table_gpa, placed.mapped);
+        let table_window = self.table_window(placed.shared);
         if gpa >= placed.table_gpa && gpa - placed.table_gpa < table_window {
             return Some(BarRegion::Table(gpa - placed.table_gpa));
         }

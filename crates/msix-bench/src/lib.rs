@@ -5,3 +5,4 @@
 #![deny(missing_debug_implementations)]
 
 pub mod rig;
+pub mod scenario;

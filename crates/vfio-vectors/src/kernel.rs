@@ -112,6 +112,25 @@ impl DeviceHandle {
 /// memory; an access with decode disabled (or during a reset) raises SIGBUS.
 /// Call [`VfioMsixSource::unmap_table`] before disabling memory decode or
 /// resetting the function, and [`VfioMsixSource::map_table`] afterwards.
+///
+/// ```no_run
+/// use std::path::Path;
+/// use vfio_vectors::kernel::VfioMsixSource;
+/// use vfio_vectors::MsixSource;
+///
+/// let mut source = VfioMsixSource::open(Path::new("0000:01:00.0"))?;
+/// let n = source.vector_count();
+/// source.enable(n)?;
+/// // Each trigger(v) is also the KVM irqfd of vector v.
+/// let _irqfd = source.trigger(0)?;
+/// if source.features().maskable {
+///     source.mask(0)?; // Vector Control bit 0, through the table mmap
+///     let _latched = source.pending(0)?; // the device's own PBA bit
+///     source.unmask(0)?; // a latched message is delivered once
+/// }
+/// source.disable()?;
+/// # Ok::<(), vfio_vectors::Error>(())
+/// ```
 pub struct VfioMsixSource {
     device: DeviceHandle,
     /// sysfs path when known (diagnostics only).
@@ -165,8 +184,8 @@ impl VfioMsixSource {
     /// when the device has no MSI-X.
     pub fn open(sysfs_path_or_bdf: &Path) -> Result<Self> {
         let path = resolve_sysfs_path(sysfs_path_or_bdf);
-        let container = VfioContainer::new(None)
-            .map_err(|e| Error::Vfio(format!("VFIO container: {e}")))?;
+        let container =
+            VfioContainer::new(None).map_err(|e| Error::Vfio(format!("VFIO container: {e}")))?;
         let device = VfioDevice::new(&path, Arc::new(container), false)
             .map_err(|e| Error::Vfio(format!("VFIO device {}: {e}", path.display())))?;
         let mut source = Self::from_vfio_device(Arc::new(device))?;
@@ -206,23 +225,9 @@ impl VfioMsixSource {
             region_info(fd, u32::from(msix.pba_bir))?
         };
         // The kernel's count is authoritative (it sized its vector array
-        // from Table Size); a table beyond its BAR is a broken device.
+        // from Table Size). A table or PBA outside its BAR only disables
+        // source-side masking (see `try_map_table`): the vectors still work.
         let vector_count = u16::try_from(irq.count.min(2048)).unwrap_or(2048);
-        if u64::from(msix.table_offset) + msix.table_bytes() > table_region.size
-            || u64::from(msix.pba_offset) + msix.pba_bytes() > pba_region.size
-        {
-            return Err(Error::InvalidMsixCapability(format!(
-                "table {:#x}+{:#x} in BAR{} ({:#x} bytes) or PBA {:#x}+{:#x} in BAR{} ({:#x} bytes) out of bounds",
-                msix.table_offset,
-                msix.table_bytes(),
-                msix.table_bir,
-                table_region.size,
-                msix.pba_offset,
-                msix.pba_bytes(),
-                msix.pba_bir,
-                pba_region.size
-            )));
-        }
         let triggers = (0..vector_count)
             .map(|_| EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd))
             .collect::<Result<Vec<_>>>()?;
@@ -305,6 +310,22 @@ impl VfioMsixSource {
 
     fn try_map_table(&self) -> std::result::Result<MsixTableMap, String> {
         let region = &self.table_region;
+        let msix = &self.msix;
+        if u64::from(msix.table_offset) + msix.table_bytes() > region.size
+            || u64::from(msix.pba_offset) + msix.pba_bytes() > self.pba_region.size
+        {
+            return Err(format!(
+                "table {:#x}+{:#x} in BAR{} ({:#x} bytes) or PBA {:#x}+{:#x} in BAR{} ({:#x} bytes) out of bounds",
+                msix.table_offset,
+                msix.table_bytes(),
+                msix.table_bir,
+                region.size,
+                msix.pba_offset,
+                msix.pba_bytes(),
+                msix.pba_bir,
+                self.pba_region.size
+            ));
+        }
         if !region.msix_mappable() {
             return Err(format!(
                 "BAR{} has no VFIO_REGION_INFO_CAP_MSIX_MAPPABLE (caps {:?})",
@@ -335,11 +356,20 @@ impl VfioMsixSource {
                 region.index, region.size
             ));
         }
-        let mapping = Mapping::device(self.device.raw_fd(), region.offset + start, (end - start) as usize)
-            .map_err(|e| format!("mmap of BAR{} {start:#x}..{end:#x}: {e}", region.index))?;
+        let mapping = Mapping::device(
+            self.device.raw_fd(),
+            region.offset + start,
+            (end - start) as usize,
+        )
+        .map_err(|e| format!("mmap of BAR{} {start:#x}..{end:#x}: {e}", region.index))?;
         let pba = pba_here.then(|| (u64::from(self.msix.pba_offset) - start) as usize);
-        MsixTableMap::new(mapping, (table_start - start) as usize, self.vector_count, pba)
-            .map_err(|e| e.to_string())
+        MsixTableMap::new(
+            mapping,
+            (table_start - start) as usize,
+            self.vector_count,
+            pba,
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// Drops the table mapping: masks and unmasks then fail with
@@ -443,9 +473,8 @@ impl VfioMsixSource {
     fn set_irqs(&self, buf: &IrqSetBuf) -> Result<()> {
         // SAFETY: `buf` is a complete vfio_irq_set whose argsz covers the
         // header and its data; the kernel only reads argsz bytes of it.
-        let ret = unsafe {
-            ioctl_with_ptr(&self.device.raw_fd(), VFIO_DEVICE_SET_IRQS(), buf.as_ptr())
-        };
+        let ret =
+            unsafe { ioctl_with_ptr(&self.device.raw_fd(), VFIO_DEVICE_SET_IRQS(), buf.as_ptr()) };
         if ret < 0 {
             // SAFETY: `as_ptr` points at an initialised, aligned header.
             let header: vfio_irq_set = unsafe { std::ptr::read(buf.as_ptr()) };

@@ -9,6 +9,8 @@
 //! vector's eventfd is the one wired to it. `tests/vfio-vm/run.sh` runs it
 //! inside a QEMU guest against an emulated igb and e1000e.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -56,7 +58,9 @@ fn each_vector_eventfd_is_wired_by_enable_and_unwired_by_disable() {
         for v in 0..count {
             let _ = source.trigger(v).unwrap().read();
         }
-        source.signal_loopback(vector).expect("SET_IRQS DATA_BOOL loopback");
+        source
+            .signal_loopback(vector)
+            .expect("SET_IRQS DATA_BOOL loopback");
         let own = wait_count(source.trigger(vector).unwrap(), 2000);
         assert!(own >= 1, "vector {vector}: its eventfd was not signalled");
         for other in (0..count).filter(|&v| v != vector) {

@@ -134,7 +134,11 @@ impl Nic {
     fn fire(self, src: &VfioMsixSource, vector: u16) -> CheckResult {
         match self {
             Nic::Igb => Self::write(src, igb::EICS, 1 << vector),
-            Nic::E1000e => Self::write(src, e1000e::ICS, 1 << (e1000e::CAUSE_SHIFT + u32::from(vector))),
+            Nic::E1000e => Self::write(
+                src,
+                e1000e::ICS,
+                1 << (e1000e::CAUSE_SHIFT + u32::from(vector)),
+            ),
         }
     }
 
@@ -212,7 +216,9 @@ impl Harness {
     fn expect_only(&self, vector: u16) -> CheckResult {
         let n = wait(self.trigger(vector)?, DELIVERY_TIMEOUT)?;
         if n == 0 {
-            return Err(format!("vector {vector}: no eventfd signal within {DELIVERY_TIMEOUT:?}"));
+            return Err(format!(
+                "vector {vector}: no eventfd signal within {DELIVERY_TIMEOUT:?}"
+            ));
         }
         std::thread::sleep(QUIET);
         let others: Vec<String> = (0..self.count())
@@ -250,7 +256,9 @@ impl Harness {
     fn masked_then_delivered_once(&mut self, vector: u16) -> CheckResult {
         let vc = self.src.vector_control(vector).ok_or("table not mapped")?;
         if vc & 1 == 0 {
-            return Err(format!("vector {vector}: Vector Control {vc:#x} lost the mask bit"));
+            return Err(format!(
+                "vector {vector}: Vector Control {vc:#x} lost the mask bit"
+            ));
         }
         self.drain_all()?;
         self.nic.arm(&self.src, vector)?;
@@ -267,12 +275,16 @@ impl Harness {
         if leaked != 0 {
             return Err(format!("vector {vector}: signalled {leaked} while masked"));
         }
-        self.src.unmask(vector).map_err(|e| format!("unmask: {e}"))?;
+        self.src
+            .unmask(vector)
+            .map_err(|e| format!("unmask: {e}"))?;
         let n = wait(self.trigger(vector)?, DELIVERY_TIMEOUT)?;
         std::thread::sleep(QUIET);
         let n = n + take(self.trigger(vector)?)?;
         if n != 1 {
-            return Err(format!("vector {vector}: {n} signals on unmask, want exactly 1"));
+            return Err(format!(
+                "vector {vector}: {n} signals on unmask, want exactly 1"
+            ));
         }
         if self.src.pending(vector).map_err(|e| e.to_string())? {
             return Err(format!("vector {vector}: PBA bit still set after unmask"));
@@ -330,9 +342,13 @@ impl Harness {
             for c in 2..=n {
                 self.src.grow(c).map_err(|e| format!("grow({c}): {e}"))?;
                 if self.src.enabled_count() != c {
-                    return Err(format!("enabled_count {} after grow({c})", self.src.enabled_count()));
+                    return Err(format!(
+                        "enabled_count {} after grow({c})",
+                        self.src.enabled_count()
+                    ));
                 }
-                self.all_enabled_work().map_err(|e| format!("after grow({c}): {e}"))?;
+                self.all_enabled_work()
+                    .map_err(|e| format!("after grow({c}): {e}"))?;
             }
             Ok(())
         })();
@@ -349,7 +365,8 @@ impl Harness {
                 self.src
                     .grow_by_reenable(c)
                     .map_err(|e| format!("grow_by_reenable({c}): {e}"))?;
-                self.all_enabled_work().map_err(|e| format!("after re-enable with {c}: {e}"))?;
+                self.all_enabled_work()
+                    .map_err(|e| format!("after re-enable with {c}: {e}"))?;
             }
             Ok(())
         })();
@@ -405,7 +422,10 @@ impl Harness {
                 .mask(v)
                 .map_err(|e| e.to_string())
                 .and_then(|()| self.masked_then_delivered_once(v));
-            self.check(&format!("physical_mask_vector_{v}_latches_pba_and_unmask_delivers_once"), r);
+            self.check(
+                &format!("physical_mask_vector_{v}_latches_pba_and_unmask_delivers_once"),
+                r,
+            );
         }
 
         let last = n - 1;
@@ -451,9 +471,7 @@ impl Harness {
             self.src.mask(0).map_err(|e| e.to_string())?;
             self.src.disable().map_err(|e| e.to_string())?;
             self.src.enable(1).map_err(|e| e.to_string())?;
-            self.src
-                .grow_by_reenable(n)
-                .map_err(|e| e.to_string())?;
+            self.src.grow_by_reenable(n).map_err(|e| e.to_string())?;
             self.masked_then_delivered_once(0)
         })();
         self.check("mask_survives_noresize_style_regrow", r);
@@ -470,9 +488,14 @@ impl Harness {
                 other => return Err(format!("mask after unmap_table: {other:?}")),
             }
             // The PBA stays readable by pread.
-            self.src.pending(0).map_err(|e| format!("pread PBA fallback: {e}"))?;
+            self.src
+                .pending(0)
+                .map_err(|e| format!("pread PBA fallback: {e}"))?;
             if !self.src.map_table() || !self.src.features().maskable {
-                return Err(format!("map_table failed: {:?}", self.src.unmapped_reason()));
+                return Err(format!(
+                    "map_table failed: {:?}",
+                    self.src.unmapped_reason()
+                ));
             }
             self.src.mask(0).map_err(|e| e.to_string())?;
             self.masked_then_delivered_once(0)

@@ -8,8 +8,8 @@
 //! The buffer is built from `u32` words so it is aligned for the header.
 
 use vfio_bindings::bindings::vfio::{
-    vfio_irq_set, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_BOOL,
-    VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE,
+    vfio_irq_set, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_BOOL, VFIO_IRQ_SET_DATA_EVENTFD,
+    VFIO_IRQ_SET_DATA_NONE,
 };
 
 /// Size of the `vfio_irq_set` header in bytes.

@@ -42,12 +42,17 @@ impl MsixCapability {
     /// MSI-X capability.
     pub fn find(config: &[u8]) -> Result<Option<Self>> {
         let u16_at = |off: usize| -> Option<u16> {
-            Some(u16::from_le_bytes(config.get(off..off + 2)?.try_into().ok()?))
+            Some(u16::from_le_bytes(
+                config.get(off..off + 2)?.try_into().ok()?,
+            ))
         };
         let u32_at = |off: usize| -> Option<u32> {
-            Some(u32::from_le_bytes(config.get(off..off + 4)?.try_into().ok()?))
+            Some(u32::from_le_bytes(
+                config.get(off..off + 4)?.try_into().ok()?,
+            ))
         };
-        let status = u16_at(STATUS).ok_or_else(|| invalid("config space shorter than its header"))?;
+        let status =
+            u16_at(STATUS).ok_or_else(|| invalid("config space shorter than its header"))?;
         if status & STATUS_CAP_LIST == 0 {
             return Ok(None);
         }
@@ -102,6 +107,7 @@ fn invalid(why: &str) -> Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
 

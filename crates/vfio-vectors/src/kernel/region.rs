@@ -105,7 +105,10 @@ pub(crate) fn region_info(fd: RawFd, index: u32) -> Result<RegionInfo> {
     };
     let mut info = header(&buf);
     let wanted = info.argsz as usize;
-    if info.flags & VFIO_REGION_INFO_FLAG_CAPS != 0 && wanted > INFO_BYTES && wanted <= MAX_INFO_BYTES {
+    if info.flags & VFIO_REGION_INFO_FLAG_CAPS != 0
+        && wanted > INFO_BYTES
+        && wanted <= MAX_INFO_BYTES
+    {
         buf = get_region_info_raw(fd, index, wanted)?;
         info = header(&buf);
     }
@@ -125,7 +128,12 @@ pub(crate) fn region_info(fd: RawFd, index: u32) -> Result<RegionInfo> {
 }
 
 /// Reads `buf.len()` bytes at `offset` inside `region`.
-pub(crate) fn region_read(fd: RawFd, region: &RegionInfo, offset: u64, buf: &mut [u8]) -> Result<()> {
+pub(crate) fn region_read(
+    fd: RawFd,
+    region: &RegionInfo,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<()> {
     let fail = |errno| Error::RegionAccess {
         index: region.index,
         offset,
@@ -182,10 +190,13 @@ pub(crate) fn region_write(fd: RawFd, region: &RegionInfo, offset: u64, buf: &[u
 }
 
 pub(crate) fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -216,7 +227,10 @@ mod tests {
             caps: cap_chain(&info, 32),
         };
         assert!(region.msix_mappable() && region.mmap());
-        let plain = RegionInfo { caps: vec![2], ..region };
+        let plain = RegionInfo {
+            caps: vec![2],
+            ..region
+        };
         assert!(!plain.msix_mappable());
     }
 

@@ -103,11 +103,13 @@ impl Mapping {
 
     /// Test access to arbitrary dwords of the mapping.
     #[cfg(test)]
+    #[allow(clippy::unwrap_used)]
     pub(crate) fn peek(&self, offset: usize) -> u32 {
         self.read_u32(offset).unwrap()
     }
 
     #[cfg(test)]
+    #[allow(clippy::unwrap_used)]
     pub(crate) fn poke(&mut self, offset: usize, value: u32) {
         self.write_u32(offset, value).unwrap()
     }
@@ -136,7 +138,12 @@ impl MsixTableMap {
     /// Locates a table of `entries` entries at `table_start` and optionally
     /// the PBA at `pba_start` inside `mapping`. Fails when either does not
     /// fit or is not dword aligned.
-    pub fn new(mapping: Mapping, table_start: usize, entries: u16, pba_start: Option<usize>) -> Result<Self> {
+    pub fn new(
+        mapping: Mapping,
+        table_start: usize,
+        entries: u16,
+        pba_start: Option<usize>,
+    ) -> Result<Self> {
         let bad = |what: &str| {
             Error::InvalidMsixCapability(format!(
                 "{what} outside the {} byte mapping (table at {table_start:#x}, {entries} entries, PBA at {pba_start:?})",
@@ -162,8 +169,9 @@ impl MsixTableMap {
     }
 
     fn vector_control_offset(&self, vector: u16) -> Option<usize> {
-        (vector < self.entries)
-            .then(|| self.table_start + usize::from(vector) * ENTRY_BYTES as usize + VECTOR_CONTROL as usize)
+        (vector < self.entries).then(|| {
+            self.table_start + usize::from(vector) * ENTRY_BYTES as usize + VECTOR_CONTROL as usize
+        })
     }
 
     /// Reads Vector Control of `vector` (None when out of range).
@@ -208,6 +216,7 @@ impl MsixTableMap {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
