@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use irqfd_routes::{
-    eventfd_drain, eventfd_pending, Gsi, GsiRouting, IoctlCounters, Irqfd, IrqchipRoutes,
+    eventfd_drain, eventfd_pending, Gsi, GsiRouting, IoctlCounters, IrqchipRoutes, Irqfd,
     MsiMessage, MsiRouteTable,
 };
 use testvm::{TestVm, VmConfig};
@@ -153,9 +153,16 @@ fn detached_vector_accumulates_then_delivers_exactly_once_on_reattach() {
 
     b.source.fire_n(0, 5).unwrap();
     std::thread::sleep(SETTLE);
-    assert_eq!(b.vm.irq_count(FIRST_IDT), 0, "a detached vector delivers nothing");
+    assert_eq!(
+        b.vm.irq_count(FIRST_IDT),
+        0,
+        "a detached vector delivers nothing"
+    );
     assert!(b.pending(0), "the fires wait in the eventfd count");
-    assert!(b.pending(0), "looking at the pending state never consumes it");
+    assert!(
+        b.pending(0),
+        "looking at the pending state never consumes it"
+    );
 
     b.attach(0);
     assert_eq!(b.vm.wait_irq_count(FIRST_IDT, 1).unwrap(), 1);
@@ -183,7 +190,11 @@ fn route_change_moves_delivery_to_a_new_vector_and_vcpu() {
     b.source.fire(0).unwrap();
     b.vm.wait_irq_count(0x45, 1).unwrap();
     std::thread::sleep(SETTLE);
-    assert_eq!(b.vm.irq_count_on(1, 0x45), 1, "the new route's vCPU and vector");
+    assert_eq!(
+        b.vm.irq_count_on(1, 0x45),
+        1,
+        "the new route's vCPU and vector"
+    );
     assert_eq!(b.vm.irq_count_on(0, 0x45), 0);
     assert_eq!(b.vm.irq_count(0x40), 1, "nothing more on the old vector");
 }
@@ -211,7 +222,10 @@ fn bringing_up_256_vectors_costs_a_constant_number_of_routing_commits() {
     drop(small);
     let (b, cost) = bring_up(256);
     assert_eq!(cost, 1, "one KVM_SET_GSI_ROUTING for 256 routes");
-    assert_eq!(cost, small_cost, "the cost does not grow with the vector count");
+    assert_eq!(
+        cost, small_cost,
+        "the cost does not grow with the vector count"
+    );
 
     // 256 vectors share 64 IDT vectors: fire one vector per IDT vector at a
     // time and wait, so no two fires coalesce in the LAPIC.
@@ -220,7 +234,9 @@ fn bringing_up_256_vectors_costs_a_constant_number_of_routing_commits() {
             b.source.fire(v).unwrap();
         }
         for v in round * 64..(round + 1) * 64 {
-            let count = b.vm.wait_irq_count(idt(v, 64), u64::from(round) + 1).unwrap();
+            let count =
+                b.vm.wait_irq_count(idt(v, 64), u64::from(round) + 1)
+                    .unwrap();
             assert_eq!(count, u64::from(round) + 1, "vector {v}");
         }
     }
@@ -237,7 +253,11 @@ fn storm_of_100k_fires_across_8_vectors_loses_nothing() {
         b.attach(v);
     }
 
-    let report = b.source.storm_count((0..8).collect(), 100_000).unwrap().wait();
+    let report = b
+        .source
+        .storm_count((0..8).collect(), 100_000)
+        .unwrap()
+        .wait();
     assert!(report.error.is_none() && !report.panicked, "{report:?}");
     assert_eq!(report.total, 100_000);
     assert_eq!(report.signalled, 100_000, "every fire reached its eventfd");
@@ -252,7 +272,10 @@ fn storm_of_100k_fires_across_8_vectors_loses_nothing() {
         // irqfd wakeup, or several injections while the IDT vector is already
         // pending in the LAPIC's IRR, are one interrupt. That coalescing is the
         // only allowed difference between fired and delivered.
-        assert!(delivered <= fired, "vector {v}: {delivered} delivered > {fired} fired");
+        assert!(
+            delivered <= fired,
+            "vector {v}: {delivered} delivered > {fired} fired"
+        );
         let coalesced = fired - delivered;
         assert_eq!(delivered + coalesced, fired);
     }
@@ -265,7 +288,9 @@ fn storm_of_100k_fires_across_8_vectors_loses_nothing() {
         b.source.fire(v).unwrap();
     }
     for v in 0..8u16 {
-        let count = b.vm.wait_irq_count(idt(v, 8), after[usize::from(v)] + 1).unwrap();
+        let count =
+            b.vm.wait_irq_count(idt(v, 8), after[usize::from(v)] + 1)
+                .unwrap();
         assert!(count > after[usize::from(v)], "vector {v}");
         assert!(count <= b.source.stats(v).unwrap().fired);
     }

@@ -49,7 +49,11 @@ fn linux_cycle_costs_one_exit_under_fast_two_under_strict_three_under_trap() {
         // Deliveries still work after the cycles.
         r.accel.service_fast_path().unwrap();
         r.source.fire(0).unwrap();
-        assert_eq!(r.vm.wait_irq_count(VECTOR, 1).unwrap(), 1, "policy {policy}");
+        assert_eq!(
+            r.vm.wait_irq_count(VECTOR, 1).unwrap(),
+            1,
+            "policy {policy}"
+        );
     }
 }
 

@@ -15,6 +15,7 @@
 //! two together (drain unmasks first, detach before route changes, ...) is
 //! in `msix-accel`.
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_debug_implementations)]
 
 mod error;

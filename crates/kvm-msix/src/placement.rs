@@ -68,7 +68,11 @@ pub struct TablePlacement {
 impl TablePlacement {
     /// Creates the shadow and unmask eventfds; nothing is registered with KVM
     /// until [`TablePlacement::place`].
-    pub fn new(vm: Arc<VmFd>, counters: Arc<IoctlCounters>, config: PlacementConfig) -> Result<Self> {
+    pub fn new(
+        vm: Arc<VmFd>,
+        counters: Arc<IoctlCounters>,
+        config: PlacementConfig,
+    ) -> Result<Self> {
         let shadow = TableShadow::new(config.table_len)?;
         let entries = (config.table_len / 16) as u16;
         let unmask = if config.policy.absorbs_unmask() {
@@ -133,7 +137,12 @@ impl TablePlacement {
     /// aligned and its pages hold nothing else (`table_pages_shared` says the
     /// device has other registers there); otherwise the policy falls back to
     /// `trap`. Returns the policy in force.
-    pub fn place(&mut self, table_gpa: u64, pba_gpa: u64, table_pages_shared: bool) -> Result<Policy> {
+    pub fn place(
+        &mut self,
+        table_gpa: u64,
+        pba_gpa: u64,
+        table_pages_shared: bool,
+    ) -> Result<Policy> {
         if self.placed.is_some() {
             return Err(Error::State("table already placed: remove it first"));
         }
@@ -144,7 +153,11 @@ impl TablePlacement {
             && table_gpa % PAGE_SIZE == 0
             && !pba_overlaps_pages
             && !table_pages_shared;
-        self.effective = if can_map { self.config.policy } else { Policy::Trap };
+        self.effective = if can_map {
+            self.config.policy
+        } else {
+            Policy::Trap
+        };
         let mut placed = Placed {
             table_gpa,
             pba_gpa,
@@ -158,11 +171,18 @@ impl TablePlacement {
         }
         if self.effective.absorbs_unmask() {
             for vector in 0..self.unmask.len() {
-                let Some(fd) = self.unmask.get(vector) else { break };
+                let Some(fd) = self.unmask.get(vector) else {
+                    break;
+                };
                 let gpa = table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL;
-                match self.vm.register_ioevent(fd, &IoEventAddress::Mmio(gpa), 0u32) {
+                match self
+                    .vm
+                    .register_ioevent(fd, &IoEventAddress::Mmio(gpa), 0u32)
+                {
                     Ok(()) => {
-                        self.counters.ioeventfd_assign.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .ioeventfd_assign
+                            .fetch_add(1, Ordering::Relaxed);
                         placed.ioevents += 1;
                     }
                     // Out of MMIO bus slots (ENOSPC) or any other refusal: the
@@ -183,11 +203,18 @@ impl TablePlacement {
         };
         let mut first_error = None;
         for vector in 0..placed.ioevents {
-            let Some(fd) = self.unmask.get(vector) else { break };
+            let Some(fd) = self.unmask.get(vector) else {
+                break;
+            };
             let gpa = placed.table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL;
-            match self.vm.unregister_ioevent(fd, &IoEventAddress::Mmio(gpa), 0u32) {
+            match self
+                .vm
+                .unregister_ioevent(fd, &IoEventAddress::Mmio(gpa), 0u32)
+            {
                 Ok(()) => {
-                    self.counters.ioeventfd_deassign.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .ioeventfd_deassign
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     first_error.get_or_insert(Error::Ioeventfd {
@@ -222,7 +249,9 @@ impl TablePlacement {
             gpa,
             errno: e.errno(),
         })?;
-        self.counters.set_user_memory_region.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .set_user_memory_region
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -457,12 +457,12 @@ fn lock(routes: &SharedRouting) -> MutexGuard<'_, dyn irqfd_routes::MsiRouteTabl
 
 impl Inner {
     fn vector(&self, vector: u16) -> Result<&Vector> {
-        self.vectors
-            .get(usize::from(vector))
-            .ok_or(Error::Model(msix_model::Error::VectorOutOfRange {
+        self.vectors.get(usize::from(vector)).ok_or(Error::Model(
+            msix_model::Error::VectorOutOfRange {
                 vector,
                 table_size: self.model.table_size(),
-            }))
+            },
+        ))
     }
 
     fn record(&mut self, counters: &Counters, error: Error) {
@@ -519,6 +519,15 @@ impl Inner {
         }
         if changes.contains(&Change::Disabled) {
             self.source.disable()?;
+            // A disabled function forgets what was pending: the source's own
+            // latches are cleared by its disable, and the interrupts parked in
+            // the eventfds of irqfd-masked vectors are dropped here, so both
+            // mask paths show the guest the same PBA and deliveries.
+            for (i, v) in self.vectors.iter().enumerate() {
+                if v.mask == MaskPath::IrqfdDetached {
+                    eventfd_drain(self.source.trigger(i as u16)?)?;
+                }
+            }
         }
         for change in changes {
             if let Change::MessageChanged { vector, message } = *change {
@@ -541,9 +550,14 @@ impl Inner {
         // Commit only when a vector that delivers after this access has a
         // route KVM does not hold yet: routes of masked vectors wait for
         // their unmask, so programming many vectors costs one commit.
-        let needs_commit = self.vectors.iter().enumerate().any(|(i, v)| {
-            v.route_dirty && !self.model.is_masked(i as u16).unwrap_or(true)
-        });
+        // Only vectors named in this change set can be unmasked with a dirty
+        // route: any other unmasked vector was committed when it unmasked.
+        let mut needs_commit = false;
+        for change in changes {
+            if let Change::MessageChanged { vector, .. } | Change::Unmasked { vector } = *change {
+                needs_commit |= self.vector(vector)?.route_dirty && !self.model.is_masked(vector)?;
+            }
+        }
         if needs_commit {
             lock(&self.routes).commit()?;
             for v in self.vectors.iter_mut() {

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use event_manager::{EventManager, EventOps, EventSubscriber, Events, MutEventSubscriber, SubscriberOps};
+use event_manager::{
+    EventManager, EventOps, EventSubscriber, Events, MutEventSubscriber, SubscriberOps,
+};
 use vmm_sys_util::epoll::EventSet;
 
 use crate::{Error, MsixAccelerator, Result};
@@ -40,8 +42,9 @@ impl EventSubscriber for FastPathSubscriber {
     fn init(&self, ops: &mut EventOps) {
         let fd = self.accel.fast_path_fd();
         if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
-            self.accel
-                .note_error(Error::Service(format!("cannot watch the fast-path fd: {e:?}")));
+            self.accel.note_error(Error::Service(format!(
+                "cannot watch the fast-path fd: {e:?}"
+            )));
         }
     }
 }
@@ -62,7 +65,8 @@ impl ServiceThread {
         let mut manager: EventManager<Subscriber> =
             EventManager::new().map_err(|e| Error::Service(format!("{e:?}")))?;
         for accel in accels {
-            let sub: Subscriber = Arc::new(Mutex::new(Arc::new(FastPathSubscriber::new(accel.clone()))));
+            let sub: Subscriber =
+                Arc::new(Mutex::new(Arc::new(FastPathSubscriber::new(accel.clone()))));
             manager.add_subscriber(sub);
         }
         let stop = Arc::new(AtomicBool::new(false));

@@ -1,13 +1,11 @@
-//! msix-bench: runs guest scenarios and the side-by-side policy benchmark.
+//! `msix-bench`: the side-by-side MSI-X benchmark (no subcommand; see
+//! `--help`) and the scenario runner (`msix-bench scenario FILE...`).
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("scenario") => msix_bench::scenario::run_cli(&args[1..]),
-        _ => {
-            eprintln!("usage: msix-bench scenario FILE...");
-            2
-        }
+        _ => msix_bench::bench::run_cli(&args),
     };
     std::process::exit(code);
 }

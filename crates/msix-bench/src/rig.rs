@@ -98,9 +98,12 @@ impl Rig {
             watchdog: config.watchdog,
         })?;
         let ioctls = Arc::new(IoctlCounters::default());
-        let routes =
-            GsiRouting::new(vm.vm().clone(), IrqchipRoutes::X86KernelIrqchip, ioctls.clone())?
-                .into_shared();
+        let routes = GsiRouting::new(
+            vm.vm().clone(),
+            IrqchipRoutes::X86KernelIrqchip,
+            ioctls.clone(),
+        )?
+        .into_shared();
         let source = if config.maskable {
             SoftwareSource::maskable(config.vectors)?
         } else {
@@ -120,7 +123,7 @@ impl Rig {
         )?);
         accel.place(table_gpa, pba_gpa)?;
         vm.set_mmio_handler(Arc::new(AccelMmio(accel.clone())));
-        let service = ServiceThread::spawn(&[accel.clone()])?;
+        let service = ServiceThread::spawn(std::slice::from_ref(&accel))?;
         Ok(Rig {
             service: Some(service),
             accel,

@@ -227,6 +227,9 @@ fn key_value<'a>(word: &'a str, key: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("expected {key}=N, found {word:?}"))
 }
 
+/// An open `begin concurrent` block: its line, repetitions and steps.
+type OpenBlock = (u32, u64, Vec<(u32, Step)>);
+
 struct Parser {
     vectors: u16,
     vcpus: u8,
@@ -234,7 +237,7 @@ struct Parser {
     policy: Policy,
     maskable: bool,
     steps: Vec<(u32, Step)>,
-    concurrent: Option<(u32, u64, Vec<(u32, Step)>)>,
+    concurrent: Option<OpenBlock>,
 }
 
 impl Parser {
@@ -290,7 +293,10 @@ impl Parser {
             .ok_or_else(|| format!("unknown step {word:?}"))?;
         let c: u8 = small(c, "vCPU")?;
         if c >= self.vcpus {
-            return Err(format!("vCPU {c} but the guest has {} (set `vcpus` first)", self.vcpus));
+            return Err(format!(
+                "vCPU {c} but the guest has {} (set `vcpus` first)",
+                self.vcpus
+            ));
         }
         Ok(c)
     }
@@ -298,7 +304,10 @@ impl Parser {
     fn entry(&self, s: &str) -> Result<u16, String> {
         let e: u16 = small(s, "entry")?;
         if e >= self.vectors {
-            return Err(format!("entry {e} but the table has {} entries", self.vectors));
+            return Err(format!(
+                "entry {e} but the table has {} entries",
+                self.vectors
+            ));
         }
         Ok(e)
     }
@@ -315,9 +324,15 @@ impl Parser {
         let offset = number(off)?;
         let table_window = kvm_msix::page_align_up(u64::from(self.vectors) * 16);
         let pba_len = u64::from(self.vectors).div_ceil(64) * 8;
-        let limit = if region == Region::Table { table_window } else { pba_len };
+        let limit = if region == Region::Table {
+            table_window
+        } else {
+            pba_len
+        };
         if offset >= limit {
-            return Err(format!("offset {offset:#x} outside {name} (its window is {limit:#x} bytes)"));
+            return Err(format!(
+                "offset {offset:#x} outside {name} (its window is {limit:#x} bytes)"
+            ));
         }
         Ok((region, offset))
     }
@@ -336,7 +351,12 @@ impl Parser {
             if words.len() == n {
                 Ok(())
             } else {
-                Err(format!("{} takes {} words, found {}", words[0], n, words.len()))
+                Err(format!(
+                    "{} takes {} words, found {}",
+                    words[0],
+                    n,
+                    words.len()
+                ))
             }
         };
         if words[0] == "guest" || words[0].starts_with("guest@") {
@@ -350,7 +370,12 @@ impl Parser {
                 if cpu >= self.vcpus {
                     return Err(format!("cpu {cpu} but the guest has {} vCPUs", self.vcpus));
                 }
-                return Ok(Step::Msg { vcpu, entry, vector, cpu });
+                return Ok(Step::Msg {
+                    vcpu,
+                    entry,
+                    vector,
+                    cpu,
+                });
             }
             if op == "window" {
                 need(4)?;
@@ -422,7 +447,11 @@ impl Parser {
                     "disable" => MsixAction::Disable,
                     "mask-all" => MsixAction::MaskAll,
                     "unmask-all" => MsixAction::UnmaskAll,
-                    w => return Err(format!("msix {w:?}: expected enable, disable, mask-all or unmask-all")),
+                    w => {
+                        return Err(format!(
+                            "msix {w:?}: expected enable, disable, mask-all or unmask-all"
+                        ))
+                    }
                 }))
             }
             "expect" => {
@@ -524,8 +553,14 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ParseError> {
                 Ok(false) => {}
                 Err(m) => return Err(err(line, m)),
             }
-        } else if matches!(words[0], "vectors" | "vcpus" | "policy" | "policies" | "source") {
-            return Err(err(line, format!("header `{}` after the first step", words[0])));
+        } else if matches!(
+            words[0],
+            "vectors" | "vcpus" | "policy" | "policies" | "source"
+        ) {
+            return Err(err(
+                line,
+                format!("header `{}` after the first step", words[0]),
+            ));
         }
         if words[0] == "begin" {
             if p.concurrent.is_some() {
@@ -552,10 +587,20 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ParseError> {
         if let Some((_, _, block)) = p.concurrent.as_mut() {
             match &step {
                 Step::Guest { access, .. } if access.expect.is_some() => {
-                    return Err(err(line, "expect= is not allowed inside a concurrent block".into()))
+                    return Err(err(
+                        line,
+                        "expect= is not allowed inside a concurrent block".into(),
+                    ))
                 }
-                Step::Guest { .. } | Step::Window { .. } | Step::Msg { .. } => block.push((line, step)),
-                _ => return Err(err(line, "only guest steps may appear inside a concurrent block".into())),
+                Step::Guest { .. } | Step::Window { .. } | Step::Msg { .. } => {
+                    block.push((line, step))
+                }
+                _ => {
+                    return Err(err(
+                        line,
+                        "only guest steps may appear inside a concurrent block".into(),
+                    ))
+                }
             }
         } else {
             p.steps.push((line, step));
@@ -608,8 +653,14 @@ fn program_step(p: &mut Program, rig: &Rig, step: &Step) {
                 p.read(access.width, base + access.offset);
             }
         }
-        Step::Msg { entry, vector, cpu, .. } => {
-            p.write(Width::W32, rig.entry(entry, 0), testvm::TestVm::msi_address(cpu));
+        Step::Msg {
+            entry, vector, cpu, ..
+        } => {
+            p.write(
+                Width::W32,
+                rig.entry(entry, 0),
+                testvm::TestVm::msi_address(cpu),
+            );
             p.write(Width::W32, rig.entry(entry, 4), 0);
             p.write(Width::W32, rig.entry(entry, 8), u64::from(vector));
         }
@@ -680,13 +731,18 @@ impl Run<'_> {
                 }
             }
             Step::Fire { entry, count } => {
-                rig.source.fire_n(*entry, *count).map_err(|e| e.to_string())?;
+                rig.source
+                    .fire_n(*entry, *count)
+                    .map_err(|e| e.to_string())?;
             }
             Step::StormStart { entries } => {
                 if self.storm.is_some() {
                     return Err("a storm is already running".into());
                 }
-                let h = rig.source.storm(entries.clone(), None).map_err(|e| e.to_string())?;
+                let h = rig
+                    .source
+                    .storm(entries.clone(), None)
+                    .map_err(|e| e.to_string())?;
                 self.storm = Some(h);
             }
             Step::StormStop => {
@@ -701,9 +757,16 @@ impl Run<'_> {
                     MsixAction::MaskAll => mc | 0x4000,
                     MsixAction::UnmaskAll => mc & !0x4000,
                 };
-                rig.accel.write_message_control(value).map_err(|e| e.to_string())?;
+                rig.accel
+                    .write_message_control(value)
+                    .map_err(|e| e.to_string())?;
             }
-            Step::ExpectIrq { vcpu, vector, cmp, count } => {
+            Step::ExpectIrq {
+                vcpu,
+                vector,
+                cmp,
+                count,
+            } => {
                 let deadline = Instant::now() + IRQ_WAIT;
                 loop {
                     let n = self.irqs(*vcpu, *vector);
@@ -719,12 +782,16 @@ impl Run<'_> {
                     std::thread::sleep(IRQ_SETTLE);
                     let n = self.irqs(*vcpu, *vector);
                     if n != *count {
-                        return Err(format!("IDT vector {vector:#x}: {n} interrupts, expected = {count}"));
+                        return Err(format!(
+                            "IDT vector {vector:#x}: {n} interrupts, expected = {count}"
+                        ));
                     }
                 }
             }
             Step::ExpectWindow { vector, count } => {
-                let n: u64 = (0..rig.vm.vcpus()).map(|c| rig.vm.window_count(c, *vector)).sum();
+                let n: u64 = (0..rig.vm.vcpus())
+                    .map(|c| rig.vm.window_count(c, *vector))
+                    .sum();
                 if n != *count {
                     return Err(format!("IDT vector {vector:#x}: {n} interrupts inside the masked window, expected {count}"));
                 }
@@ -745,7 +812,11 @@ impl Run<'_> {
             Step::ExpectPending { entry, pending } => {
                 let got = rig.accel.pending(*entry).map_err(|e| e.to_string())?;
                 if got != *pending {
-                    return Err(format!("entry {entry} pending = {}, expected {}", u8::from(got), u8::from(*pending)));
+                    return Err(format!(
+                        "entry {entry} pending = {}, expected {}",
+                        u8::from(got),
+                        u8::from(*pending)
+                    ));
                 }
             }
         }
@@ -759,7 +830,12 @@ pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
     let mut outcome = Outcome {
         file: scenario.path.clone(),
         policy: policy.to_string(),
-        source: if scenario.maskable { "maskable" } else { "plain" }.into(),
+        source: if scenario.maskable {
+            "maskable"
+        } else {
+            "plain"
+        }
+        .into(),
         passed: false,
         failure: None,
         steps_run: 0,
@@ -829,7 +905,9 @@ pub fn run_cli(args: &[String]) -> i32 {
                 }
             },
             "-h" | "--help" => {
-                println!("{USAGE}\nRuns each scenario file (docs/scenarios.md) in a real KVM guest.");
+                println!(
+                    "{USAGE}\nRuns each scenario file (docs/scenarios.md) in a real KVM guest."
+                );
                 return 0;
             }
             f if f.starts_with('-') => {
@@ -867,7 +945,10 @@ pub fn run_cli(args: &[String]) -> i32 {
             let o = run(s, p);
             if !json {
                 match &o.failure {
-                    None => println!("PASS {} [{} {}] {} steps, {} exits, {} ms", o.file, o.policy, o.source, o.steps_run, o.exits, o.millis),
+                    None => println!(
+                        "PASS {} [{} {}] {} steps, {} exits, {} ms",
+                        o.file, o.policy, o.source, o.steps_run, o.exits, o.millis
+                    ),
                     Some(f) => println!("FAIL {f} [{} {}]", o.policy, o.source),
                 }
             }
@@ -904,14 +985,26 @@ mod tests {
     fn errors_name_file_and_line() {
         let cases = [
             ("vectors 4\nguest write32 table+0x0c\n", 2, "takes 4 words"),
-            ("vectors 4\nguest write32 table+0x1000 0\n", 2, "outside table"),
+            (
+                "vectors 4\nguest write32 table+0x1000 0\n",
+                2,
+                "outside table",
+            ),
             ("vectors 4\ndevice fire 4\n", 2, "entry 4"),
             ("msix enable\nvectors 4\n", 2, "after the first step"),
             ("vectors 0\n", 1, "out of range"),
             ("guest@1 read32 table+0\n", 1, "vCPU 1"),
             ("expect irq 0x40 <= 1\n", 1, "= or >="),
-            ("begin concurrent 3\nguest read32 table+0 expect=1\nend\n", 2, "not allowed"),
-            ("begin concurrent 3\nguest read32 table+0\n", 1, "without `end`"),
+            (
+                "begin concurrent 3\nguest read32 table+0 expect=1\nend\n",
+                2,
+                "not allowed",
+            ),
+            (
+                "begin concurrent 3\nguest read32 table+0\n",
+                1,
+                "without `end`",
+            ),
             ("policy fastest\n", 1, "unknown policy"),
             ("guest write8 table+0 0x100\n", 1, "does not fit"),
             ("frobnicate\n", 1, "unknown step"),
@@ -926,7 +1019,11 @@ mod tests {
 
     #[test]
     fn policies_header_lists_every_policy_to_run() {
-        let s = parse("p.scn", "policies fast trap\nsource maskable\nmsix enable\n").unwrap();
+        let s = parse(
+            "p.scn",
+            "policies fast trap\nsource maskable\nmsix enable\n",
+        )
+        .unwrap();
         assert_eq!(s.policies, vec![Policy::Fast, Policy::Trap]);
         assert!(s.maskable);
     }

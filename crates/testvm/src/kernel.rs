@@ -128,8 +128,10 @@ fn build() -> std::result::Result<Kernel, IcedError> {
     a.pop(rax)?;
     a.iretq()?;
 
-    let result =
-        a.assemble_options(KERNEL_ADDR, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)?;
+    let result = a.assemble_options(
+        KERNEL_ADDR,
+        BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+    )?;
     let entry_ip = result.label_ip(&entry)?;
     let handlers = stubs
         .iter()
@@ -151,6 +153,9 @@ mod tests {
         let k = assemble().unwrap();
         assert_eq!(k.handlers.len(), 256);
         assert_eq!(k.entry, KERNEL_ADDR);
-        assert!(k.handlers.iter().all(|&h| h > KERNEL_ADDR && h < KERNEL_ADDR + KERNEL_MAX));
+        assert!(k
+            .handlers
+            .iter()
+            .all(|&h| h > KERNEL_ADDR && h < KERNEL_ADDR + KERNEL_MAX));
     }
 }

@@ -10,6 +10,7 @@
 //! MMIO exits go to an [`MmioHandler`], and are counted by reason per vCPU.
 //! Every wait on the guest is bounded by the watchdog of [`VmConfig`].
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_debug_implementations)]
 
 mod error;
@@ -21,6 +22,8 @@ mod setup;
 mod vm;
 
 pub use error::{Error, Result};
-pub use layout::{DOORBELL_VECTOR, MAX_RESULTS, MAX_VCPUS, PROGRAM_MAX, RAM_SIZE, RAM_SLOT, SPURIOUS_VECTOR};
+pub use layout::{
+    DOORBELL_VECTOR, MAX_RESULTS, MAX_VCPUS, PROGRAM_MAX, RAM_SIZE, RAM_SLOT, SPURIOUS_VECTOR,
+};
 pub use program::{Program, ResultSlot, Width};
 pub use vm::{ExitCounts, MmioHandler, ProgramOutput, TestVm, VmConfig};

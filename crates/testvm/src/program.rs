@@ -53,12 +53,30 @@ pub struct ResultSlot(pub usize);
 
 #[derive(Clone, Debug)]
 enum Op {
-    Read { width: Width, addr: u64, slot: usize },
-    Write { width: Width, addr: u64, value: u64 },
-    Timestamp { slot: usize },
-    Spin { iterations: u64 },
-    Window { vector: u8, open: bool },
-    Repeat { count: u64, body: Vec<Op> },
+    Read {
+        width: Width,
+        addr: u64,
+        slot: usize,
+    },
+    Write {
+        width: Width,
+        addr: u64,
+        value: u64,
+    },
+    Timestamp {
+        slot: usize,
+    },
+    Spin {
+        iterations: u64,
+    },
+    Window {
+        vector: u8,
+        open: bool,
+    },
+    Repeat {
+        count: u64,
+        body: Vec<Op>,
+    },
 }
 
 /// A guest program under construction.

@@ -82,7 +82,9 @@ fn segment(selector: u16, type_: u8, long: bool) -> kvm_segment {
 
 /// Puts a vCPU in 64-bit mode with GS based at its interrupt counters.
 pub(crate) fn long_mode_sregs(vcpu: &VcpuFd, index: u8) -> Result<()> {
-    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(|e| Error::kvm("KVM_GET_SREGS", e))?;
+    let mut sregs: kvm_sregs = vcpu
+        .get_sregs()
+        .map_err(|e| Error::kvm("KVM_GET_SREGS", e))?;
     sregs.cs = segment(CODE_SELECTOR, 0xB, true);
     let data = segment(DATA_SELECTOR, 0x3, false);
     sregs.ds = data;

@@ -202,7 +202,9 @@ impl TestVm {
             let _ = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler);
         });
         let kvm = Kvm::new().map_err(|e| Error::NoKvm { errno: e.errno() })?;
-        let vm = kvm.create_vm().map_err(|e| Error::kvm("KVM_CREATE_VM", e))?;
+        let vm = kvm
+            .create_vm()
+            .map_err(|e| Error::kvm("KVM_CREATE_VM", e))?;
         vm.create_irq_chip()
             .map_err(|e| Error::kvm("KVM_CREATE_IRQCHIP", e))?;
         let ram = GuestRam::new(RAM_SIZE)?;
@@ -428,7 +430,9 @@ impl TestVm {
         };
         let mb = mailbox(vcpu);
         self.shared.ram.write_bytes(program_area(vcpu), &code)?;
-        self.shared.ram.write_u64(mb + MB_PROGRAM, program_area(vcpu))?;
+        self.shared
+            .ram
+            .write_u64(mb + MB_PROGRAM, program_area(vcpu))?;
         self.shared.ram.write_u64(mb + MB_CMD_SEQ, seq)?;
         self.signal_msi(vcpu, DOORBELL_VECTOR)
     }
@@ -478,7 +482,12 @@ impl TestVm {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn wait_until(&self, vcpu: u8, what: &'static str, cond: impl Fn(&TestVm) -> bool) -> Result<()> {
+    fn wait_until(
+        &self,
+        vcpu: u8,
+        what: &'static str,
+        cond: impl Fn(&TestVm) -> bool,
+    ) -> Result<()> {
         let deadline = Instant::now() + self.config.watchdog;
         loop {
             if cond(self) {
@@ -568,7 +577,10 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
             Ok(VcpuExit::IoOut(port, data)) => {
                 counters.io.fetch_add(1, Ordering::SeqCst);
                 if port == PORT_PROGRAM_DONE {
-                    let done = shared.ram.read_u64(mailbox(index) + MB_DONE_SEQ).unwrap_or(0);
+                    let done = shared
+                        .ram
+                        .read_u64(mailbox(index) + MB_DONE_SEQ)
+                        .unwrap_or(0);
                     let mut state = shared
                         .state
                         .lock()
@@ -596,7 +608,8 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
         .state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    state[usize::from(index)].stopped = Some(reason.unwrap_or_else(|| "stopped by the host".into()));
+    state[usize::from(index)].stopped =
+        Some(reason.unwrap_or_else(|| "stopped by the host".into()));
     drop(state);
     shared.changed.notify_all();
 }

@@ -140,7 +140,10 @@ fn watchdog_fails_a_program_that_never_finishes() {
     vm.start(0, &p).unwrap();
     let started = std::time::Instant::now();
     let err = vm.wait(0).unwrap_err();
-    assert!(matches!(err, testvm::Error::Watchdog { vcpu: 0, .. }), "{err}");
+    assert!(
+        matches!(err, testvm::Error::Watchdog { vcpu: 0, .. }),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(7));
     // The guest is stopped: further programs are refused, not hung.
     assert!(vm.run(0, &Program::new()).is_err());

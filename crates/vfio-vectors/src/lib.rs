@@ -9,6 +9,7 @@
 //! - [`software::SoftwareSource`]: a software MSI-X device for tests, demos
 //!   and benchmarks, optionally able to mask a vector itself.
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_debug_implementations)]
 
 pub mod error;
