@@ -23,9 +23,9 @@ pub struct PlacementConfig {
     pub table_len: u64,
     /// PBA length in bytes.
     pub pba_len: u64,
-    /// Entries that get an unmask ioeventfd under `fast`. KVM's MMIO bus holds
-    /// at most 1000 devices per VM (NR_IOBUS_DEVS) for all devices together;
-    /// entries past the budget behave as under `strict`.
+    /// Entries that get an unmask ioeventfd under `fast`; entries past the
+    /// budget behave as under `strict`. Ioeventfds are bounded by fds, not by
+    /// KVM's NR_IOBUS_DEVS, but each costs milliseconds to unregister.
     pub fast_entries: u16,
 }
 
@@ -185,8 +185,8 @@ impl TablePlacement {
                             .fetch_add(1, Ordering::Relaxed);
                         placed.ioevents += 1;
                     }
-                    // Out of MMIO bus slots (ENOSPC) or any other refusal: the
-                    // remaining entries' unmasks exit instead, which is exact.
+                    // Out of fds or memory, or any other refusal: the remaining
+                    // entries' unmasks exit instead, which is exact.
                     Err(_) => break,
                 }
             }

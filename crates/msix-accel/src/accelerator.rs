@@ -99,7 +99,8 @@ impl MsixAccelerator {
         config: AccelConfig,
         ioctls: Arc<IoctlCounters>,
     ) -> Result<Self> {
-        let model = MsixModel::new(config.table_size, config.table, config.pba)?;
+        let model = MsixModel::new(config.table_size, config.table, config.pba)?
+            .with_next_pointer(config.next_pointer);
         if source.vector_count() != config.table_size {
             return Err(Error::SizeMismatch {
                 source_vectors: source.vector_count(),
@@ -207,6 +208,53 @@ impl MsixAccelerator {
         Ok(inner.placement.remove()?)
     }
 
+    /// Moves every vector masked at the source to the irqfd path and stops
+    /// masking at the source: call it before the device stops decoding
+    /// memory or is reset (kernel VFIO: the table mapping goes away and an
+    /// access would fault). Each such vector's irqfd is detached first, then
+    /// the source unmasked, so its pending message lands in the eventfd and
+    /// is delivered on the guest's unmask. Best effort on a source already
+    /// gone; the state stays consistent.
+    pub fn suspend_source_masking(&self) -> Result<()> {
+        let mut inner = self.lock();
+        inner.service_unmasks(&self.counters)?;
+        let inner = &mut *inner;
+        for i in 0..inner.vectors.len() {
+            if inner.vectors[i].mask != MaskPath::Source {
+                continue;
+            }
+            let vector = i as u16;
+            let trigger = inner.source.trigger(vector)?;
+            inner.vectors[i].irqfd.detach(trigger)?;
+            inner.vectors[i].mask = MaskPath::IrqfdDetached;
+            // The source forgets the mask; where its mapping is already gone
+            // (MaskUnsupported) a reset will have cleared it anyway.
+            match inner.source.unmask(vector) {
+                Ok(()) | Err(vfio_vectors::Error::MaskUnsupported { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        inner.source.suspend_masking();
+        inner.source_masking = false;
+        Ok(())
+    }
+
+    /// Resumes masking at the source (when configured and the source can);
+    /// vectors masked meanwhile stay on the irqfd path until their unmask.
+    /// Returns whether source masking is in use again.
+    pub fn resume_source_masking(&self) -> bool {
+        let mut inner = self.lock();
+        let able = inner.source.resume_masking();
+        inner.source_masking = able && self.config.source_masking;
+        inner.source_masking
+    }
+
+    /// Entries whose unmask is absorbed by an ioeventfd in the current
+    /// placement (0 when not placed or not under `fast`).
+    pub fn fast_entries(&self) -> u16 {
+        self.lock().placement.fast_entries()
+    }
+
     /// The policy in force for the current placement.
     pub fn policy(&self) -> Policy {
         self.lock().placement.effective_policy()
@@ -217,16 +265,24 @@ impl MsixAccelerator {
         self.lock().placement.decode(gpa).is_some()
     }
 
-    /// Handles a guest MMIO read that exited to userspace. Returns false when
-    /// the address is not this device's table or PBA.
-    pub fn mmio_read(&self, gpa: u64, data: &mut [u8]) -> bool {
+    /// Starts handling a synchronous exit at `gpa`: takes the device lock,
+    /// decodes the address, and services the unmasks absorbed before it (the
+    /// guest issued them first, so they apply first). None when not ours.
+    fn begin_exit(&self, gpa: u64) -> Option<(MutexGuard<'_, Inner>, BarRegion)> {
         let mut inner = self.lock();
-        let Some(region) = inner.placement.decode(gpa) else {
-            return false;
-        };
+        let region = inner.placement.decode(gpa)?;
         if let Err(e) = inner.service_unmasks(&self.counters) {
             inner.record(&self.counters, e);
         }
+        Some((inner, region))
+    }
+
+    /// Handles a guest MMIO read that exited to userspace. Returns false when
+    /// the address is not this device's table or PBA.
+    pub fn mmio_read(&self, gpa: u64, data: &mut [u8]) -> bool {
+        let Some((mut inner, region)) = self.begin_exit(gpa) else {
+            return false;
+        };
         match region {
             BarRegion::Table(offset) => {
                 Counters::bump(&self.counters.table_read_exits);
@@ -246,13 +302,9 @@ impl MsixAccelerator {
     /// Handles a guest MMIO write that exited to userspace. Returns false
     /// when the address is not this device's table or PBA.
     pub fn mmio_write(&self, gpa: u64, data: &[u8]) -> bool {
-        let mut inner = self.lock();
-        let Some(region) = inner.placement.decode(gpa) else {
+        let Some((mut inner, region)) = self.begin_exit(gpa) else {
             return false;
         };
-        if let Err(e) = inner.service_unmasks(&self.counters) {
-            inner.record(&self.counters, e);
-        }
         match region {
             BarRegion::Table(offset) => {
                 self.count_table_write(offset, data);

@@ -44,6 +44,11 @@ mod stats;
 pub use accelerator::{AccelState, MaskPath, MsixAccelerator};
 pub use config::{AccelConfig, DEFAULT_FAST_ENTRIES};
 pub use error::{Error, Result};
+pub use irqfd_routes::{
+    GsiRouting, IoctlCounters, IoctlCounts, IrqchipRoutes, MsiRouteTable, SharedRouting,
+};
 pub use kvm_msix::Policy;
+pub use msix_model::BarOffset;
+pub use vfio_vectors::{MsixSource, SourceFeatures};
 pub use service::{FastPathSubscriber, ServiceThread};
 pub use stats::AccelStats;

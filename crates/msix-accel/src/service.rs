@@ -26,6 +26,12 @@ impl FastPathSubscriber {
     pub fn new(accel: Arc<MsixAccelerator>) -> Self {
         FastPathSubscriber { accel }
     }
+
+    /// The subscriber in the shape an
+    /// `EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>` takes.
+    pub fn shared(accel: Arc<MsixAccelerator>) -> Arc<Mutex<dyn MutEventSubscriber + Send>> {
+        Arc::new(Mutex::new(Arc::new(FastPathSubscriber::new(accel))))
+    }
 }
 
 impl EventSubscriber for FastPathSubscriber {

@@ -607,6 +607,14 @@ impl MsixSource for VfioMsixSource {
     /// The device's Pending bit: through the mapping when the PBA is in it,
     /// else with a pread of the PBA dword (vfio-pci lets pread reach the
     /// PBA, unlike the table).
+    fn suspend_masking(&mut self) {
+        self.unmap_table();
+    }
+
+    fn resume_masking(&mut self) -> bool {
+        self.map_table()
+    }
+
     fn pending(&self, vector: u16) -> Result<bool> {
         self.check_vector(vector)?;
         if let Some(bit) = self.table.as_ref().and_then(|t| t.pending(vector)) {

@@ -57,4 +57,17 @@ pub trait MsixSource: Send + std::fmt::Debug {
     /// The source's own pending bit for `vector` (false for a source that
     /// cannot mask).
     fn pending(&self, vector: u16) -> Result<bool>;
+
+    /// Stops touching whatever the source masks through (for kernel VFIO:
+    /// drops the mapping of the device's MSI-X table), because the device is
+    /// about to stop decoding memory or to be reset; a later access would
+    /// fault. Afterwards [`MsixSource::mask`] returns
+    /// [`crate::Error::MaskUnsupported`]. Default: nothing to stop.
+    fn suspend_masking(&mut self) {}
+
+    /// Resumes source-side masking after [`MsixSource::suspend_masking`];
+    /// returns whether the source can mask again.
+    fn resume_masking(&mut self) -> bool {
+        self.features().maskable
+    }
 }

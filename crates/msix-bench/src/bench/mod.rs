@@ -122,7 +122,7 @@ msix-bench: the msix-accel scenario runner and side-by-side MSI-X benchmark
 
 USAGE:
     msix-bench [--quick] [--json] [--plot FILE.svg] [--cycles N]
-    msix-bench scenario FILE...
+    msix-bench scenario [--policy fast|strict|trap] [--json] FILE...
     msix-bench --help
 
 With no subcommand, runs the benchmark in a real KVM guest (software MSI-X
@@ -147,7 +147,8 @@ OPTIONS:
     -h, --help      this text
 
 SUBCOMMANDS:
-    scenario FILE...  run scenario files (docs/scenarios.md) in a real guest
+    scenario FILE...  run scenario files (docs/scenarios.md) in a real guest;
+                      `msix-bench scenario` alone prints its usage
 
 EXIT STATUS:
     0 success; 1 a run failed or a check failed (fast not at 1 exit per
