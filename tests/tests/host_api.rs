@@ -33,9 +33,13 @@ fn vector_out_of_range_is_a_typed_error() {
 fn exhausted_gsis_fail_creation_and_release_what_was_taken() {
     let vm = guest();
     let ioctls = Arc::new(IoctlCounters::default());
-    let routes = GsiRouting::new(vm.vm().clone(), IrqchipRoutes::X86KernelIrqchip, ioctls.clone())
-        .unwrap()
-        .into_shared();
+    let routes = GsiRouting::new(
+        vm.vm().clone(),
+        IrqchipRoutes::X86KernelIrqchip,
+        ioctls.clone(),
+    )
+    .unwrap()
+    .into_shared();
     // Leave exactly 5 GSIs free, then ask for a device of 8 vectors.
     let mut taken = Vec::new();
     loop {
@@ -56,7 +60,10 @@ fn exhausted_gsis_fail_creation_and_release_what_was_taken() {
     )
     .unwrap_err();
     assert!(
-        matches!(err, Error::Routing(irqfd_routes::Error::GsiExhausted { .. })),
+        matches!(
+            err,
+            Error::Routing(irqfd_routes::Error::GsiExhausted { .. })
+        ),
         "{err}"
     );
     // The 5 GSIs it took were given back: a 5-vector device fits.
@@ -74,9 +81,13 @@ fn exhausted_gsis_fail_creation_and_release_what_was_taken() {
 fn source_and_table_sizes_must_agree() {
     let vm = guest();
     let ioctls = Arc::new(IoctlCounters::default());
-    let routes = GsiRouting::new(vm.vm().clone(), IrqchipRoutes::X86KernelIrqchip, ioctls.clone())
-        .unwrap()
-        .into_shared();
+    let routes = GsiRouting::new(
+        vm.vm().clone(),
+        IrqchipRoutes::X86KernelIrqchip,
+        ioctls.clone(),
+    )
+    .unwrap()
+    .into_shared();
     let err = MsixAccelerator::new(
         vm.vm().clone(),
         routes,
@@ -85,16 +96,29 @@ fn source_and_table_sizes_must_agree() {
         ioctls,
     )
     .unwrap_err();
-    assert!(matches!(err, Error::SizeMismatch { source_vectors: 4, table_size: 8 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::SizeMismatch {
+                source_vectors: 4,
+                table_size: 8
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_failing_memslot_ioctl_is_reported_with_its_errno_and_leaves_the_table_unplaced() {
     let vm = guest();
     let ioctls = Arc::new(IoctlCounters::default());
-    let routes = GsiRouting::new(vm.vm().clone(), IrqchipRoutes::X86KernelIrqchip, ioctls.clone())
-        .unwrap()
-        .into_shared();
+    let routes = GsiRouting::new(
+        vm.vm().clone(),
+        IrqchipRoutes::X86KernelIrqchip,
+        ioctls.clone(),
+    )
+    .unwrap()
+    .into_shared();
     // Memslot 0 is the guest's RAM: moving it is refused by KVM.
     let accel = MsixAccelerator::new(
         vm.vm().clone(),
@@ -108,7 +132,10 @@ fn a_failing_memslot_ioctl_is_reported_with_its_errno_and_leaves_the_table_unpla
     match err {
         Error::Binding(kvm_msix_error) => {
             let text = kvm_msix_error.to_string();
-            assert!(text.contains("KVM_SET_USER_MEMORY_REGION") && text.contains("errno"), "{text}");
+            assert!(
+                text.contains("KVM_SET_USER_MEMORY_REGION") && text.contains("errno"),
+                "{text}"
+            );
         }
         other => panic!("expected a binding error, got {other}"),
     }
@@ -129,7 +156,10 @@ fn moving_the_bar_moves_the_fast_path_and_keeps_the_table() {
     r.accel.service_fast_path().unwrap();
 
     let new_bar = 0xFE40_0000;
-    assert_eq!(r.accel.move_bar(new_bar, new_bar + 0x1000).unwrap(), Policy::Fast);
+    assert_eq!(
+        r.accel.move_bar(new_bar, new_bar + 0x1000).unwrap(),
+        Policy::Fast
+    );
     assert!(!r.accel.claims(r.table_gpa));
     assert!(r.accel.claims(new_bar));
 
@@ -185,7 +215,10 @@ fn suspending_source_masking_moves_masked_vectors_to_the_irqfd_path_keeping_pend
     // Memory decode goes off (or a reset comes): the source stops masking.
     r.accel.suspend_source_masking().unwrap();
     assert_eq!(r.accel.mask_path(0).unwrap(), MaskPath::IrqfdDetached);
-    assert!(r.accel.pending(0).unwrap(), "the pending message survives the switch");
+    assert!(
+        r.accel.pending(0).unwrap(),
+        "the pending message survives the switch"
+    );
     assert_eq!(r.vm.irq_count(0x60), 0);
 
     // New masks use the irqfd path; unmask delivers the pending message once.

@@ -607,7 +607,8 @@ impl Inner {
         let mut needs_commit = false;
         for change in changes {
             if let Change::MessageChanged { vector, .. } | Change::Unmasked { vector } = *change {
-                needs_commit |= self.vector(vector)?.route_dirty && !self.model.is_masked(vector)?;
+                needs_commit |=
+                    self.vector(vector)?.route_dirty && !self.model.is_masked(vector)?;
             }
         }
         if needs_commit {

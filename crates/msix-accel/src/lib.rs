@@ -49,6 +49,6 @@ pub use irqfd_routes::{
 };
 pub use kvm_msix::Policy;
 pub use msix_model::BarOffset;
-pub use vfio_vectors::{MsixSource, SourceFeatures};
 pub use service::{FastPathSubscriber, ServiceThread};
 pub use stats::AccelStats;
+pub use vfio_vectors::{MsixSource, SourceFeatures};
