@@ -42,11 +42,8 @@ fn exhausted_gsis_fail_creation_and_release_what_was_taken() {
     .into_shared();
     // Leave exactly 5 GSIs free, then ask for a device of 8 vectors.
     let mut taken = Vec::new();
-    loop {
-        match routes.lock().unwrap().allocate() {
-            Ok(g) => taken.push(g),
-            Err(_) => break,
-        }
+    while let Ok(g) = routes.lock().unwrap().allocate() {
+        taken.push(g);
     }
     for g in taken.drain(taken.len() - 5..) {
         routes.lock().unwrap().release(g).unwrap();
