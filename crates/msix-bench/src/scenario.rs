@@ -977,7 +977,7 @@ mod tests {
         let s = parse("x.scn", text).unwrap();
         assert_eq!(s.vectors, 4);
         assert_eq!(s.policies, vec![Policy::Fast]);
-        assert_eq!(s.steps.len(), 6);
+        assert_eq!(s.steps.len(), 7);
         assert_eq!(s.steps[2].0, 4);
     }
 
