@@ -8,3 +8,23 @@
 pub mod bench;
 pub mod rig;
 pub mod scenario;
+
+/// Errors of the rig, the scenario runner and the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The guest failed.
+    #[error("guest: {0}")]
+    Guest(#[from] testvm::Error),
+    /// The accelerator failed.
+    #[error("accelerator: {0}")]
+    Accel(#[from] msix_accel::Error),
+    /// Routing or irqfd ioctls failed.
+    #[error("routing: {0}")]
+    Routing(#[from] irqfd_routes::Error),
+    /// The software source failed.
+    #[error("source: {0}")]
+    Source(#[from] vfio_vectors::Error),
+    /// A measured behaviour was not what it must be, or a model refused.
+    #[error("{0}")]
+    Check(String),
+}

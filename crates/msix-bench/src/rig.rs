@@ -7,6 +7,8 @@ use std::time::Duration;
 use irqfd_routes::{GsiRouting, IoctlCounters, IrqchipRoutes, SharedRouting};
 use msix_accel::{AccelConfig, MsixAccelerator, Policy, ServiceThread};
 use testvm::{MmioHandler, TestVm, VmConfig};
+
+use crate::Error;
 use vfio_vectors::software::SoftwareSource;
 
 /// Guest physical address of the device's MSI-X BAR.
@@ -39,23 +41,6 @@ impl Default for RigConfig {
             watchdog: Duration::from_secs(10),
         }
     }
-}
-
-/// Errors building a rig.
-#[derive(Debug, thiserror::Error)]
-pub enum RigError {
-    /// The guest failed.
-    #[error("test guest: {0}")]
-    Guest(#[from] testvm::Error),
-    /// The accelerator failed.
-    #[error("accelerator: {0}")]
-    Accel(#[from] msix_accel::Error),
-    /// Routing failed.
-    #[error("routing: {0}")]
-    Routing(#[from] irqfd_routes::Error),
-    /// The source failed.
-    #[error("source: {0}")]
-    Source(#[from] vfio_vectors::Error),
 }
 
 struct AccelMmio(Arc<MsixAccelerator>);
@@ -92,7 +77,7 @@ pub struct Rig {
 
 impl Rig {
     /// Boots the guest and wires the device.
-    pub fn new(config: RigConfig) -> Result<Rig, RigError> {
+    pub fn new(config: RigConfig) -> Result<Rig, Error> {
         let vm = TestVm::new(VmConfig {
             vcpus: config.vcpus,
             watchdog: config.watchdog,

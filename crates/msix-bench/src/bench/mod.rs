@@ -15,33 +15,11 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use msix_accel::Policy;
 
-use crate::rig::{Rig, RigConfig, RigError};
+use crate::rig::{Rig, RigConfig};
+use crate::Error;
 use peer::{PeerModel, PeerRig};
 use report::{Host, Report, Row, RowKind};
 use workload::Target;
-
-/// Errors of a bench run.
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    /// Building one of our rigs failed.
-    #[error("rig: {0}")]
-    Rig(#[from] RigError),
-    /// The guest failed.
-    #[error("guest: {0}")]
-    Guest(#[from] testvm::Error),
-    /// The accelerator failed.
-    #[error("accelerator: {0}")]
-    Accel(#[from] msix_accel::Error),
-    /// Routing or irqfd ioctls failed.
-    #[error("routing: {0}")]
-    Routing(#[from] irqfd_routes::Error),
-    /// The software source failed.
-    #[error("source: {0}")]
-    Source(#[from] vfio_vectors::Error),
-    /// A measured behaviour was not what it must be, or a model refused.
-    #[error("{0}")]
-    Check(String),
-}
 
 /// What to run, from the command line.
 #[derive(Clone, Debug, PartialEq)]
@@ -242,7 +220,7 @@ impl Subject {
     }
 
     /// Boots a guest with a `vectors`-entry device handled as this row says.
-    pub fn build(&self, vectors: u16) -> Result<Box<dyn Target>, BenchError> {
+    pub fn build(&self, vectors: u16) -> Result<Box<dyn Target>, Error> {
         let watchdog = Duration::from_secs(60);
         Ok(match *self {
             Subject::Ours { policy, maskable } => Box::new(Rig::new(RigConfig {
@@ -258,7 +236,7 @@ impl Subject {
 }
 
 /// Measures the cycle, storm and pending workloads of one row.
-pub fn measure_row(subject: Subject, options: &Options) -> Result<Row, BenchError> {
+pub fn measure_row(subject: Subject, options: &Options) -> Result<Row, Error> {
     let target = subject.build(8)?;
     let t = target.as_ref();
     workload::bring_up_entry0(t)?;

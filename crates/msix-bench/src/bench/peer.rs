@@ -46,8 +46,8 @@ use testvm::{MmioHandler, TestVm, VmConfig};
 use vfio_vectors::software::SoftwareSource;
 use vfio_vectors::MsixSource;
 
-use super::BenchError;
 use crate::rig::BAR_GPA;
+use crate::Error;
 
 /// Which peer VMM's MSI-X handling a [`PeerDevice`] models.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -127,18 +127,18 @@ impl PeerDevice {
         ioctls: Arc<IoctlCounters>,
         table_gpa: u64,
         pba_gpa: u64,
-    ) -> Result<PeerDevice, BenchError> {
+    ) -> Result<PeerDevice, Error> {
         let vector_count = source.vector_count();
         let pba_offset = u32::try_from(pba_gpa - BAR_GPA)
-            .map_err(|_| BenchError::Check(format!("PBA offset of {pba_gpa:#x} too large")))?;
+            .map_err(|_| Error::Check(format!("PBA offset of {pba_gpa:#x} too large")))?;
         let table_offset = u32::try_from(table_gpa - BAR_GPA)
-            .map_err(|_| BenchError::Check(format!("table offset of {table_gpa:#x} too large")))?;
+            .map_err(|_| Error::Check(format!("table offset of {table_gpa:#x} too large")))?;
         let msix = MsixModel::new(
             vector_count,
             BarOffset::new(0, table_offset),
             BarOffset::new(0, pba_offset),
         )
-        .map_err(|e| BenchError::Check(format!("MSI-X model: {e}")))?;
+        .map_err(|e| Error::Check(format!("MSI-X model: {e}")))?;
         let mut routing = GsiRouting::new(
             vm.vm().clone(),
             IrqchipRoutes::X86KernelIrqchip,
@@ -180,7 +180,7 @@ impl PeerDevice {
 
     /// A config-space write of Message Control (what the VMM's PCI config
     /// handler forwards).
-    pub fn write_message_control(&self, value: u16) -> Result<(), BenchError> {
+    pub fn write_message_control(&self, value: u16) -> Result<(), Error> {
         let mut state = self.lock();
         let changes = state.msix.write_message_control(value);
         state.apply(self.model, &changes)
@@ -221,21 +221,21 @@ impl PeerDevice {
 }
 
 impl PeerState {
-    fn vector(&mut self, vector: u16) -> Result<(&mut PeerVector, &SoftwareSource), BenchError> {
+    fn vector(&mut self, vector: u16) -> Result<(&mut PeerVector, &SoftwareSource), Error> {
         let v = self
             .vectors
             .get_mut(usize::from(vector))
-            .ok_or_else(|| BenchError::Check(format!("vector {vector} out of range")))?;
+            .ok_or_else(|| Error::Check(format!("vector {vector} out of range")))?;
         Ok((v, &self.source))
     }
 
     /// Sends the whole routing table with `vector`'s current message, even
     /// when nothing changed: the peers do not compare before committing.
-    fn commit_route(&mut self, vector: u16) -> Result<(), BenchError> {
+    fn commit_route(&mut self, vector: u16) -> Result<(), Error> {
         let entry = self
             .msix
             .entry(vector)
-            .map_err(|e| BenchError::Check(format!("entry {vector}: {e}")))?;
+            .map_err(|e| Error::Check(format!("entry {vector}: {e}")))?;
         let message = entry.message();
         let gsi = self.vector(vector)?.0.gsi;
         self.routing.unstage(gsi)?;
@@ -250,7 +250,7 @@ impl PeerState {
         Ok(())
     }
 
-    fn attach(&mut self, vector: u16) -> Result<(), BenchError> {
+    fn attach(&mut self, vector: u16) -> Result<(), Error> {
         let (v, source) = self.vector(vector)?;
         let trigger = source.trigger(vector)?;
         let newly = !v.irqfd.is_attached();
@@ -263,7 +263,7 @@ impl PeerState {
         Ok(())
     }
 
-    fn detach(&mut self, vector: u16) -> Result<(), BenchError> {
+    fn detach(&mut self, vector: u16) -> Result<(), Error> {
         let (v, source) = self.vector(vector)?;
         v.irqfd.detach(source.trigger(vector)?)?;
         Ok(())
@@ -273,7 +273,7 @@ impl PeerState {
         self.msix.is_masked(vector).unwrap_or(true)
     }
 
-    fn apply(&mut self, model: PeerModel, changes: &[Change]) -> Result<(), BenchError> {
+    fn apply(&mut self, model: PeerModel, changes: &[Change]) -> Result<(), Error> {
         for change in changes {
             match *change {
                 Change::Enabled => {
@@ -318,12 +318,7 @@ impl PeerState {
         Ok(())
     }
 
-    fn write_table(
-        &mut self,
-        model: PeerModel,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<(), BenchError> {
+    fn write_table(&mut self, model: PeerModel, offset: u64, data: &[u8]) -> Result<(), Error> {
         let changes = self.msix.write_table(offset, data);
         self.apply(model, &changes)?;
         // Dragonball updates (and commits) the route on every address/data
@@ -334,7 +329,7 @@ impl PeerState {
             && matches!(data.len(), 4 | 8)
         {
             let vector = u16::try_from(offset / 16)
-                .map_err(|_| BenchError::Check(format!("table offset {offset:#x}")))?;
+                .map_err(|_| Error::Check(format!("table offset {offset:#x}")))?;
             self.commit_route(vector)?;
         }
         Ok(())
@@ -386,7 +381,7 @@ pub struct PeerRig {
 
 impl PeerRig {
     /// Boots a guest and wires a `vectors`-entry device handled by `model`.
-    pub fn new(model: PeerModel, vectors: u16, watchdog: Duration) -> Result<PeerRig, BenchError> {
+    pub fn new(model: PeerModel, vectors: u16, watchdog: Duration) -> Result<PeerRig, Error> {
         let vm = TestVm::new(VmConfig { vcpus: 1, watchdog })?;
         let ioctls = Arc::new(IoctlCounters::default());
         let source = SoftwareSource::new(vectors)?;

@@ -10,8 +10,8 @@ use vfio_vectors::software::SoftwareSource;
 
 use super::peer::PeerRig;
 use super::sys::process_cpu_ns;
-use super::BenchError;
 use crate::rig::Rig;
+use crate::Error;
 
 /// IDT vector entry 0 is programmed to (vCPU 0).
 pub const VECTOR: u8 = 0x40;
@@ -31,10 +31,10 @@ pub trait Target {
     /// Guest physical address of entry `e`'s dword at `offset`.
     fn entry(&self, e: u16, offset: u64) -> u64;
     /// The VMM forwards a Message Control write enabling MSI-X.
-    fn enable(&self) -> Result<(), BenchError>;
+    fn enable(&self) -> Result<(), Error>;
     /// Finishes host-side work the guest's accesses left behind (our
     /// absorbed unmasks), and reports an error a device met meanwhile.
-    fn settle(&self) -> Result<(), BenchError>;
+    fn settle(&self) -> Result<(), Error>;
 }
 
 impl Target for Rig {
@@ -50,13 +50,13 @@ impl Target for Rig {
     fn entry(&self, e: u16, offset: u64) -> u64 {
         Rig::entry(self, e, offset)
     }
-    fn enable(&self) -> Result<(), BenchError> {
+    fn enable(&self) -> Result<(), Error> {
         Ok(self.accel.write_message_control(MSIX_ENABLE)?)
     }
-    fn settle(&self) -> Result<(), BenchError> {
+    fn settle(&self) -> Result<(), Error> {
         self.accel.service_fast_path()?;
         match self.accel.last_error() {
-            Some(e) => Err(BenchError::Check(format!("accelerator: {e}"))),
+            Some(e) => Err(Error::Check(format!("accelerator: {e}"))),
             None => Ok(()),
         }
     }
@@ -75,12 +75,12 @@ impl Target for PeerRig {
     fn entry(&self, e: u16, offset: u64) -> u64 {
         self.table_gpa + u64::from(e) * 16 + offset
     }
-    fn enable(&self) -> Result<(), BenchError> {
+    fn enable(&self) -> Result<(), Error> {
         self.device.write_message_control(MSIX_ENABLE)
     }
-    fn settle(&self) -> Result<(), BenchError> {
+    fn settle(&self) -> Result<(), Error> {
         match self.device.last_error() {
-            Some(e) => Err(BenchError::Check(format!("{}: {e}", self.device.model()))),
+            Some(e) => Err(Error::Check(format!("{}: {e}", self.device.model()))),
             None => Ok(()),
         }
     }
@@ -88,7 +88,7 @@ impl Target for PeerRig {
 
 /// Enables MSI-X and has the guest program entry 0 for [`VECTOR`] on vCPU 0
 /// and unmask it.
-pub fn bring_up_entry0(t: &dyn Target) -> Result<(), BenchError> {
+pub fn bring_up_entry0(t: &dyn Target) -> Result<(), Error> {
     t.enable()?;
     let mut p = Program::new();
     p.write(Width::W32, t.entry(0, 0), TestVm::msi_address(0));
@@ -133,7 +133,7 @@ pub const CYCLE_BATCHES: u64 = 5;
 /// Runs `cycles` Linux mask cycles on entry 0 (after a short warm-up), in
 /// [`CYCLE_BATCHES`] guest programs: exits and ioctls are the totals, guest
 /// and host time the fastest batch's per-cycle time scaled to `cycles`.
-pub fn cycles(t: &dyn Target, cycles: u64) -> Result<CycleResult, BenchError> {
+pub fn cycles(t: &dyn Target, cycles: u64) -> Result<CycleResult, Error> {
     let mut warm = Program::new();
     warm.repeat(10, |p| linux_cycle(p, t));
     t.vm().run(0, &warm)?;
@@ -159,7 +159,7 @@ pub fn cycles(t: &dyn Target, cycles: u64) -> Result<CycleResult, BenchError> {
     Ok(total)
 }
 
-fn cycle_batch(t: &dyn Target, cycles: u64) -> Result<CycleResult, BenchError> {
+fn cycle_batch(t: &dyn Target, cycles: u64) -> Result<CycleResult, Error> {
     let mut p = Program::new();
     let t0 = p.timestamp();
     p.repeat(cycles, |p| linux_cycle(p, t));
@@ -213,7 +213,7 @@ pub struct StormResult {
 /// Fires vector 0 as fast as the source can while the guest cycles the
 /// mask of entry 0 for about `duration`, with its masked window open
 /// between the flush read and the unmask.
-pub fn storm(t: &dyn Target, duration: Duration, spin: u64) -> Result<StormResult, BenchError> {
+pub fn storm(t: &dyn Target, duration: Duration, spin: u64) -> Result<StormResult, Error> {
     const CHUNK: u64 = 50;
     let mut p = Program::new();
     p.repeat(CHUNK, |p| {
@@ -235,7 +235,7 @@ pub fn storm(t: &dyn Target, duration: Duration, spin: u64) -> Result<StormResul
             t.vm().run(0, &p)?;
             cycles += CHUNK;
         }
-        Ok::<(), BenchError>(())
+        Ok::<(), Error>(())
     })();
     let report = handle.stop();
     run?;
@@ -259,7 +259,7 @@ pub fn storm(t: &dyn Target, duration: Duration, spin: u64) -> Result<StormResul
 
 /// Fires vector 0 once (entry 0 unmasked) and says whether the guest took
 /// it within a second.
-fn fire_is_delivered(t: &dyn Target) -> Result<bool, BenchError> {
+fn fire_is_delivered(t: &dyn Target) -> Result<bool, Error> {
     t.settle()?;
     std::thread::sleep(Duration::from_millis(10));
     let before = t.vm().irq_count(VECTOR);
@@ -288,7 +288,7 @@ pub struct PendingResult {
 }
 
 /// Masks entry 0, fires it three times, waits, unmasks, and counts.
-pub fn pending(t: &dyn Target) -> Result<PendingResult, BenchError> {
+pub fn pending(t: &dyn Target) -> Result<PendingResult, Error> {
     let mut mask = Program::new();
     mask.write(Width::W32, t.entry(0, 12), 1);
     mask.read(Width::W32, t.entry(0, 0));
@@ -329,7 +329,7 @@ pub struct BringUpResult {
 
 /// The guest programs and unmasks every entry Linux-style (address low,
 /// address high, data, then Vector Control 0), MSI-X already enabled.
-pub fn bring_up(t: &dyn Target, vectors: u16) -> Result<BringUpResult, BenchError> {
+pub fn bring_up(t: &dyn Target, vectors: u16) -> Result<BringUpResult, Error> {
     t.enable()?;
     t.settle()?;
     let mut p = Program::new();
