@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use irqfd_routes::{GsiRouting, IoctlCounters, IrqchipRoutes};
+use irqfd_routes::{GsiRouting, IoctlCounters, IrqchipRoutes, SharedRouting};
 use msix_accel::{AccelConfig, Error, MsixAccelerator, Policy};
 use msix_bench::rig::{Rig, RigConfig, BAR_GPA};
 use testvm::{Program, TestVm, VmConfig, Width};
@@ -11,6 +11,20 @@ use vfio_vectors::software::SoftwareSource;
 
 fn guest() -> TestVm {
     TestVm::new(VmConfig::default()).expect("guest boots")
+}
+
+/// A guest, its VM-wide routing table and the ioctl counters they share.
+fn guest_with_routes() -> (TestVm, SharedRouting, Arc<IoctlCounters>) {
+    let vm = guest();
+    let ioctls = Arc::new(IoctlCounters::default());
+    let routes = GsiRouting::new(
+        vm.vm().clone(),
+        IrqchipRoutes::X86KernelIrqchip,
+        ioctls.clone(),
+    )
+    .unwrap()
+    .into_shared();
+    (vm, routes, ioctls)
 }
 
 #[test]
@@ -31,15 +45,7 @@ fn vector_out_of_range_is_a_typed_error() {
 
 #[test]
 fn exhausted_gsis_fail_creation_and_release_what_was_taken() {
-    let vm = guest();
-    let ioctls = Arc::new(IoctlCounters::default());
-    let routes = GsiRouting::new(
-        vm.vm().clone(),
-        IrqchipRoutes::X86KernelIrqchip,
-        ioctls.clone(),
-    )
-    .unwrap()
-    .into_shared();
+    let (vm, routes, ioctls) = guest_with_routes();
     // Leave exactly 5 GSIs free, then ask for a device of 8 vectors.
     let mut taken = Vec::new();
     while let Ok(g) = routes.lock().unwrap().allocate() {
@@ -76,15 +82,7 @@ fn exhausted_gsis_fail_creation_and_release_what_was_taken() {
 
 #[test]
 fn source_and_table_sizes_must_agree() {
-    let vm = guest();
-    let ioctls = Arc::new(IoctlCounters::default());
-    let routes = GsiRouting::new(
-        vm.vm().clone(),
-        IrqchipRoutes::X86KernelIrqchip,
-        ioctls.clone(),
-    )
-    .unwrap()
-    .into_shared();
+    let (vm, routes, ioctls) = guest_with_routes();
     let err = MsixAccelerator::new(
         vm.vm().clone(),
         routes,
@@ -107,15 +105,7 @@ fn source_and_table_sizes_must_agree() {
 
 #[test]
 fn a_failing_memslot_ioctl_is_reported_with_its_errno_and_leaves_the_table_unplaced() {
-    let vm = guest();
-    let ioctls = Arc::new(IoctlCounters::default());
-    let routes = GsiRouting::new(
-        vm.vm().clone(),
-        IrqchipRoutes::X86KernelIrqchip,
-        ioctls.clone(),
-    )
-    .unwrap()
-    .into_shared();
+    let (vm, routes, ioctls) = guest_with_routes();
     // Memslot 0 is the guest's RAM: moving it is refused by KVM.
     let accel = MsixAccelerator::new(
         vm.vm().clone(),

@@ -737,9 +737,6 @@ impl Inner {
         let first = (offset / 8) * 64;
         let last = ((offset + len.max(1) as u64 - 1) / 8) * 64 + 63;
         for v in first..=last.min(size.saturating_sub(1)) {
-            if v >= size {
-                break;
-            }
             let p = self.pending(v as u16)?;
             self.model.set_pending(v as u16, p)?;
         }

@@ -152,13 +152,7 @@ pub(crate) fn region_read(
             (region.offset + offset) as libc::off_t,
         )
     };
-    if n < 0 {
-        return Err(fail(errno()));
-    }
-    if n as usize != buf.len() {
-        return Err(fail(libc::EIO));
-    }
-    Ok(())
+    transferred(n, buf.len()).map_err(fail)
 }
 
 /// Writes `buf` at `offset` inside `region`.
@@ -180,13 +174,19 @@ pub(crate) fn region_write(fd: RawFd, region: &RegionInfo, offset: u64, buf: &[u
             (region.offset + offset) as libc::off_t,
         )
     };
+    transferred(n, buf.len()).map_err(fail)
+}
+
+/// A pread/pwrite result: Ok for a full transfer, else the errno (EIO for a
+/// short one).
+fn transferred(n: isize, len: usize) -> std::result::Result<(), i32> {
     if n < 0 {
-        return Err(fail(errno()));
+        Err(errno())
+    } else if n as usize != len {
+        Err(libc::EIO)
+    } else {
+        Ok(())
     }
-    if n as usize != buf.len() {
-        return Err(fail(libc::EIO));
-    }
-    Ok(())
 }
 
 pub(crate) fn errno() -> i32 {
