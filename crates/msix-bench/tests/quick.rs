@@ -8,7 +8,7 @@ use msix_bench::bench::{check_row, measure_row, Options, Subject};
 fn fast_linux_cycle_costs_one_exit_and_never_delivers_while_masked_nor_loses() {
     let options = Options {
         cycles: 50,
-        storm: std::time::Duration::from_millis(100),
+        storm_chunks: 2,
         ..Options::quick()
     };
     let subject = Subject::Ours {

@@ -18,13 +18,25 @@ pub(crate) const PD_ADDR: u64 = 0x5000;
 pub(crate) const TSS_ADDR: u64 = 0x9000;
 pub(crate) const KERNEL_ADDR: u64 = 0x10000;
 pub(crate) const KERNEL_MAX: u64 = 0x10000;
-/// Per-vCPU rows (GS base of each vCPU): 256 u64 interrupt counters (one per
-/// IDT vector), then 256 u64 counters of interrupts taken while the guest's
-/// "masked window" flag for that vector was set, then 256 flag bytes.
+/// Per-vCPU rows (GS base of each vCPU), one entry per IDT vector in each
+/// table:
+/// - 256 u64 interrupt counters;
+/// - 256 u64 counters of interrupts taken while the guest's "masked window"
+///   flag for the vector was set and the interrupt was not already pending
+///   in the local APIC when the guest's last MMIO write returned (violations);
+/// - 256 window flag bytes;
+/// - 256 u64 counters of interrupts taken inside the window that were
+///   already pending in the local APIC when the guest's last MMIO write
+///   returned (raised before the mask took effect, injected late by the host);
+/// - 256 "late allowance" bytes: written by the host after each MMIO write
+///   exit of a watched vector (1 when the vector was pending in the local
+///   APIC then), cleared by the guest at the vector's next delivery.
 pub(crate) const COUNTERS_ADDR: u64 = 0x20000;
 pub(crate) const COUNTER_ROW: u64 = 0x2000;
 pub(crate) const ROW_WINDOW_COUNTS: u64 = 0x800;
 pub(crate) const ROW_WINDOW_FLAGS: u64 = 0x1000;
+pub(crate) const ROW_LATE_COUNTS: u64 = 0x1100;
+pub(crate) const ROW_LATE_ALLOWANCE: u64 = 0x1900;
 /// Per-vCPU mailboxes, [`MAILBOX_SIZE`] bytes each.
 pub(crate) const MAILBOX_ADDR: u64 = 0x30000;
 pub(crate) const MAILBOX_SIZE: u64 = 0x100;
@@ -57,6 +69,11 @@ pub(crate) const PORT_FAULT: u16 = 0xF1;
 /// IDT vector the host uses to wake an idle vCPU (its count is not meaningful
 /// to tests); device interrupts use 0x20..=0xFE.
 pub const DOORBELL_VECTOR: u8 = 0xFE;
+/// IDT vector of the host's sentinel ([`crate::TestVm::sentinel`]): the
+/// lowest-priority vector a device can use, so a sentinel is taken only
+/// after every device interrupt pending in the local APIC before it.
+/// Device interrupts in tests use 0x21..=0xFD.
+pub const SENTINEL_VECTOR: u8 = 0x20;
 /// The APIC spurious-interrupt vector programmed in SVR.
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 

@@ -23,7 +23,8 @@ mod vm;
 
 pub use error::{Error, Result};
 pub use layout::{
-    DOORBELL_VECTOR, MAX_RESULTS, MAX_VCPUS, PROGRAM_MAX, RAM_SIZE, RAM_SLOT, SPURIOUS_VECTOR,
+    DOORBELL_VECTOR, MAX_RESULTS, MAX_VCPUS, PROGRAM_MAX, RAM_SIZE, RAM_SLOT, SENTINEL_VECTOR,
+    SPURIOUS_VECTOR,
 };
 pub use program::{Program, ResultSlot, Width};
 pub use vm::{ExitCounts, MmioHandler, ProgramOutput, TestVm, VmConfig};
