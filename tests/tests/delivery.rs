@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use irqfd_routes::{
-    eventfd_drain, eventfd_pending, Gsi, GsiRouting, IoctlCounters, IrqchipRoutes, Irqfd,
-    MsiMessage, MsiRouteTable,
+    eventfd_drain, eventfd_pending, Gsi, GsiRouting, IrqchipRoutes, Irqfd, MsiMessage,
+    MsiRouteTable,
 };
+use msix_hypervisor::{CountingVm, KvmVm};
 use testvm::{TestVm, VmConfig};
 use vfio_vectors::software::SoftwareSource;
 use vfio_vectors::MsixSource;
@@ -29,7 +30,7 @@ const SETTLE: Duration = Duration::from_millis(20);
 struct Bench {
     vm: TestVm,
     routing: GsiRouting,
-    counters: Arc<IoctlCounters>,
+    hv: Arc<CountingVm<KvmVm>>,
     source: SoftwareSource,
     gsis: Vec<Gsi>,
     irqfds: Vec<Irqfd>,
@@ -44,25 +45,19 @@ impl Bench {
             watchdog: Duration::from_secs(10),
         })
         .expect("guest boots");
-        let counters = Arc::new(IoctlCounters::default());
-        let mut routing = GsiRouting::new(
-            vm.vm().clone(),
-            IrqchipRoutes::X86KernelIrqchip,
-            counters.clone(),
-        )
-        .expect("routing table");
+        let hv = Arc::new(CountingVm::new(KvmVm::new(vm.vm().clone())));
+        let routing =
+            GsiRouting::new(hv.clone(), IrqchipRoutes::X86KernelIrqchip).expect("routing table");
         let mut source = SoftwareSource::new(vectors).expect("source");
         source.enable(vectors).expect("MSI-X enabled at the source");
         let gsis = (0..vectors)
             .map(|_| routing.allocate().expect("free GSI"))
             .collect();
-        let irqfds = (0..vectors)
-            .map(|_| Irqfd::new(vm.vm().clone(), counters.clone()))
-            .collect();
+        let irqfds = (0..vectors).map(|_| Irqfd::new(hv.clone())).collect();
         Bench {
             vm,
             routing,
-            counters,
+            hv,
             source,
             gsis,
             irqfds,
@@ -71,10 +66,7 @@ impl Bench {
 
     /// Stages `vector`'s route: IDT `idt` on `vcpu` (not committed).
     fn stage(&mut self, vector: u16, vcpu: u8, idt: u8) {
-        let message = MsiMessage {
-            address: TestVm::msi_address(vcpu),
-            data: u32::from(idt),
-        };
+        let message = MsiMessage::new(TestVm::msi_address(vcpu), u32::from(idt));
         self.routing
             .stage(self.gsis[usize::from(vector)], message)
             .expect("stage route");
@@ -103,7 +95,7 @@ impl Bench {
     }
 
     fn set_gsi_routing_calls(&self) -> u64 {
-        self.counters.snapshot().set_gsi_routing
+        self.hv.counts().set_gsi_routing
     }
 }
 
@@ -118,7 +110,7 @@ fn sixty_four_vectors_each_reach_their_own_idt_vector_without_exits() {
     for v in 0..64 {
         b.stage(v, 0, idt(v, 64));
     }
-    assert!(b.routing.commit().unwrap());
+    assert_eq!(b.routing.commit().unwrap().calls, 1);
     for v in 0..64 {
         b.attach(v);
     }
@@ -186,7 +178,7 @@ fn route_change_moves_delivery_to_a_new_vector_and_vcpu() {
     assert_eq!(b.vm.irq_count_on(0, 0x40), 1);
 
     b.stage(0, 1, 0x45);
-    assert!(b.routing.commit().unwrap());
+    assert_eq!(b.routing.commit().unwrap().calls, 1);
     b.source.fire(0).unwrap();
     b.vm.wait_irq_count(0x45, 1).unwrap();
     std::thread::sleep(SETTLE);

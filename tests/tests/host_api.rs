@@ -3,28 +3,28 @@
 
 use std::sync::Arc;
 
-use irqfd_routes::{GsiRouting, IoctlCounters, IrqchipRoutes, SharedRouting};
-use msix_accel::{AccelConfig, Error, MsixAccelerator, Policy};
+use irqfd_routes::{GsiRouting, IrqchipRoutes, SharedRouting};
+use msix_accel::{
+    AccelConfig, Error, EventKind, EventLog, IgnoreEvents, MaskPath, MsixAccelerator, Policy,
+    ServiceThread,
+};
 use msix_bench::rig::{Rig, RigConfig, BAR_GPA};
-use testvm::{Program, TestVm, VmConfig, Width};
+use msix_hypervisor::{CountingVm, KvmVm};
+use testvm::{MmioHandler, Program, TestVm, VmConfig, Width};
 use vfio_vectors::software::SoftwareSource;
 
 fn guest() -> TestVm {
     TestVm::new(VmConfig::default()).expect("guest boots")
 }
 
-/// A guest, its VM-wide routing table and the ioctl counters they share.
-fn guest_with_routes() -> (TestVm, SharedRouting, Arc<IoctlCounters>) {
+/// A guest, its VM-wide routing table, and the hypervisor calls they share.
+fn guest_with_routes() -> (TestVm, SharedRouting, Arc<CountingVm<KvmVm>>) {
     let vm = guest();
-    let ioctls = Arc::new(IoctlCounters::default());
-    let routes = GsiRouting::new(
-        vm.vm().clone(),
-        IrqchipRoutes::X86KernelIrqchip,
-        ioctls.clone(),
-    )
-    .unwrap()
-    .into_shared();
-    (vm, routes, ioctls)
+    let hv = Arc::new(CountingVm::new(KvmVm::new(vm.vm().clone())));
+    let routes = GsiRouting::new(hv.clone(), IrqchipRoutes::X86KernelIrqchip)
+        .unwrap()
+        .into_shared();
+    (vm, routes, hv)
 }
 
 #[test]
@@ -32,9 +32,9 @@ fn vector_out_of_range_is_a_typed_error() {
     let r = Rig::new(RigConfig::default()).unwrap();
     for result in [
         r.accel.pending(8).map(|_| ()),
-        r.accel.is_masked(8).map(|_| ()),
-        r.accel.entry(2048).map(|_| ()),
-        r.accel.mask_path(u16::MAX).map(|_| ()),
+        r.accel.debug().is_masked(8).map(|_| ()),
+        r.accel.debug().entry(2048).map(|_| ()),
+        r.accel.debug().mask_path(u16::MAX).map(|_| ()),
     ] {
         match result {
             Err(Error::Model(msix_model::Error::VectorOutOfRange { table_size: 8, .. })) => {}
@@ -43,52 +43,148 @@ fn vector_out_of_range_is_a_typed_error() {
     }
 }
 
+struct Mmio(Arc<MsixAccelerator>);
+
+impl MmioHandler for Mmio {
+    fn mmio_read(&self, _vcpu: u8, addr: u64, data: &mut [u8]) -> bool {
+        self.0.mmio_read(addr, data)
+    }
+    fn mmio_write(&self, _vcpu: u8, addr: u64, data: &[u8]) -> bool {
+        self.0.mmio_write(addr, data)
+    }
+}
+
 #[test]
-fn exhausted_gsis_fail_creation_and_release_what_was_taken() {
-    let (vm, routes, ioctls) = guest_with_routes();
-    // Leave exactly 5 GSIs free, then ask for a device of 8 vectors.
+fn a_device_takes_gsis_only_for_vectors_it_routes_and_a_vector_without_one_holds_its_interrupts() {
+    let (vm, routes, hv) = guest_with_routes();
+    // Leave exactly one GSI free for a device of 8 vectors.
     let mut taken = Vec::new();
-    while let Ok(g) = routes.lock().unwrap().allocate() {
+    while let Ok(g) = routes.allocate() {
         taken.push(g);
     }
-    for g in taken.drain(taken.len() - 5..) {
-        routes.lock().unwrap().release(g).unwrap();
+    routes.release(taken.pop().unwrap()).unwrap();
+    let events = Arc::new(EventLog::new());
+    let source = SoftwareSource::new(8).unwrap();
+    let accel = Arc::new(
+        MsixAccelerator::new(
+            hv.clone(),
+            routes.clone(),
+            Box::new(source.clone()),
+            AccelConfig::new(8, 0, 1).with_policy(Policy::Strict),
+            events.clone(),
+        )
+        .expect("no GSI is taken at creation"),
+    );
+    accel.place(BAR_GPA, BAR_GPA + 0x1000).unwrap();
+    vm.set_mmio_handler(Arc::new(Mmio(accel.clone())));
+    accel.write_message_control(0x8000).unwrap();
+    let mut p = Program::new();
+    for e in 0..2u16 {
+        p.write(
+            Width::W32,
+            BAR_GPA + u64::from(e) * 16,
+            TestVm::msi_address(0),
+        );
+        p.write(
+            Width::W32,
+            BAR_GPA + u64::from(e) * 16 + 8,
+            0x50 + u64::from(e),
+        );
+        p.write(Width::W32, BAR_GPA + u64::from(e) * 16 + 12, 0);
     }
-    let err = MsixAccelerator::new(
-        vm.vm().clone(),
-        routes.clone(),
-        Box::new(SoftwareSource::new(8).unwrap()),
-        AccelConfig::new(8, 0, 1),
-        ioctls.clone(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Routing(irqfd_routes::Error::GsiExhausted { .. })
-        ),
-        "{err}"
+    vm.run(0, &p).unwrap();
+    // Vector 0 got the last GSI and delivers; vector 1 holds its interrupt.
+    assert_eq!(accel.debug().mask_path(0).unwrap(), MaskPath::Unmasked);
+    assert_ne!(accel.debug().mask_path(1).unwrap(), MaskPath::Unmasked);
+    let reported = events.take();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(
+        (reported[0].kind, reported[0].vector),
+        (EventKind::GsiExhausted, Some(1))
     );
-    // The 5 GSIs it took were given back: a 5-vector device fits.
+    source.fire(0).unwrap();
+    source.fire(1).unwrap();
+    vm.wait_irq_count(0x50, 1).unwrap();
+    vm.sentinel(0).unwrap();
+    assert_eq!(vm.irq_count(0x51), 0);
+    assert!(accel.pending(1).unwrap(), "held, not lost");
+
+    // A GSI frees up: the next exit retries and delivers the held one once.
+    routes.release(taken.pop().unwrap()).unwrap();
+    let mut p = Program::new();
+    p.read(Width::W32, BAR_GPA + 0x1000); // any exit: a PBA read
+    vm.run(0, &p).unwrap();
+    assert_eq!(vm.wait_irq_count(0x51, 1).unwrap(), 1);
+    vm.sentinel(0).unwrap();
+    assert_eq!(vm.irq_count(0x51), 1);
+    assert_eq!(events.take(), vec![], "reported once");
+    assert_eq!(
+        accel.debug().gsi(5).unwrap(),
+        None,
+        "unused vectors take none"
+    );
+}
+
+#[test]
+fn gsis_go_back_when_msix_is_disabled_and_when_the_device_is_dropped() {
+    let (_vm, routes, hv) = guest_with_routes();
+    let before = {
+        let mut all = Vec::new();
+        while let Ok(g) = routes.allocate() {
+            all.push(g);
+        }
+        for g in &all {
+            routes.release(*g).unwrap();
+        }
+        all.len()
+    };
     let accel = MsixAccelerator::new(
-        vm.vm().clone(),
-        routes,
-        Box::new(SoftwareSource::new(5).unwrap()),
-        AccelConfig::new(5, 0, 1),
-        ioctls,
+        hv,
+        routes.clone(),
+        Box::new(SoftwareSource::new(4).unwrap()),
+        AccelConfig::new(4, 0, 1).with_policy(Policy::Trap),
+        Arc::new(IgnoreEvents),
+    )
+    .unwrap();
+    accel.place(BAR_GPA, BAR_GPA + 0x1000).unwrap();
+    accel.write_message_control(0x8000).unwrap();
+    for e in 0..4u64 {
+        assert!(accel.mmio_write(BAR_GPA + e * 16, &0xFEE0_0000u32.to_le_bytes()));
+        assert!(accel.mmio_write(BAR_GPA + e * 16 + 8, &0x40u32.to_le_bytes()));
+        assert!(accel.mmio_write(BAR_GPA + e * 16 + 12, &0u32.to_le_bytes()));
+    }
+    let count_free = || {
+        let mut all = Vec::new();
+        while let Ok(g) = routes.allocate() {
+            all.push(g);
+        }
+        for g in &all {
+            routes.release(*g).unwrap();
+        }
+        all.len()
+    };
+    assert_eq!(count_free(), before - 4);
+    accel.write_message_control(0).unwrap();
+    assert_eq!(count_free(), before, "MSI-X disable gives them back");
+    accel.write_message_control(0x8000).unwrap();
+    assert_eq!(
+        count_free(),
+        before - 4,
+        "re-enabled unmasked vectors route again"
     );
-    assert!(accel.is_ok(), "{:?}", accel.err());
+    drop(accel);
+    assert_eq!(count_free(), before);
 }
 
 #[test]
 fn source_and_table_sizes_must_agree() {
-    let (vm, routes, ioctls) = guest_with_routes();
+    let (_vm, routes, hv) = guest_with_routes();
     let err = MsixAccelerator::new(
-        vm.vm().clone(),
+        hv,
         routes,
         Box::new(SoftwareSource::new(4).unwrap()),
         AccelConfig::new(8, 0, 1),
-        ioctls,
+        Arc::new(IgnoreEvents),
     )
     .unwrap_err();
     assert!(
@@ -104,31 +200,84 @@ fn source_and_table_sizes_must_agree() {
 }
 
 #[test]
-fn a_failing_memslot_ioctl_is_reported_with_its_errno_and_leaves_the_table_unplaced() {
-    let (vm, routes, ioctls) = guest_with_routes();
-    // Memslot 0 is the guest's RAM: moving it is refused by KVM.
+fn a_refused_memslot_places_the_table_under_trap_and_says_why() {
+    let (vm, routes, hv) = guest_with_routes();
+    // Memslot 0 is the guest's RAM: KVM refuses to resize it.
+    let events = Arc::new(EventLog::new());
+    let accel = Arc::new(
+        MsixAccelerator::new(
+            hv,
+            routes,
+            Box::new(SoftwareSource::new(4).unwrap()),
+            AccelConfig::new(4, 0, testvm::RAM_SLOT),
+            events.clone(),
+        )
+        .unwrap(),
+    );
+    let _service = ServiceThread::spawn(std::slice::from_ref(&accel)).unwrap();
+    assert_eq!(
+        accel.place(BAR_GPA, BAR_GPA + 0x1000).unwrap(),
+        Policy::Trap
+    );
+    let reported = events.take();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].kind, EventKind::PlacementDegraded);
+    assert!(reported[0].errno.is_some());
+    assert!(
+        reported[0].detail.contains("KVM_SET_USER_MEMORY_REGION"),
+        "{}",
+        reported[0].detail
+    );
+    // The trapped table works: reads exit and see the model.
+    vm.set_mmio_handler(Arc::new(Mmio(accel.clone())));
+    let mut p = Program::new();
+    let control = p.read(Width::W32, BAR_GPA + 12);
+    assert_eq!(vm.run(0, &p).unwrap().get(control), 1, "masked from reset");
+    assert!(accel.remove().is_ok());
+}
+
+#[test]
+fn fast_without_a_servicer_places_under_strict_loudly() {
+    let (_vm, routes, hv) = guest_with_routes();
+    let events = Arc::new(EventLog::new());
     let accel = MsixAccelerator::new(
-        vm.vm().clone(),
+        hv,
         routes,
         Box::new(SoftwareSource::new(4).unwrap()),
-        AccelConfig::new(4, 0, testvm::RAM_SLOT),
-        ioctls,
+        AccelConfig::new(4, 0, 1),
+        events.clone(),
     )
     .unwrap();
-    let err = accel.place(BAR_GPA, BAR_GPA + 0x1000).unwrap_err();
-    match err {
-        Error::Binding(kvm_msix_error) => {
-            let text = kvm_msix_error.to_string();
-            assert!(
-                text.contains("KVM_SET_USER_MEMORY_REGION") && text.contains("errno"),
-                "{text}"
-            );
-        }
-        other => panic!("expected a binding error, got {other}"),
-    }
-    assert!(!accel.claims(BAR_GPA), "a failed placement claims nothing");
-    // Consistent: a trap placement (no memslot) still works afterwards.
-    assert!(accel.remove().is_ok());
+    assert_eq!(
+        accel.place(BAR_GPA, BAR_GPA + 0x1000).unwrap(),
+        Policy::Strict
+    );
+    assert_eq!(accel.fast_entries(), 0);
+    let reported = events.take();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].kind, EventKind::FastPathUnserviced);
+}
+
+#[test]
+fn a_servicer_going_away_turns_a_fast_placement_into_strict() {
+    let mut r = Rig::new(RigConfig::default()).unwrap();
+    assert_eq!(r.accel.policy(), Policy::Fast);
+    assert_eq!(r.accel.fast_entries(), 8);
+    r.stop_service();
+    assert_eq!(r.accel.policy(), Policy::Strict);
+    assert_eq!(r.accel.fast_entries(), 0);
+    assert_eq!(r.accel.debug().retired_pending(), 0, "undone on the way");
+    let kinds: Vec<EventKind> = r.take_events().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![EventKind::FastPathUnserviced]);
+    // Exact under strict: an unmask exits and takes effect at once.
+    r.accel.write_message_control(0x8000).unwrap();
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(0, 0), 0xFEE0_0000);
+    p.write(Width::W32, r.entry(0, 8), 0x48);
+    p.write(Width::W32, r.entry(0, 12), 0);
+    r.vm.run(0, &p).unwrap();
+    r.source.fire(0).unwrap();
+    assert_eq!(r.vm.wait_irq_count(0x48, 1).unwrap(), 1);
 }
 
 #[test]
@@ -140,7 +289,7 @@ fn moving_the_bar_moves_the_fast_path_and_keeps_the_table() {
     p.write(Width::W32, r.entry(2, 8), 0x47);
     p.write(Width::W32, r.entry(2, 12), 0);
     r.vm.run(0, &p).unwrap();
-    r.accel.service_fast_path().unwrap();
+    r.accel.service_fast_path();
 
     let new_bar = 0xFE40_0000;
     assert_eq!(
@@ -172,7 +321,7 @@ fn moving_the_bar_moves_the_fast_path_and_keeps_the_table() {
     let before = r.vm.exits();
     r.vm.run(0, &cycle).unwrap();
     assert_eq!(r.vm.exits().since(&before).mmio(), 20);
-    r.accel.service_fast_path().unwrap();
+    r.accel.service_fast_path();
     r.source.fire(2).unwrap();
     assert_eq!(r.vm.wait_irq_count(0x47, 1).unwrap(), 1);
 }
@@ -194,14 +343,17 @@ fn suspending_source_masking_moves_masked_vectors_to_the_irqfd_path_keeping_pend
     }
     p.write(Width::W32, r.entry(0, 12), 1); // mask entry 0 again
     r.vm.run(0, &p).unwrap();
-    r.accel.service_fast_path().unwrap();
-    assert_eq!(r.accel.mask_path(0).unwrap(), MaskPath::Source);
+    r.accel.service_fast_path();
+    assert_eq!(r.accel.debug().mask_path(0).unwrap(), MaskPath::Source);
     r.source.fire(0).unwrap();
     assert!(r.accel.pending(0).unwrap());
 
     // Memory decode goes off (or a reset comes): the source stops masking.
     r.accel.suspend_source_masking().unwrap();
-    assert_eq!(r.accel.mask_path(0).unwrap(), MaskPath::IrqfdDetached);
+    assert_eq!(
+        r.accel.debug().mask_path(0).unwrap(),
+        MaskPath::IrqfdDetached
+    );
     assert!(
         r.accel.pending(0).unwrap(),
         "the pending message survives the switch"
@@ -213,10 +365,13 @@ fn suspending_source_masking_moves_masked_vectors_to_the_irqfd_path_keeping_pend
     p.write(Width::W32, r.entry(1, 12), 1);
     p.write(Width::W32, r.entry(0, 12), 0);
     r.vm.run(0, &p).unwrap();
-    r.accel.service_fast_path().unwrap();
-    assert_eq!(r.accel.mask_path(1).unwrap(), MaskPath::IrqfdDetached);
+    r.accel.service_fast_path();
+    assert_eq!(
+        r.accel.debug().mask_path(1).unwrap(),
+        MaskPath::IrqfdDetached
+    );
     assert_eq!(r.vm.wait_irq_count(0x60, 1).unwrap(), 1);
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    r.vm.sentinel(0).unwrap();
     assert_eq!(r.vm.irq_count(0x60), 1);
 
     // Resumed: the next mask is at the source again.
@@ -224,5 +379,5 @@ fn suspending_source_masking_moves_masked_vectors_to_the_irqfd_path_keeping_pend
     let mut p = Program::new();
     p.write(Width::W32, r.entry(0, 12), 1);
     r.vm.run(0, &p).unwrap();
-    assert_eq!(r.accel.mask_path(0).unwrap(), MaskPath::Source);
+    assert_eq!(r.accel.debug().mask_path(0).unwrap(), MaskPath::Source);
 }

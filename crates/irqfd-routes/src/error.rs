@@ -28,16 +28,13 @@ impl std::fmt::Display for IrqfdOp {
 /// What went wrong in routing or irqfd handling.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// KVM does not support GSI routing (KVM_CAP_IRQ_ROUTING is 0).
-    #[error("KVM does not support GSI routing (KVM_CAP_IRQ_ROUTING = {value})")]
-    NoIrqRouting {
-        /// What KVM_CHECK_EXTENSION returned.
-        value: i32,
-    },
+    /// The hypervisor does not route GSIs (KVM_CAP_IRQ_ROUTING is 0).
+    #[error("the hypervisor does not support GSI routing (KVM_CAP_IRQ_ROUTING = 0)")]
+    NoIrqRouting,
     /// Every GSI below the routing limit is allocated.
     #[error("no free GSI: every GSI below {max} is allocated")]
     GsiExhausted {
-        /// The number of GSIs KVM allows (KVM_CAP_IRQ_ROUTING).
+        /// The number of GSIs the hypervisor allows (KVM_CAP_IRQ_ROUTING).
         max: u32,
     },
     /// The GSI was not allocated from this table.
@@ -46,20 +43,22 @@ pub enum Error {
         /// The offending GSI.
         gsi: Gsi,
     },
-    /// The table would hold more entries than KVM accepts.
-    #[error("routing table of {entries} entries exceeds KVM's limit of {max}")]
+    /// The table would hold more entries than the hypervisor accepts.
+    #[error("routing table of {entries} entries exceeds the limit of {max}")]
     RouteCapacity {
         /// Entries the commit would send (irqchip routes included).
         entries: usize,
-        /// The most KVM accepts (KVM_CAP_IRQ_ROUTING).
+        /// The most the hypervisor accepts (KVM_CAP_IRQ_ROUTING).
         max: usize,
     },
-    /// KVM_SET_GSI_ROUTING failed; the table stays staged.
+    /// KVM_SET_GSI_ROUTING failed even without the routes staged since the
+    /// last commit: a route the VMM (or the irqchip) owns is refused. The
+    /// table stays staged and dirty.
     #[error("KVM_SET_GSI_ROUTING with {entries} entries failed: errno {errno}")]
     SetGsiRouting {
         /// Entries sent.
         entries: usize,
-        /// The errno the kernel returned.
+        /// The errno the hypervisor returned.
         errno: i32,
     },
     /// KVM_IRQFD failed (EBUSY on assign: the eventfd already has an irqfd).
@@ -69,7 +68,7 @@ pub enum Error {
         op: IrqfdOp,
         /// The GSI of the call.
         gsi: Gsi,
-        /// The errno the kernel returned.
+        /// The errno the hypervisor returned.
         errno: i32,
     },
     /// The irqfd is attached through another eventfd than the one given.
@@ -83,4 +82,15 @@ pub enum Error {
     /// Polling, reading or creating an eventfd failed.
     #[error("eventfd operation failed: {0}")]
     EventFd(#[source] std::io::Error),
+}
+
+impl Error {
+    /// The errno the hypervisor or the kernel returned, when there is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::SetGsiRouting { errno, .. } | Error::Irqfd { errno, .. } => Some(*errno),
+            Error::EventFd(e) => e.raw_os_error(),
+            _ => None,
+        }
+    }
 }

@@ -1,12 +1,12 @@
-//! One vector's irqfd: its trigger eventfd bound to a GSI with KVM_IRQFD.
+//! One vector's irqfd: its trigger eventfd bound to a GSI.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-use kvm_ioctls::VmFd;
+use msix_hypervisor::MsixVm;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::{Error, Gsi, IoctlCounters, IrqfdOp, Result};
+use crate::{Error, Gsi, IrqfdOp, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Attachment {
@@ -16,7 +16,7 @@ struct Attachment {
 
 /// One vector's irqfd: the eventfd `E[i]` the source signals, bound to a GSI.
 ///
-/// Kernel behaviour (Linux 6.x) this wrapper builds on:
+/// Kernel behaviour (Linux 6.x KVM) this wrapper builds on:
 /// - One irqfd per eventfd: attaching an eventfd that already has an irqfd
 ///   fails with [`Error::Irqfd`] carrying `EBUSY`.
 /// - Attaching to an eventfd with a nonzero count injects at once (from a
@@ -26,35 +26,31 @@ struct Attachment {
 ///   Signals arriving while attached are consumed by KVM.
 /// - While detached, signals accumulate in the count:
 ///   [`eventfd_pending`](crate::eventfd_pending) is the pending bit.
-/// - Detaching costs far more than attaching (the deassign flushes a
-///   workqueue, ~44 us against ~0.7 us measured here).
+/// - Detaching costs far more than attaching (the deassign flushes the
+///   irqfd's queued injections, ~44 us against ~0.7 us measured on one
+///   nested host).
 ///
 /// Commit the GSI's route before attaching, and detach before changing it.
 /// Dropping an attached `Irqfd` leaves the kernel irqfd in place until the
 /// eventfd is closed or the VM destroyed.
 #[derive(Debug)]
 pub struct Irqfd {
-    vm: Arc<VmFd>,
-    counters: Arc<IoctlCounters>,
+    vm: Arc<dyn MsixVm>,
     attached: Option<Attachment>,
 }
 
 impl Irqfd {
-    /// A detached irqfd on `vm`, counting its ioctls in `counters`.
-    pub fn new(vm: Arc<VmFd>, counters: Arc<IoctlCounters>) -> Self {
-        Irqfd {
-            vm,
-            counters,
-            attached: None,
-        }
+    /// A detached irqfd on `vm`.
+    pub fn new(vm: Arc<dyn MsixVm>) -> Self {
+        Irqfd { vm, attached: None }
     }
 
     /// Binds `eventfd` to `gsi` (KVM_IRQFD assign).
     ///
     /// Idempotent: when already attached with this eventfd and GSI it is
-    /// `Ok` and issues no ioctl. Attached with this eventfd to another GSI,
-    /// it detaches first (a deassign) and then assigns. Attached through a
-    /// different eventfd: [`Error::EventFdMismatch`].
+    /// `Ok` and issues no call. Attached with this eventfd to another GSI,
+    /// it detaches first and then assigns. Attached through a different
+    /// eventfd: [`Error::EventFdMismatch`].
     pub fn attach(&mut self, eventfd: &EventFd, gsi: Gsi) -> Result<()> {
         let wanted = Attachment {
             fd: eventfd.as_raw_fd(),
@@ -65,21 +61,20 @@ impl Irqfd {
             Some(_) => self.detach(eventfd)?,
             None => {}
         }
-        IoctlCounters::count(&self.counters.irqfd_assign);
         self.vm
             .register_irqfd(eventfd, gsi)
             .map_err(|error| Error::Irqfd {
                 op: IrqfdOp::Assign,
                 gsi,
-                errno: error.errno(),
+                errno: error.errno,
             })?;
         self.attached = Some(wanted);
         Ok(())
     }
 
-    /// Unbinds `eventfd` (KVM_IRQFD deassign); no-op without ioctl when
+    /// Unbinds `eventfd` (KVM_IRQFD deassign); no-op without a call when
     /// detached. [`Error::EventFdMismatch`] if attached through another
-    /// eventfd.
+    /// eventfd. On failure the irqfd stays attached.
     pub fn detach(&mut self, eventfd: &EventFd) -> Result<()> {
         let Some(current) = self.attached else {
             return Ok(());
@@ -90,13 +85,12 @@ impl Irqfd {
                 given_fd: eventfd.as_raw_fd(),
             });
         }
-        IoctlCounters::count(&self.counters.irqfd_deassign);
         self.vm
             .unregister_irqfd(eventfd, current.gsi)
             .map_err(|error| Error::Irqfd {
                 op: IrqfdOp::Deassign,
                 gsi: current.gsi,
-                errno: error.errno(),
+                errno: error.errno,
             })?;
         self.attached = None;
         Ok(())

@@ -5,11 +5,10 @@ mod common;
 
 use std::sync::Arc;
 
+use common::Vm;
 use common::{message, routing_on, vm_with_irqchip};
-use irqfd_routes::{
-    eventfd_drain, eventfd_pending, Error, IoctlCounters, IoctlCounts, Irqfd, IrqfdOp,
-    MsiRouteTable,
-};
+use irqfd_routes::{eventfd_drain, eventfd_pending, Error, Irqfd, IrqfdOp, MsiRouteTable};
+use msix_hypervisor::IoctlCounts;
 use vmm_sys_util::eventfd::EventFd;
 
 fn trigger() -> EventFd {
@@ -17,22 +16,20 @@ fn trigger() -> EventFd {
 }
 
 /// An irqfd on a VM whose GSI routes an MSI, the route committed first (as
-/// on unmask), with the routing table's counters.
-fn routed_irqfd() -> (Irqfd, u32, Arc<IoctlCounters>) {
-    let vm = vm_with_irqchip();
-    let (mut routing, counters) = routing_on(vm.clone());
+/// on unmask), and the VM.
+fn routed_irqfd() -> (Irqfd, u32, Arc<Vm>) {
+    let (routing, vm) = routing_on(vm_with_irqchip());
     let gsi = routing.allocate().unwrap();
     routing.stage(gsi, message(0x40)).unwrap();
     routing.commit().unwrap();
-    (Irqfd::new(vm, counters.clone()), gsi, counters)
+    (Irqfd::new(vm.clone()), gsi, vm)
 }
 
 #[test]
 fn attach_is_idempotent_and_costs_one_assign() {
     let vm = vm_with_irqchip();
-    let counters = Arc::new(IoctlCounters::default());
     let fd = trigger();
-    let mut irqfd = Irqfd::new(vm, counters.clone());
+    let mut irqfd = Irqfd::new(vm.clone());
     assert!(!irqfd.is_attached());
     irqfd.attach(&fd, 24).unwrap();
     irqfd.attach(&fd, 24).unwrap();
@@ -42,7 +39,7 @@ fn attach_is_idempotent_and_costs_one_assign() {
     irqfd.detach(&fd).unwrap();
     assert!(!irqfd.is_attached());
     assert_eq!(
-        counters.snapshot(),
+        vm.counts(),
         IoctlCounts {
             irqfd_assign: 1,
             irqfd_deassign: 1,
@@ -53,19 +50,18 @@ fn attach_is_idempotent_and_costs_one_assign() {
 
 #[test]
 fn detach_when_never_attached_issues_no_ioctl() {
-    let counters = Arc::new(IoctlCounters::default());
-    let mut irqfd = Irqfd::new(vm_with_irqchip(), counters.clone());
+    let vm = vm_with_irqchip();
+    let mut irqfd = Irqfd::new(vm.clone());
     irqfd.detach(&trigger()).unwrap();
-    assert_eq!(counters.snapshot().total(), 0);
+    assert_eq!(vm.counts().total(), 0);
 }
 
 #[test]
 fn second_irqfd_on_the_same_eventfd_is_ebusy() {
     let vm = vm_with_irqchip();
-    let counters = Arc::new(IoctlCounters::default());
     let fd = trigger();
-    let mut first = Irqfd::new(vm.clone(), counters.clone());
-    let mut second = Irqfd::new(vm, counters.clone());
+    let mut first = Irqfd::new(vm.clone());
+    let mut second = Irqfd::new(vm.clone());
     first.attach(&fd, 24).unwrap();
     match second.attach(&fd, 25) {
         Err(Error::Irqfd {
@@ -76,22 +72,18 @@ fn second_irqfd_on_the_same_eventfd_is_ebusy() {
         other => panic!("expected EBUSY, got {other:?}"),
     }
     assert!(!second.is_attached());
-    assert_eq!(
-        counters.snapshot().irqfd_assign,
-        2,
-        "failed calls count too"
-    );
+    assert_eq!(vm.counts().irqfd_assign, 2, "failed calls count too");
 }
 
 #[test]
 fn attaching_to_another_gsi_rebinds() {
-    let counters = Arc::new(IoctlCounters::default());
+    let vm = vm_with_irqchip();
     let fd = trigger();
-    let mut irqfd = Irqfd::new(vm_with_irqchip(), counters.clone());
+    let mut irqfd = Irqfd::new(vm.clone());
     irqfd.attach(&fd, 24).unwrap();
     irqfd.attach(&fd, 25).unwrap();
     assert_eq!(irqfd.gsi(), Some(25));
-    let counts = counters.snapshot();
+    let counts = vm.counts();
     assert_eq!((counts.irqfd_assign, counts.irqfd_deassign), (2, 1));
 }
 
@@ -99,7 +91,7 @@ fn attaching_to_another_gsi_rebinds() {
 fn detach_through_another_eventfd_is_refused() {
     let fd = trigger();
     let other = trigger();
-    let mut irqfd = Irqfd::new(vm_with_irqchip(), Arc::new(IoctlCounters::default()));
+    let mut irqfd = Irqfd::new(vm_with_irqchip());
     irqfd.attach(&fd, 24).unwrap();
     assert!(matches!(
         irqfd.detach(&other),
@@ -135,7 +127,7 @@ fn signal_while_attached_is_consumed_by_kvm() {
 
 #[test]
 fn signals_accumulate_while_detached() {
-    let (mut irqfd, gsi, counters) = routed_irqfd();
+    let (mut irqfd, gsi, vm) = routed_irqfd();
     let fd = trigger();
     irqfd.attach(&fd, gsi).unwrap();
     irqfd.detach(&fd).unwrap();
@@ -145,7 +137,7 @@ fn signals_accumulate_while_detached() {
     assert!(eventfd_pending(&fd).unwrap());
     assert!(eventfd_pending(&fd).unwrap(), "poll never consumes");
     assert_eq!(eventfd_drain(&fd).unwrap(), 3);
-    let counts = counters.snapshot();
+    let counts = vm.counts();
     assert_eq!(
         (
             counts.set_gsi_routing,

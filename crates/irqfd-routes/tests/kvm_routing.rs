@@ -6,50 +6,48 @@ mod common;
 use std::sync::Arc;
 
 use common::{message, routing, vm_with_irqchip};
-use irqfd_routes::{
-    x86_default_routes, Error, GsiRouting, IoctlCounters, IrqchipRoutes, MsiRouteTable,
-    X86_IRQCHIP_GSIS,
-};
+use irqfd_routes::{Commit, Error, GsiRouting, IrqchipRoutes, MsiRouteTable, RouteState};
 use kvm_ioctls::Kvm;
+use msix_hypervisor::{x86, CountingVm, KvmVm};
 
 #[test]
 fn routing_is_bounded_by_kvm_cap_irq_routing() {
     let (routing, _) = routing();
     assert_eq!(routing.max_routes(), 4096);
-    assert_eq!(routing.first_gsi(), X86_IRQCHIP_GSIS);
+    assert_eq!(routing.first_gsi(), x86::IRQCHIP_GSIS);
     assert!(!routing.is_dirty(), "KVM already holds the irqchip routes");
 }
 
 #[test]
 fn staging_256_routes_commits_with_one_set_gsi_routing() {
-    let (mut routing, counters) = routing();
+    let (routing, vm) = routing();
     for vector in 0..256 {
         let gsi = routing.allocate().unwrap();
         routing.stage(gsi, message(0x20 + vector % 200)).unwrap();
     }
     assert!(routing.is_dirty());
-    assert_eq!(counters.snapshot().set_gsi_routing, 0, "staging is free");
-    assert!(routing.commit().unwrap());
-    assert_eq!(counters.snapshot().set_gsi_routing, 1);
+    assert_eq!(vm.counts().set_gsi_routing, 0, "staging is free");
+    assert_eq!(routing.commit().unwrap().calls, 1);
+    assert_eq!(vm.counts().set_gsi_routing, 1);
     assert!(!routing.is_dirty());
-    assert_eq!(routing.routes().count(), 256);
+    assert_eq!(routing.routes().len(), 256);
 }
 
 #[test]
 fn commit_with_nothing_changed_issues_no_ioctl() {
-    let (mut routing, counters) = routing();
-    assert!(!routing.commit().unwrap());
+    let (routing, vm) = routing();
+    assert_eq!(routing.commit().unwrap().calls, 0);
     let gsi = routing.allocate().unwrap();
     routing.stage(gsi, message(0x40)).unwrap();
     routing.commit().unwrap();
-    let before = counters.snapshot();
-    assert!(!routing.commit().unwrap());
-    assert_eq!(counters.snapshot().since(&before).total(), 0);
+    let before = vm.counts();
+    assert_eq!(routing.commit().unwrap().calls, 0);
+    assert_eq!(vm.counts().since(&before).total(), 0);
 }
 
 #[test]
 fn restaging_the_same_message_leaves_the_table_clean() {
-    let (mut routing, counters) = routing();
+    let (routing, vm) = routing();
     let gsi = routing.allocate().unwrap();
     routing.stage(gsi, message(0x40)).unwrap();
     routing.commit().unwrap();
@@ -58,13 +56,13 @@ fn restaging_the_same_message_leaves_the_table_clean() {
     routing.stage(gsi, message(0x41)).unwrap();
     assert!(routing.is_dirty());
     routing.commit().unwrap();
-    assert_eq!(counters.snapshot().set_gsi_routing, 2);
+    assert_eq!(vm.counts().set_gsi_routing, 2);
     assert_eq!(routing.route(gsi), Some(message(0x41)));
 }
 
 #[test]
 fn allocation_hands_out_the_lowest_free_gsi_above_the_irqchip() {
-    let (mut routing, _) = routing();
+    let (routing, _) = routing();
     let gsis: Vec<_> = (0..4).map(|_| routing.allocate().unwrap()).collect();
     assert_eq!(gsis, [24, 25, 26, 27]);
     routing.release(25).unwrap();
@@ -75,7 +73,7 @@ fn allocation_hands_out_the_lowest_free_gsi_above_the_irqchip() {
 
 #[test]
 fn allocation_exhausts_at_the_routing_limit_and_recovers_after_release() {
-    let (mut routing, _) = routing();
+    let (routing, _) = routing();
     let mut allocated = 0;
     let error = loop {
         match routing.allocate() {
@@ -95,7 +93,7 @@ fn allocation_exhausts_at_the_routing_limit_and_recovers_after_release() {
 
 #[test]
 fn commit_past_the_route_limit_is_refused_before_the_ioctl() {
-    let (mut routing, counters) = routing();
+    let (routing, vm) = routing();
     while let Ok(gsi) = routing.allocate() {
         routing.stage(gsi, message(0x40)).unwrap();
     }
@@ -108,86 +106,78 @@ fn commit_past_the_route_limit_is_refused_before_the_ioctl() {
         })
     ));
     assert!(routing.is_dirty());
-    assert_eq!(counters.snapshot().set_gsi_routing, 0);
+    assert_eq!(vm.counts().set_gsi_routing, 0);
     // Exactly at the limit, up to GSI 4095, KVM accepts the table.
     for gsi in 24..40 {
         routing.unstage(gsi).unwrap();
     }
-    assert!(routing.commit().unwrap());
+    assert_eq!(routing.commit().unwrap().calls, 1);
     assert_eq!(routing.entries().len(), 4096);
 }
 
 #[test]
 fn commit_keeps_the_irqchip_default_routes() {
-    let (mut routing, _) = routing();
+    let (routing, _) = routing();
     let gsi = routing.allocate().unwrap();
     routing.stage(gsi, message(0x40)).unwrap();
     routing.commit().unwrap();
     let entries = routing.entries();
     assert_eq!(entries.len(), 41);
-    let defaults = x86_default_routes();
-    for (sent, default) in entries.iter().zip(&defaults) {
-        assert_eq!(format!("{sent:?}"), format!("{default:?}"));
-        assert_eq!((sent.gsi, sent.type_), (default.gsi, default.type_));
-    }
+    let defaults = x86::default_routes();
+    assert_eq!(&entries[..40], &defaults[..]);
     assert_eq!(entries[40].gsi, gsi);
     // The legacy line still has its route: KVM_IRQ_LINE on GSI 4 works.
     let vm = vm_with_irqchip();
-    let mut other = GsiRouting::new(
-        vm.clone(),
-        IrqchipRoutes::X86KernelIrqchip,
-        Arc::new(IoctlCounters::default()),
-    )
-    .unwrap();
+    let other = GsiRouting::new(vm.clone(), IrqchipRoutes::X86KernelIrqchip).unwrap();
     let gsi = other.allocate().unwrap();
     other.stage(gsi, message(0x40)).unwrap();
     other.commit().unwrap();
-    vm.set_irq_line(4, true).unwrap();
-    vm.set_irq_line(4, false).unwrap();
+    vm.inner().vm_fd().set_irq_line(4, true).unwrap();
+    vm.inner().vm_fd().set_irq_line(4, false).unwrap();
 }
 
 #[test]
 fn custom_irqchip_routes_lead_the_table_and_push_gsis_above_them() {
     let vm = vm_with_irqchip();
-    let custom: Vec<_> = x86_default_routes().into_iter().take(4).collect();
-    let mut routing = GsiRouting::new(
-        vm,
-        IrqchipRoutes::Custom(custom),
-        Arc::new(IoctlCounters::default()),
-    )
-    .unwrap();
+    let custom: Vec<_> = x86::default_routes().into_iter().take(4).collect();
+    let routing = GsiRouting::new(vm, IrqchipRoutes::Custom(custom)).unwrap();
     assert_eq!(routing.first_gsi(), 2);
     let gsi = routing.allocate().unwrap();
     assert_eq!(gsi, 2);
     routing.stage(gsi, message(0x40)).unwrap();
-    assert!(routing.commit().unwrap());
+    assert_eq!(routing.commit().unwrap().calls, 1);
     assert_eq!(routing.entries().len(), 5);
 }
 
 #[test]
 fn failed_commit_keeps_the_table_staged_and_dirty() {
-    // x86 KVM refuses routing before the irqchip exists: EINVAL.
-    let vm = Arc::new(Kvm::new().unwrap().create_vm().unwrap());
-    let counters = Arc::new(IoctlCounters::default());
-    let mut routing = GsiRouting::new(vm.clone(), IrqchipRoutes::None, counters.clone()).unwrap();
+    // x86 KVM refuses any routing table before the irqchip exists (EINVAL):
+    // the refusal stays without the new route too, so it is an error.
+    let fd = Arc::new(Kvm::new().unwrap().create_vm().unwrap());
+    let vm = Arc::new(CountingVm::new(KvmVm::new(fd.clone())));
+    let routing = GsiRouting::new(vm.clone(), IrqchipRoutes::None).unwrap();
     let gsi = routing.allocate().unwrap();
     assert_eq!(gsi, 0);
     routing.stage(gsi, message(0x40)).unwrap();
     match routing.commit() {
-        Err(Error::SetGsiRouting { entries: 1, errno }) => assert_eq!(errno, libc::EINVAL),
+        Err(Error::SetGsiRouting { entries: 0, errno }) => assert_eq!(errno, libc::EINVAL),
         other => panic!("expected SetGsiRouting, got {other:?}"),
     }
     assert!(routing.is_dirty());
     assert_eq!(routing.route(gsi), Some(message(0x40)));
-    assert_eq!(counters.snapshot().set_gsi_routing, 1);
-    vm.create_irq_chip().unwrap();
-    assert!(routing.commit().unwrap());
+    assert_eq!(
+        vm.counts().set_gsi_routing,
+        2,
+        "the table, then the table without the new route"
+    );
+    fd.create_irq_chip().unwrap();
+    assert_eq!(routing.commit().unwrap().calls, 1);
     assert!(!routing.is_dirty());
 }
 
 #[test]
 fn unallocated_gsis_are_rejected() {
-    let (mut routing, _) = routing();
+    let (routing, _) = routing();
     assert!(matches!(
         routing.stage(30, message(0x40)),
         Err(Error::UnknownGsi { gsi: 30 })
@@ -205,7 +195,7 @@ fn unallocated_gsis_are_rejected() {
 
 #[test]
 fn release_and_unstage_remove_the_route() {
-    let (mut routing, _) = routing();
+    let (routing, _) = routing();
     let kept = routing.allocate().unwrap();
     let released = routing.allocate().unwrap();
     routing.stage(kept, message(0x40)).unwrap();
@@ -216,7 +206,7 @@ fn release_and_unstage_remove_the_route() {
     assert_eq!(routing.route(released), None);
     routing.commit().unwrap();
     routing.unstage(kept).unwrap();
-    assert_eq!(routing.routes().count(), 0);
+    assert_eq!(routing.routes().len(), 0);
     routing.commit().unwrap();
     routing.unstage(kept).unwrap();
     assert!(
@@ -227,11 +217,89 @@ fn release_and_unstage_remove_the_route() {
 
 #[test]
 fn shared_routing_is_usable_through_the_trait_object() {
-    let (routing, counters) = routing();
-    let shared = routing.into_shared();
-    let mut table = shared.lock().unwrap();
+    let (routing, vm) = routing();
+    let table = routing.into_shared();
     let gsi = table.allocate().unwrap();
     table.stage(gsi, message(0x40)).unwrap();
-    assert!(table.commit().unwrap());
-    assert_eq!(counters.snapshot().set_gsi_routing, 1);
+    assert_eq!(table.commit().unwrap().calls, 1);
+    assert_eq!(vm.counts().set_gsi_routing, 1);
+}
+
+/// An address KVM refuses with the x2APIC API's 32-bit IDs: a nonzero byte in
+/// bits 7:0 of the upper address dword, as a hostile guest may write.
+fn refused(vector: u32) -> irqfd_routes::MsiMessage {
+    irqfd_routes::MsiMessage::new(0x0000_0001_fee0_0000, vector)
+}
+
+#[test]
+fn a_route_kvm_refuses_is_isolated_and_every_other_route_commits() {
+    let (routing, vm) = common::routing_on(common::vm_with_x2apic_api());
+    let gsis: Vec<u32> = (0..8).map(|_| routing.allocate().unwrap()).collect();
+    for (i, gsi) in gsis.iter().enumerate() {
+        let m = if i == 5 {
+            refused(0x45)
+        } else {
+            message(0x40 + i as u32)
+        };
+        routing.stage(*gsi, m).unwrap();
+    }
+    let commit = routing.commit().unwrap();
+    assert_eq!(commit.rejected.len(), 1);
+    assert_eq!(commit.rejected[0].gsi, gsis[5]);
+    assert_eq!(commit.rejected[0].errno, libc::EINVAL);
+    assert!(
+        commit.calls <= 2 + 2 * 3,
+        "isolation by halves, not one call per route: {commit:?}"
+    );
+    assert_eq!(vm.counts().set_gsi_routing, u64::from(commit.calls));
+    for (i, gsi) in gsis.iter().enumerate() {
+        let state = routing.state(*gsi);
+        if i == 5 {
+            assert_eq!(
+                state,
+                RouteState::Rejected {
+                    message: refused(0x45),
+                    errno: libc::EINVAL
+                }
+            );
+        } else {
+            assert_eq!(state, RouteState::Committed(message(0x40 + i as u32)));
+        }
+    }
+    assert!(!routing.is_dirty(), "nothing refused is left staged");
+
+    // Another device's route commits with one call: nothing bad is staged.
+    let other = routing.allocate().unwrap();
+    routing.stage(other, message(0x50)).unwrap();
+    assert_eq!(
+        routing.commit().unwrap(),
+        Commit {
+            calls: 1,
+            rejected: vec![]
+        }
+    );
+    // The same refused message again costs nothing and stays refused...
+    routing.stage(gsis[5], refused(0x45)).unwrap();
+    assert!(!routing.is_dirty());
+    assert_eq!(routing.commit().unwrap().calls, 0);
+    // ...and a message KVM accepts commits at once.
+    routing.stage(gsis[5], message(0x45)).unwrap();
+    assert_eq!(routing.commit().unwrap().calls, 1);
+    assert_eq!(routing.state(gsis[5]), RouteState::Committed(message(0x45)));
+}
+
+#[test]
+fn a_refused_message_change_leaves_the_previous_route_in_kvm() {
+    let (routing, _) = common::routing_on(common::vm_with_x2apic_api());
+    let gsi = routing.allocate().unwrap();
+    routing.stage(gsi, message(0x40)).unwrap();
+    routing.commit().unwrap();
+    routing.stage(gsi, refused(0x41)).unwrap();
+    let commit = routing.commit().unwrap();
+    assert_eq!(commit.rejected.len(), 1);
+    // KVM holds the old route, and so does the table: the next commit sends
+    // exactly what KVM has.
+    assert_eq!(routing.route(gsi), Some(message(0x40)));
+    assert!(!routing.is_dirty());
+    assert!(matches!(routing.state(gsi), RouteState::Rejected { .. }));
 }

@@ -7,48 +7,79 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::{Error, Result};
 
-/// One non-blocking eventfd per fast-path entry, signalled by KVM when the
-/// guest writes 0 to that entry's Vector Control, and one level-triggered
-/// epoll set over all of them: a service thread waits on [`AsRawFd::as_raw_fd`]
+/// Up to one non-blocking eventfd per entry, signalled by KVM when the guest
+/// writes 0 to that entry's Vector Control, and one level-triggered epoll
+/// set over all of them: a service thread waits on [`AsRawFd::as_raw_fd`]
 /// and collects every ready entry with [`UnmaskEvents::ready`].
+///
+/// Eventfds are installed per placement and taken out when a placement goes
+/// away, so a signal from an old address never reaches a new placement.
 #[derive(Debug)]
 pub struct UnmaskEvents {
     epoll: Epoll,
-    fds: Vec<EventFd>,
+    fds: Vec<Option<EventFd>>,
 }
 
 impl UnmaskEvents {
-    /// Eventfds for entries `0..count`.
+    /// Room for entries `0..count`, none installed.
     pub fn new(count: u16) -> Result<Self> {
-        let epoll = Epoll::new().map_err(Error::Event)?;
-        let mut fds = Vec::with_capacity(usize::from(count));
-        for vector in 0..count {
-            let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::Event)?;
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    fd.as_raw_fd(),
-                    EpollEvent::new(EventSet::IN, u64::from(vector)),
-                )
-                .map_err(Error::Event)?;
-            fds.push(fd);
-        }
-        Ok(UnmaskEvents { epoll, fds })
+        Ok(UnmaskEvents {
+            epoll: Epoll::new().map_err(Error::Event)?,
+            fds: (0..count).map(|_| None).collect(),
+        })
     }
 
-    /// Number of entries with an unmask eventfd.
-    pub fn len(&self) -> u16 {
+    /// Entries that can hold an unmask eventfd.
+    pub fn capacity(&self) -> u16 {
         self.fds.len() as u16
     }
 
-    /// Whether no entry has one.
-    pub fn is_empty(&self) -> bool {
-        self.fds.is_empty()
+    /// Installs `fd` as `vector`'s unmask eventfd (replacing none). On
+    /// failure `fd` comes back with the error, so its registration can still
+    /// be undone.
+    pub fn install(
+        &mut self,
+        vector: u16,
+        fd: EventFd,
+    ) -> std::result::Result<(), (Error, EventFd)> {
+        let Some(slot) = self.fds.get_mut(usize::from(vector)) else {
+            return Err((Error::State("unmask eventfd past the capacity"), fd));
+        };
+        if slot.is_some() {
+            return Err((Error::State("unmask eventfd already installed"), fd));
+        }
+        if let Err(e) = self.epoll.ctl(
+            ControlOperation::Add,
+            fd.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, u64::from(vector)),
+        ) {
+            return Err((Error::Event(e), fd));
+        }
+        *slot = Some(fd);
+        Ok(())
+    }
+
+    /// Takes `vector`'s unmask eventfd out (and out of the epoll set).
+    pub fn take(&mut self, vector: u16) -> Option<EventFd> {
+        let fd = self.fds.get_mut(usize::from(vector))?.take()?;
+        // Closing would remove it too; removing now keeps a retired eventfd
+        // that is still signalled from waking the service thread.
+        let _ = self.epoll.ctl(
+            ControlOperation::Delete,
+            fd.as_raw_fd(),
+            EpollEvent::default(),
+        );
+        Some(fd)
     }
 
     /// The unmask eventfd of `vector`, if it has one.
     pub fn get(&self, vector: u16) -> Option<&EventFd> {
-        self.fds.get(usize::from(vector))
+        self.fds.get(usize::from(vector))?.as_ref()
+    }
+
+    /// Entries with an eventfd installed.
+    pub fn installed(&self) -> u16 {
+        self.fds.iter().filter(|f| f.is_some()).count() as u16
     }
 
     /// Consumes the unmask signals of `vector`; true when the guest had
@@ -101,9 +132,16 @@ impl AsRawFd for UnmaskEvents {
 mod tests {
     use super::*;
 
+    fn fd() -> EventFd {
+        EventFd::new(libc::EFD_NONBLOCK).unwrap()
+    }
+
     #[test]
     fn ready_lists_signalled_entries_and_drain_consumes_them() {
-        let events = UnmaskEvents::new(4).unwrap();
+        let mut events = UnmaskEvents::new(4).unwrap();
+        for v in 0..4 {
+            events.install(v, fd()).unwrap();
+        }
         events.get(1).unwrap().write(1).unwrap();
         events.get(3).unwrap().write(2).unwrap();
         let mut ready = Vec::new();
@@ -117,5 +155,19 @@ mod tests {
         let mut ready = Vec::new();
         events.ready(&mut ready).unwrap();
         assert_eq!(ready, vec![3]);
+    }
+
+    #[test]
+    fn a_taken_eventfd_no_longer_wakes_the_set() {
+        let mut events = UnmaskEvents::new(2).unwrap();
+        events.install(0, fd()).unwrap();
+        assert!(events.install(0, fd()).is_err());
+        assert!(events.install(2, fd()).is_err());
+        let old = events.take(0).unwrap();
+        old.write(1).unwrap();
+        let mut ready = Vec::new();
+        events.ready(&mut ready).unwrap();
+        assert!(ready.is_empty());
+        assert_eq!(events.installed(), 0);
     }
 }

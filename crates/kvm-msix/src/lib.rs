@@ -10,6 +10,11 @@
 //! - [`Policy`]: `fast`, `strict` or `trap` (see `docs/fast-path.md`).
 //! - [`UnmaskEvents`]: one epoll set over the per-entry unmask eventfds, so a
 //!   service thread waits on one fd and services every ready entry in a batch.
+//! - [`RetiredIoevents`]: the unmask ioeventfds of a placement that went away,
+//!   undone later by a servicer (each unregistration waits for an SRCU grace
+//!   period) and reclaimed by a placement at the same address.
+//!
+//! Every hypervisor call goes through [`msix_hypervisor::MsixVm`].
 //!
 //! The MSI-X semantics live in `msix-model`; the sync protocol that ties the
 //! two together (drain unmasks first, detach before route changes, ...) is
@@ -22,12 +27,14 @@ mod error;
 mod events;
 mod placement;
 mod policy;
+mod retired;
 mod shadow;
 
 pub use error::{Error, Result};
 pub use events::UnmaskEvents;
-pub use placement::{BarRegion, PlacementConfig, TablePlacement};
+pub use placement::{BarRegion, PlacementConfig, PreparedUnmasks, TablePlacement};
 pub use policy::{Policy, UnknownPolicy};
+pub use retired::{Retired, RetiredIoevents};
 pub use shadow::TableShadow;
 
 /// Size of a guest page, the granule of memslots.

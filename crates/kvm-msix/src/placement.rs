@@ -1,13 +1,16 @@
-//! [`TablePlacement`]: the table's KVM objects at one guest physical address.
+//! [`TablePlacement`]: the table's hypervisor objects at one guest physical
+//! address.
 
-use std::sync::atomic::Ordering;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use irqfd_routes::IoctlCounters;
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
-use kvm_ioctls::{IoEventAddress, VmFd};
+use msix_hypervisor::MsixVm;
+use vmm_sys_util::eventfd::EventFd;
 
-use crate::{page_align_up, Error, Policy, Result, TableShadow, UnmaskEvents, PAGE_SIZE};
+use crate::{
+    page_align_up, Error, Policy, Result, Retired, RetiredIoevents, TableShadow, UnmaskEvents,
+    PAGE_SIZE,
+};
 
 /// Offset of Vector Control inside a 16-byte table entry.
 const VECTOR_CONTROL: u64 = 12;
@@ -32,7 +35,8 @@ pub struct PlacementConfig {
 /// Where a guest MMIO access landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BarRegion {
-    /// The MSI-X table, at this offset from its start.
+    /// The MSI-X table, at this offset from its start (offsets past the
+    /// table's end but on its own pages included).
     Table(u64),
     /// The Pending Bit Array, at this offset from its start.
     Pba(u64),
@@ -45,50 +49,114 @@ struct Placed {
     mapped: bool,
     /// Other registers share the table's pages: claim only the table bytes.
     shared: bool,
-    ioevents: u16,
 }
 
-/// The MSI-X table's KVM objects: the read-only memslot over the shadow, the
-/// per-entry unmask ioeventfds, and the decode of what still exits.
+/// The MSI-X table's hypervisor objects: the read-only memslot over the
+/// shadow, the per-entry unmask ioeventfds, and the decode of what still
+/// exits.
 ///
 /// Registering ioeventfds is cheap (about 5 us) but unregistering one waits
-/// for an SRCU grace period (milliseconds): place once per BAR address and
-/// never per toggle.
+/// for an SRCU grace period (milliseconds): [`TablePlacement::unplace`]
+/// hands them to [`RetiredIoevents`] instead, for a servicer to undo without
+/// the device's lock, and a placement at the same address reclaims them.
 #[derive(Debug)]
 pub struct TablePlacement {
-    vm: Arc<VmFd>,
-    counters: Arc<IoctlCounters>,
+    vm: Arc<dyn MsixVm>,
     config: PlacementConfig,
-    shadow: TableShadow,
+    /// Never unmapped while a memslot may still map it (see `Drop`).
+    shadow: ManuallyDrop<TableShadow>,
     unmask: UnmaskEvents,
+    retired: Arc<RetiredIoevents>,
     placed: Option<Placed>,
     effective: Policy,
+    /// Guest address of a memslot whose deletion failed: it still maps the
+    /// shadow, which therefore must outlive this placement.
+    stuck_slot: Option<u64>,
+    /// Why the last placement ran below its policy, if it did.
+    fallback: Option<Error>,
+    /// The most the next placements may use (`fast` lowered to `strict`
+    /// when nobody services the unmask ioeventfds).
+    limit: Policy,
+}
+
+/// Unmask ioeventfds registered ahead of a placement, without the device's
+/// lock: see [`TablePlacement::prepare_unmasks`].
+#[derive(Debug)]
+pub struct PreparedUnmasks {
+    table_gpa: u64,
+    fds: Vec<EventFd>,
+    error: Option<Error>,
 }
 
 impl TablePlacement {
-    /// Creates the shadow and unmask eventfds; nothing is registered with KVM
-    /// until [`TablePlacement::place`].
-    pub fn new(
-        vm: Arc<VmFd>,
-        counters: Arc<IoctlCounters>,
-        config: PlacementConfig,
-    ) -> Result<Self> {
+    /// Creates the shadow and room for the unmask eventfds; nothing is
+    /// registered until [`TablePlacement::place`].
+    pub fn new(vm: Arc<dyn MsixVm>, config: PlacementConfig) -> Result<Self> {
         let shadow = TableShadow::new(config.table_len)?;
         let entries = (config.table_len / 16) as u16;
-        let unmask = if config.policy.absorbs_unmask() {
-            UnmaskEvents::new(config.fast_entries.min(entries))?
+        let capacity = if config.policy.absorbs_unmask() {
+            config.fast_entries.min(entries)
         } else {
-            UnmaskEvents::new(0)?
+            0
         };
         Ok(TablePlacement {
+            retired: Arc::new(RetiredIoevents::new(vm.clone())?),
             vm,
-            counters,
             config,
-            shadow,
-            unmask,
+            shadow: ManuallyDrop::new(shadow),
+            unmask: UnmaskEvents::new(capacity)?,
             placed: None,
             effective: config.policy,
+            stuck_slot: None,
+            fallback: None,
+            limit: Policy::Fast,
         })
+    }
+
+    /// Caps the policy of the next placements at `limit`.
+    pub fn limit_policy(&mut self, limit: Policy) {
+        self.limit = limit;
+    }
+
+    /// Registers the unmask ioeventfds of a placement at `table_gpa` ahead of
+    /// it, for entries `0..count` (a placement's capacity), taking back any
+    /// retired at the same addresses. Needs only the VM and the retired
+    /// queue, so a BAR move can register while vCPUs keep using the device;
+    /// the result goes to [`TablePlacement::place_prepared`].
+    pub fn prepare_unmasks(
+        vm: &dyn MsixVm,
+        retired: &RetiredIoevents,
+        table_gpa: u64,
+        count: u16,
+    ) -> PreparedUnmasks {
+        let mut prepared = PreparedUnmasks {
+            table_gpa,
+            fds: Vec::with_capacity(usize::from(count)),
+            error: None,
+        };
+        for vector in 0..count {
+            let gpa = table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL;
+            let fd = match retired.reclaim(gpa) {
+                Some(fd) => fd,
+                None => match register_one(vm, gpa) {
+                    Ok(fd) => fd,
+                    // Out of fds or memory, or a registration at this address
+                    // still being undone: the remaining entries' unmasks exit
+                    // instead, which is exact.
+                    Err(e) => {
+                        prepared.error = Some(e);
+                        break;
+                    }
+                },
+            };
+            prepared.fds.push(fd);
+        }
+        prepared
+    }
+
+    /// How many unmask ioeventfds a placement of this table can use.
+    pub fn unmask_capacity(&self) -> u16 {
+        self.unmask.capacity()
     }
 
     /// The shadow table.
@@ -96,25 +164,40 @@ impl TablePlacement {
         &self.shadow
     }
 
-    /// The unmask eventfds.
+    /// The unmask eventfds of the current placement.
     pub fn unmask_events(&self) -> &UnmaskEvents {
         &self.unmask
     }
 
-    /// The policy in force: the one asked for, or `trap` when the table could
-    /// not be isolated on its own pages.
+    /// The registrations waiting to be undone.
+    pub fn retired(&self) -> &Arc<RetiredIoevents> {
+        &self.retired
+    }
+
+    /// The policy in force: the one asked for, or a lower one when the table
+    /// could not be isolated on its own pages or mapped.
     pub fn effective_policy(&self) -> Policy {
         self.effective
     }
 
+    /// Why the last [`TablePlacement::place`] fell below its policy because
+    /// the hypervisor refused something (taken: reported once).
+    pub fn take_fallback(&mut self) -> Option<Error> {
+        self.fallback.take()
+    }
+
     /// Entries whose unmask is absorbed by an ioeventfd right now.
     pub fn fast_entries(&self) -> u16 {
-        self.placed.as_ref().map_or(0, |p| p.ioevents)
+        if self.placed.is_some() {
+            self.unmask.installed()
+        } else {
+            0
+        }
     }
 
     /// Whether `vector`'s unmask write is absorbed by an ioeventfd.
     pub fn absorbs_unmask(&self, vector: u16) -> bool {
-        vector < self.fast_entries()
+        self.placed.is_some() && self.unmask.get(vector).is_some()
     }
 
     /// Guest physical addresses of the table and PBA, when placed.
@@ -122,157 +205,311 @@ impl TablePlacement {
         self.placed.as_ref().map(|p| (p.table_gpa, p.pba_gpa))
     }
 
-    /// Bytes at the table's address that are ours: its whole pages, unless
-    /// other registers share them.
-    fn table_window(&self, shared: bool) -> u64 {
-        if shared {
-            self.config.table_len
-        } else {
-            page_align_up(self.config.table_len)
-        }
+    /// Whether a memslot the hypervisor refused to delete still maps the
+    /// shadow (the shadow is then never unmapped).
+    pub fn slot_stuck(&self) -> bool {
+        self.stuck_slot.is_some()
     }
 
     /// Places the table at `table_gpa` and the PBA at `pba_gpa`. The table is
     /// mapped read-only only when the policy maps it, its address is page
-    /// aligned and its pages hold nothing else (`table_pages_shared` says the
-    /// device has other registers there); otherwise the policy falls back to
-    /// `trap`. Returns the policy in force.
+    /// aligned, and its pages hold neither the PBA nor other registers
+    /// (`table_pages_shared`); otherwise the policy falls back to `trap`.
+    /// When the hypervisor refuses the memslot, the placement falls back to
+    /// `trap` too, and when it refuses an ioeventfd the remaining entries
+    /// unmask with an exit: both exact, both reported by
+    /// [`TablePlacement::take_fallback`]. Returns the policy in force.
     pub fn place(
         &mut self,
         table_gpa: u64,
         pba_gpa: u64,
         table_pages_shared: bool,
     ) -> Result<Policy> {
+        self.place_prepared(table_gpa, pba_gpa, table_pages_shared, None)
+    }
+
+    /// [`TablePlacement::place`] with unmask ioeventfds registered ahead by
+    /// [`TablePlacement::prepare_unmasks`] (for this `table_gpa`; others are
+    /// retired). The ones the placement does not use are retired.
+    pub fn place_prepared(
+        &mut self,
+        table_gpa: u64,
+        pba_gpa: u64,
+        table_pages_shared: bool,
+        prepared: Option<PreparedUnmasks>,
+    ) -> Result<Policy> {
         if self.placed.is_some() {
-            return Err(Error::State("table already placed: remove it first"));
+            if let Some(p) = prepared {
+                self.retire_prepared(p);
+            }
+            return Err(Error::State("table already placed: unplace it first"));
         }
+        let asked = self.config.policy.at_most(self.limit);
         let pages = page_align_up(self.config.table_len);
         let pba_end = pba_gpa.saturating_add(self.config.pba_len);
         let pba_overlaps_pages = pba_gpa < table_gpa.saturating_add(pages) && pba_end > table_gpa;
-        let can_map = self.config.policy.maps_table()
+        let mut mapped = asked.maps_table()
             && table_gpa % PAGE_SIZE == 0
             && !pba_overlaps_pages
             && !table_pages_shared;
-        self.effective = if can_map {
-            self.config.policy
-        } else {
-            Policy::Trap
-        };
-        let mut placed = Placed {
-            table_gpa,
-            pba_gpa,
-            mapped: false,
-            shared: table_pages_shared,
-            ioevents: 0,
-        };
-        if can_map {
-            self.set_memslot(table_gpa, pages)?;
-            placed.mapped = true;
-        }
-        if self.effective.absorbs_unmask() {
-            for vector in 0..self.unmask.len() {
-                let Some(fd) = self.unmask.get(vector) else {
-                    break;
-                };
-                let gpa = table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL;
-                match self
-                    .vm
-                    .register_ioevent(fd, &IoEventAddress::Mmio(gpa), 0u32)
-                {
-                    Ok(()) => {
-                        self.counters
-                            .ioeventfd_assign
-                            .fetch_add(1, Ordering::Relaxed);
-                        placed.ioevents += 1;
-                    }
-                    // Out of fds or memory, or any other refusal: the remaining
-                    // entries' unmasks exit instead, which is exact.
-                    Err(_) => break,
+        if mapped {
+            match self.set_memslot(table_gpa, pages) {
+                Ok(()) => self.stuck_slot = None,
+                Err(e) => {
+                    self.fallback = Some(e);
+                    mapped = false;
                 }
             }
         }
-        self.placed = Some(placed);
+        self.effective = if mapped { asked } else { Policy::Trap };
+        let prepared = match prepared {
+            Some(p) if p.table_gpa == table_gpa => Some(p),
+            Some(p) => {
+                self.retire_prepared(p);
+                None
+            }
+            None => None,
+        };
+        if self.effective.absorbs_unmask() {
+            let prepared = prepared.unwrap_or_else(|| {
+                Self::prepare_unmasks(
+                    self.vm.as_ref(),
+                    &self.retired,
+                    table_gpa,
+                    self.unmask.capacity(),
+                )
+            });
+            self.install_prepared(prepared);
+        } else if let Some(p) = prepared {
+            self.retire_prepared(p);
+        }
+        self.placed = Some(Placed {
+            table_gpa,
+            pba_gpa,
+            mapped,
+            shared: table_pages_shared,
+        });
         Ok(self.effective)
     }
 
-    /// Unregisters everything [`TablePlacement::place`] registered (for a BAR
-    /// move, a policy change or teardown). No-op when not placed.
-    pub fn remove(&mut self) -> Result<()> {
+    fn install_prepared(&mut self, prepared: PreparedUnmasks) {
+        if let Some(e) = prepared.error {
+            self.fallback.get_or_insert(e);
+        }
+        let mut leftover = Vec::new();
+        for (vector, fd) in prepared.fds.into_iter().enumerate() {
+            let gpa = prepared.table_gpa + vector as u64 * 16 + VECTOR_CONTROL;
+            if !leftover.is_empty() {
+                leftover.push(Retired { gpa, fd });
+                continue;
+            }
+            if let Err((e, fd)) = self.unmask.install(vector as u16, fd) {
+                // This entry and the ones after it unmask with an exit.
+                self.fallback.get_or_insert(e);
+                leftover.push(Retired { gpa, fd });
+            }
+        }
+        self.retired.retire(leftover);
+    }
+
+    fn retire_prepared(&self, prepared: PreparedUnmasks) {
+        let table_gpa = prepared.table_gpa;
+        self.retired.retire(
+            prepared
+                .fds
+                .into_iter()
+                .enumerate()
+                .map(|(vector, fd)| Retired {
+                    gpa: table_gpa + vector as u64 * 16 + VECTOR_CONTROL,
+                    fd,
+                })
+                .collect(),
+        );
+    }
+
+    /// Takes the table out of the guest's address space at once: its
+    /// memslot is deleted and its unmask ioeventfds retired (undone later by
+    /// [`RetiredIoevents`], without the caller's locks). No-op when not
+    /// placed. When the memslot deletion fails, the table is still taken out
+    /// of the decode, the shadow is kept mapped for as long as the memslot
+    /// may read it, and the error is returned.
+    pub fn unplace(&mut self) -> Result<()> {
         let Some(placed) = self.placed.take() else {
             return Ok(());
         };
-        let mut first_error = None;
-        for vector in 0..placed.ioevents {
-            let Some(fd) = self.unmask.get(vector) else {
-                break;
-            };
-            let gpa = placed.table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL;
-            match self
-                .vm
-                .unregister_ioevent(fd, &IoEventAddress::Mmio(gpa), 0u32)
-            {
-                Ok(()) => {
-                    self.counters
-                        .ioeventfd_deassign
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(Error::Ioeventfd {
-                        op: "deassign",
-                        gpa,
-                        errno: e.errno(),
-                    });
-                }
+        let mut retired = Vec::new();
+        for vector in 0..self.unmask.capacity() {
+            if let Some(fd) = self.unmask.take(vector) {
+                let gpa = placed.table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL;
+                retired.push(Retired { gpa, fd });
             }
         }
+        self.retired.retire(retired);
         if placed.mapped {
             if let Err(e) = self.set_memslot(placed.table_gpa, 0) {
-                first_error.get_or_insert(e);
+                self.stuck_slot = Some(placed.table_gpa);
+                return Err(e);
             }
         }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    fn set_memslot(&self, gpa: u64, size: u64) -> Result<()> {
-        let region = kvm_userspace_memory_region {
-            slot: self.config.memslot,
-            flags: if size > 0 { KVM_MEM_READONLY } else { 0 },
-            guest_phys_addr: gpa,
-            memory_size: size,
-            userspace_addr: self.shadow.host_address(),
-        };
-        // SAFETY: the region covers the shadow mapping (size <= its size),
-        // which this struct owns; the memslot is deleted in `remove` (called
-        // from Drop) before the shadow is unmapped.
-        unsafe { self.vm.set_user_memory_region(region) }.map_err(|e| Error::Memslot {
-            slot: self.config.memslot,
-            gpa,
-            errno: e.errno(),
-        })?;
-        self.counters
-            .set_user_memory_region
-            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
+    fn set_memslot(&self, gpa: u64, size: u64) -> Result<()> {
+        // SAFETY: the region covers the shadow mapping (size <= its size),
+        // which this struct owns and never unmaps while a memslot may still
+        // map it: `Drop` deletes the memslot first and leaks the shadow when
+        // that fails.
+        unsafe {
+            self.vm
+                .set_readonly_memory(self.config.memslot, gpa, size, self.shadow.host_address())
+        }
+        .map_err(|e| Error::Memslot {
+            slot: self.config.memslot,
+            gpa,
+            errno: e.errno,
+        })
+    }
+
     /// Decodes a guest physical access into table or PBA, or None when it is
-    /// not ours (or the table is not placed).
+    /// not ours (or the table is not placed). The table's and the PBA's own
+    /// bytes come first, so a PBA on the table's page decodes as PBA; the
+    /// rest of the table's pages is ours only when nothing else shares them.
     pub fn decode(&self, gpa: u64) -> Option<BarRegion> {
         let placed = self.placed.as_ref()?;
-        let table_window = self.table_window(placed.shared);
-        if gpa >= placed.table_gpa && gpa - placed.table_gpa < table_window {
+        let in_range = |base: u64, len: u64| gpa >= base && gpa - base < len;
+        if in_range(placed.table_gpa, self.config.table_len) {
             return Some(BarRegion::Table(gpa - placed.table_gpa));
         }
-        if gpa >= placed.pba_gpa && gpa - placed.pba_gpa < self.config.pba_len {
+        if in_range(placed.pba_gpa, self.config.pba_len) {
             return Some(BarRegion::Pba(gpa - placed.pba_gpa));
+        }
+        if !placed.shared && in_range(placed.table_gpa, page_align_up(self.config.table_len)) {
+            return Some(BarRegion::Table(gpa - placed.table_gpa));
         }
         None
     }
 }
 
+fn register_one(vm: &dyn MsixVm, gpa: u64) -> Result<EventFd> {
+    let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::Event)?;
+    vm.register_ioeventfd(&fd, gpa, 0)
+        .map_err(|e| Error::Ioeventfd {
+            op: "assign",
+            gpa,
+            errno: e.errno,
+        })?;
+    Ok(fd)
+}
+
 impl Drop for TablePlacement {
     fn drop(&mut self) {
-        // Errors here leave nothing to do: the VM may already be gone.
-        let _ = self.remove();
+        // Errors here leave nothing to do but to be safe: the VM may already
+        // be gone. A memslot that may still map the shadow keeps it mapped.
+        let _ = self.unplace();
+        let _ = self.retired.undo_all();
+        if self.stuck_slot.is_none() {
+            // SAFETY: the shadow is dropped exactly once, here, and no
+            // memslot maps it any more.
+            unsafe { ManuallyDrop::drop(&mut self.shadow) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msix_hypervisor::fake::FakeVm;
+    use msix_hypervisor::{FaultyVm, Op, Trigger};
+
+    fn config(policy: Policy, entries: u64) -> PlacementConfig {
+        PlacementConfig {
+            policy,
+            memslot: 1,
+            table_len: entries * 16,
+            pba_len: entries.div_ceil(64) * 8,
+            fast_entries: 256,
+        }
+    }
+
+    #[test]
+    fn a_pba_on_the_table_page_traps_and_decodes_as_pba() {
+        let vm = Arc::new(FakeVm::new(4096));
+        let mut t = TablePlacement::new(vm.clone(), config(Policy::Fast, 8)).unwrap();
+        assert_eq!(t.place(0x1000, 0x1800, false).unwrap(), Policy::Trap);
+        assert_eq!(t.decode(0x1000 + 0x7C), Some(BarRegion::Table(0x7C)));
+        assert_eq!(t.decode(0x1800), Some(BarRegion::Pba(0)));
+        assert_eq!(t.decode(0x1804), Some(BarRegion::Pba(4)));
+        assert_eq!(t.decode(0x1900), Some(BarRegion::Table(0x900)));
+        assert!(vm.memory_slots().is_empty());
+        assert_eq!(vm.ioeventfd_count(), 0);
+    }
+
+    #[test]
+    fn on_a_shared_page_only_the_table_and_pba_bytes_are_claimed() {
+        let vm = Arc::new(FakeVm::new(4096));
+        let mut t = TablePlacement::new(vm, config(Policy::Fast, 4)).unwrap();
+        assert_eq!(t.place(0x1200, 0x1400, true).unwrap(), Policy::Trap);
+        assert_eq!(t.decode(0x11FC), None);
+        assert_eq!(t.decode(0x1200), Some(BarRegion::Table(0)));
+        assert_eq!(t.decode(0x1240), None);
+        assert_eq!(t.decode(0x1400), Some(BarRegion::Pba(0)));
+        assert_eq!(t.decode(0x1408), None);
+    }
+
+    #[test]
+    fn unplace_retires_the_ioeventfds_and_a_placement_at_the_same_address_takes_them_back() {
+        let vm = Arc::new(FakeVm::new(4096));
+        let mut t = TablePlacement::new(vm.clone(), config(Policy::Fast, 8)).unwrap();
+        assert_eq!(t.place(0x10000, 0x11000, false).unwrap(), Policy::Fast);
+        assert_eq!((t.fast_entries(), vm.ioeventfd_count()), (8, 8));
+        t.unplace().unwrap();
+        assert_eq!(t.decode(0x10000), None);
+        assert!(
+            vm.memory_slots().is_empty(),
+            "out of the guest's view at once"
+        );
+        assert_eq!((t.retired().pending(), vm.ioeventfd_count()), (8, 8));
+        // Decode on again at the same address: nothing to undo, nothing new.
+        t.place(0x10000, 0x11000, false).unwrap();
+        assert_eq!((t.retired().pending(), vm.ioeventfd_count()), (0, 8));
+        // A move: the old ones wait for a servicer, the new ones are fresh.
+        t.unplace().unwrap();
+        t.place(0x20000, 0x21000, false).unwrap();
+        assert_eq!((t.retired().pending(), vm.ioeventfd_count()), (8, 16));
+        t.retired().undo_all().unwrap();
+        assert_eq!((t.retired().pending(), vm.ioeventfd_count()), (0, 8));
+        drop(t);
+        assert_eq!(vm.ioeventfd_count(), 0);
+        assert!(vm.memory_slots().is_empty());
+    }
+
+    #[test]
+    fn a_refused_memslot_falls_back_to_trap_and_a_refused_delete_keeps_the_shadow() {
+        let vm = Arc::new(FaultyVm::new(FakeVm::new(4096)));
+        let mut t = TablePlacement::new(vm.clone(), config(Policy::Fast, 8)).unwrap();
+        vm.fail(Op::SetMemoryRegion, Trigger::Nth(1), libc::EINVAL);
+        assert_eq!(t.place(0x10000, 0x11000, false).unwrap(), Policy::Trap);
+        assert!(matches!(
+            t.take_fallback(),
+            Some(Error::Memslot {
+                errno: libc::EINVAL,
+                ..
+            })
+        ));
+        t.unplace().unwrap();
+        assert_eq!(t.place(0x10000, 0x11000, false).unwrap(), Policy::Fast);
+        vm.fail(Op::SetMemoryRegion, Trigger::Nth(1), libc::EIO);
+        assert!(t.unplace().is_err());
+        assert!(t.slot_stuck());
+        assert_eq!(
+            vm.inner().memory_slots().len(),
+            1,
+            "the guest can still read it"
+        );
+        // The shadow is still mapped: reading it is sound.
+        assert_eq!(t.shadow().load_dword(0).unwrap(), 0);
+        // Placing again moves the stuck slot.
+        assert_eq!(t.place(0x30000, 0x31000, false).unwrap(), Policy::Fast);
+        assert!(!t.slot_stuck());
     }
 }

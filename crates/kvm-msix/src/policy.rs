@@ -35,6 +35,21 @@ impl Policy {
         self == Policy::Fast
     }
 
+    /// The lower of two policies (`trap` < `strict` < `fast`): what runs when
+    /// `self` is asked for and at most `limit` is possible.
+    pub fn at_most(self, limit: Policy) -> Policy {
+        let rank = |p: Policy| match p {
+            Policy::Trap => 0,
+            Policy::Strict => 1,
+            Policy::Fast => 2,
+        };
+        if rank(limit) < rank(self) {
+            limit
+        } else {
+            self
+        }
+    }
+
     /// The policy's name as used on command lines and in scenario files.
     pub fn name(self) -> &'static str {
         match self {
@@ -76,6 +91,9 @@ mod tests {
             assert_eq!(p.name().parse::<Policy>(), Ok(p));
         }
         assert!("fastest".parse::<Policy>().is_err());
+        assert_eq!(Policy::Fast.at_most(Policy::Strict), Policy::Strict);
+        assert_eq!(Policy::Trap.at_most(Policy::Fast), Policy::Trap);
+        assert_eq!(Policy::Strict.at_most(Policy::Strict), Policy::Strict);
         assert_eq!(Policy::default(), Policy::Fast);
     }
 }

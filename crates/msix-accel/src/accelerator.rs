@@ -1,81 +1,48 @@
-//! [`MsixAccelerator`]: one device's MSI-X, wired from guest accesses to KVM
-//! and the interrupt source, under one lock.
+//! [`MsixAccelerator`]: the facade a VMM calls, one per device, and its lock.
 //!
 //! The sync protocol (docs/fast-path.md):
 //! - every synchronous exit first services the unmasks the ioeventfds
 //!   absorbed, so the guest's order of "unmask, then mask" is kept;
-//! - a mask detaches the irqfd (or masks at the source) before any route
-//!   change; an unmask commits the route before attaching;
-//! - after attaching an irqfd the eventfd is drained: KVM injected what the
-//!   count held when the irqfd was assigned but leaves the count, which would
-//!   otherwise read as pending (and be delivered again) later.
+//! - what an access changed is planned (`plan.rs`, pure) and carried out
+//!   (`executor.rs`): masks before any route change, a route committed
+//!   before its irqfd is attached, failures contained to their vector and
+//!   reported as events;
+//! - the shadow the guest reads is brought in step after every access,
+//!   whatever failed.
+//!
+//! Slow hypervisor work stays out of the lock: a BAR move registers the new
+//! unmask ioeventfds before taking it, and the old ones are undone by the
+//! servicer (each unregistration waits for an SRCU grace period).
 
 use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use irqfd_routes::{
-    eventfd_drain, eventfd_pending, Gsi, IoctlCounters, IoctlCounts, Irqfd, SharedRouting,
-};
-use kvm_ioctls::VmFd;
-use kvm_msix::{BarRegion, PlacementConfig, Policy, TablePlacement};
-use msix_model::{Change, MsiMessage, MsixModel, MsixState, TableEntry};
+use irqfd_routes::{Irqfd, SharedRouting};
+use kvm_msix::{BarRegion, PlacementConfig, Policy, RetiredIoevents, TablePlacement};
+use msix_hypervisor::MsixVm;
+use msix_model::MsixModel;
 use vfio_vectors::MsixSource;
 
+use crate::debug::AccelDebug;
+use crate::device::Device;
+use crate::report::Reporter;
 use crate::stats::{AccelStats, Counters};
-use crate::{AccelConfig, Error, Result};
-
-/// How a vector is kept from delivering while it is masked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum MaskPath {
-    /// Not masked: irqfd attached, source unmasked.
-    Unmasked,
-    /// Masked by detaching the irqfd; signals accumulate in the eventfd.
-    IrqfdDetached,
-    /// Masked at the source, which latches the pending bit; irqfd untouched.
-    Source,
-}
-
-#[derive(Debug)]
-struct Vector {
-    gsi: Gsi,
-    irqfd: Irqfd,
-    /// The message last staged in the route table; None before the first.
-    staged: Option<MsiMessage>,
-    /// Staged but possibly not yet committed to KVM.
-    route_dirty: bool,
-    mask: MaskPath,
-}
-
-struct Inner {
-    model: MsixModel,
-    placement: TablePlacement,
-    routes: SharedRouting,
-    source: Box<dyn MsixSource>,
-    vectors: Vec<Vector>,
-    source_masking: bool,
-    last_error: Option<String>,
-}
-
-/// Everything needed to recreate one device's MSI-X state on another VM:
-/// the model (table, Message Control) and the vectors with an interrupt
-/// pending while masked.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AccelState {
-    /// The MSI-X model's state.
-    pub model: MsixState,
-    /// Masked vectors holding a pending interrupt.
-    pub pending: Vec<u16>,
-}
+use crate::vector::{MaskPath, Vector};
+use crate::{AccelConfig, Error, EventKind, EventSink, Result};
 
 /// One device's MSI-X acceleration: the model, the table binding, the
 /// routes and irqfds, and the interrupt source. Safe to call from several
 /// vCPU threads and the service thread at once.
 pub struct MsixAccelerator {
-    inner: Mutex<Inner>,
-    counters: Counters,
-    ioctls: Arc<IoctlCounters>,
+    pub(crate) inner: Mutex<Device>,
+    counters: Arc<Counters>,
     config: AccelConfig,
+    vm: Arc<dyn MsixVm>,
+    retired: Arc<RetiredIoevents>,
+    unmask_capacity: u16,
     unmask_fd: RawFd,
+    servicers: AtomicU32,
 }
 
 impl std::fmt::Debug for MsixAccelerator {
@@ -87,17 +54,18 @@ impl std::fmt::Debug for MsixAccelerator {
 }
 
 impl MsixAccelerator {
-    /// Sets up the device: allocates one GSI per vector from `routes`,
-    /// creates the shadow table and unmask eventfds, and puts every vector in
-    /// the reset state (masked; masked at the source too when source masking
-    /// is used). The table is not visible to the guest until
-    /// [`MsixAccelerator::place`].
+    /// Sets up the device: the model, the shadow table and room for the
+    /// unmask eventfds, every vector in the reset state (masked; masked at
+    /// the source too when source masking is used). GSIs are taken only when
+    /// a vector first needs a route. The table is not visible to the guest
+    /// until [`MsixAccelerator::place`]. Trouble met later is reported to
+    /// `events`.
     pub fn new(
-        vm: Arc<VmFd>,
+        vm: Arc<dyn MsixVm>,
         routes: SharedRouting,
         mut source: Box<dyn MsixSource>,
         config: AccelConfig,
-        ioctls: Arc<IoctlCounters>,
+        events: Arc<dyn EventSink>,
     ) -> Result<Self> {
         let model = MsixModel::new(config.table_size, config.table, config.pba)?
             .with_next_pointer(config.next_pointer);
@@ -109,7 +77,6 @@ impl MsixAccelerator {
         }
         let placement = TablePlacement::new(
             vm.clone(),
-            ioctls.clone(),
             PlacementConfig {
                 policy: config.policy,
                 memslot: config.memslot,
@@ -120,57 +87,51 @@ impl MsixAccelerator {
         )?;
         let source_masking = config.source_masking && source.features().maskable;
         let mut vectors = Vec::with_capacity(usize::from(config.table_size));
-        {
-            let mut table = lock(&routes);
-            for _ in 0..config.table_size {
-                let gsi = match table.allocate() {
-                    Ok(gsi) => gsi,
-                    Err(e) => {
-                        for v in &vectors {
-                            let v: &Vector = v;
-                            let _ = table.release(v.gsi);
-                        }
-                        return Err(e.into());
-                    }
-                };
-                vectors.push(Vector {
-                    gsi,
-                    irqfd: Irqfd::new(vm.clone(), ioctls.clone()),
-                    staged: None,
-                    route_dirty: false,
-                    mask: MaskPath::IrqfdDetached,
-                });
-            }
+        for v in 0..config.table_size {
+            let mask = if source_masking {
+                source.mask(v)?;
+                MaskPath::Source
+            } else {
+                MaskPath::IrqfdDetached
+            };
+            vectors.push(Vector {
+                gsi: None,
+                irqfd: Irqfd::new(vm.clone()),
+                mask,
+                retry: false,
+            });
         }
-        if source_masking {
-            for (i, v) in vectors.iter_mut().enumerate() {
-                source.mask(i as u16)?;
-                v.mask = MaskPath::Source;
-            }
-        }
+        let counters = Arc::new(Counters::default());
         let unmask_fd = placement.unmask_events().as_raw_fd();
-        let mut inner = Inner {
+        let retired = placement.retired().clone();
+        let unmask_capacity = placement.unmask_capacity();
+        let mut device = Device {
             model,
             placement,
             routes,
             source,
             vectors,
             source_masking,
-            last_error: None,
+            msi_devid: config.msi_devid,
+            reporter: Reporter::new(config.device_id, events, counters.clone()),
+            counters: counters.clone(),
         };
-        for v in 0..config.table_size {
-            inner.sync_shadow(v)?;
-        }
+        device.sync_all_shadows();
         Ok(MsixAccelerator {
-            inner: Mutex::new(inner),
-            counters: Counters::default(),
-            ioctls,
+            inner: Mutex::new(device),
+            counters,
             config,
+            vm,
+            retired,
+            unmask_capacity,
             unmask_fd,
+            servicers: AtomicU32::new(0),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Device> {
+        // Every update under the lock is completed or contained before a
+        // call that could panic: the state stays consistent.
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -181,72 +142,188 @@ impl MsixAccelerator {
         &self.config
     }
 
-    /// Places the table and PBA at these guest physical addresses (the BAR
-    /// base plus the capability's offsets) and returns the policy in force.
-    pub fn place(&self, table_gpa: u64, pba_gpa: u64) -> Result<Policy> {
-        let mut inner = self.lock();
-        inner.service_unmasks(&self.counters)?;
-        let shared = self.config.table_pages_shared;
-        Ok(inner.placement.place(table_gpa, pba_gpa, shared)?)
+    fn serviced(&self) -> bool {
+        self.servicers.load(Ordering::SeqCst) > 0
     }
 
-    /// Moves the table and PBA after the guest reprogrammed the BAR: tears
-    /// the old placement down (ioeventfds, memslot) and places anew.
-    pub fn move_bar(&self, table_gpa: u64, pba_gpa: u64) -> Result<Policy> {
-        let mut inner = self.lock();
-        inner.service_unmasks(&self.counters)?;
-        inner.placement.remove()?;
+    /// Caps the placement at `strict` when `fast` has nobody to service its
+    /// absorbed unmasks: without one they would wait for the next exit.
+    fn limit_policy(&self, device: &mut Device) {
+        if self.config.policy.absorbs_unmask() && !self.serviced() {
+            device.placement.limit_policy(Policy::Strict);
+            device.reporter.report(
+                None,
+                EventKind::FastPathUnserviced,
+                None,
+                "policy fast without a servicer (ServiceThread, FastPathSubscriber or \
+                 register_servicer): placing under strict"
+                    .into(),
+            );
+        } else {
+            device.placement.limit_policy(Policy::Fast);
+            device.reporter.clear(EventKind::FastPathUnserviced);
+        }
+    }
+
+    fn prepare(&self, table_gpa: u64) -> Option<kvm_msix::PreparedUnmasks> {
+        (self.config.policy.absorbs_unmask() && self.serviced()).then(|| {
+            TablePlacement::prepare_unmasks(
+                self.vm.as_ref(),
+                &self.retired,
+                table_gpa,
+                self.unmask_capacity,
+            )
+        })
+    }
+
+    fn place_locked(
+        &self,
+        device: &mut Device,
+        table_gpa: u64,
+        pba_gpa: u64,
+        prepared: Option<kvm_msix::PreparedUnmasks>,
+    ) -> Result<Policy> {
+        self.limit_policy(device);
         let shared = self.config.table_pages_shared;
-        Ok(inner.placement.place(table_gpa, pba_gpa, shared)?)
+        let policy = device
+            .placement
+            .place_prepared(table_gpa, pba_gpa, shared, prepared)?;
+        if let Some(e) = device.placement.take_fallback() {
+            device.reporter.report(
+                None,
+                EventKind::PlacementDegraded,
+                match &e {
+                    kvm_msix::Error::Memslot { errno, .. }
+                    | kvm_msix::Error::Ioeventfd { errno, .. } => Some(*errno),
+                    _ => None,
+                },
+                format!("placed under {policy}: {e}"),
+            );
+        }
+        Ok(policy)
+    }
+
+    fn unplace_locked(&self, device: &mut Device) {
+        if let Err(e) = device.placement.unplace() {
+            device.reporter.report(
+                None,
+                EventKind::MemslotStuck,
+                match &e {
+                    kvm_msix::Error::Memslot { errno, .. } => Some(*errno),
+                    _ => None,
+                },
+                format!("the table's memslot stays mapped (its shadow is kept): {e}"),
+            );
+        }
+    }
+
+    /// After an unplace: the retired ioeventfds are undone by the servicer
+    /// (woken by the retired queue), or here, outside the lock, when nobody
+    /// services this device.
+    fn after_unplace(&self) {
+        if !self.serviced() {
+            self.undo_retired();
+        }
+    }
+
+    /// Places the table and PBA at these guest physical addresses (the BAR
+    /// base plus the capability's offsets) and returns the policy in force.
+    /// Under `fast`, attach a servicer first ([`crate::ServiceThread`],
+    /// [`crate::FastPathSubscriber`] or [`MsixAccelerator::register_servicer`]):
+    /// without one the table is placed under `strict` and
+    /// [`EventKind::FastPathUnserviced`] is reported.
+    pub fn place(&self, table_gpa: u64, pba_gpa: u64) -> Result<Policy> {
+        let prepared = self.prepare(table_gpa);
+        let mut device = self.lock();
+        device.service_unmasks();
+        self.place_locked(&mut device, table_gpa, pba_gpa, prepared)
+    }
+
+    /// Moves the table and PBA after the guest reprogrammed the BAR. The new
+    /// unmask ioeventfds are registered before the device's lock is taken
+    /// and the old ones undone after it is released, so vCPUs using the
+    /// device wait only for the memslot swap.
+    pub fn move_bar(&self, table_gpa: u64, pba_gpa: u64) -> Result<Policy> {
+        let prepared = self.prepare(table_gpa);
+        let policy = {
+            let mut device = self.lock();
+            device.service_unmasks();
+            self.unplace_locked(&mut device);
+            self.place_locked(&mut device, table_gpa, pba_gpa, prepared)
+        };
+        self.after_unplace();
+        policy
     }
 
     /// Removes the table from the guest's address space (memory decode
     /// disabled, teardown). Unmasks absorbed before are serviced first.
+    /// Call [`MsixAccelerator::suspend_source_masking`] before the device
+    /// stops decoding memory when the source masks through the device.
     pub fn remove(&self) -> Result<()> {
-        let mut inner = self.lock();
-        inner.service_unmasks(&self.counters)?;
-        Ok(inner.placement.remove()?)
+        {
+            let mut device = self.lock();
+            device.service_unmasks();
+            self.unplace_locked(&mut device);
+        }
+        self.after_unplace();
+        Ok(())
     }
 
-    /// Moves every vector masked at the source to the irqfd path and stops
+    /// Moves every vector held at the source to the irqfd path and stops
     /// masking at the source: call it before the device stops decoding
     /// memory or is reset (kernel VFIO: the table mapping goes away and an
     /// access would fault). Each such vector's irqfd is detached first, then
     /// the source unmasked, so its pending message lands in the eventfd and
-    /// is delivered on the guest's unmask. Best effort on a source already
-    /// gone; the state stays consistent.
+    /// is delivered on the guest's unmask. A vector whose irqfd cannot be
+    /// detached stays held at the source (reported).
     pub fn suspend_source_masking(&self) -> Result<()> {
-        let mut inner = self.lock();
-        inner.service_unmasks(&self.counters)?;
-        let inner = &mut *inner;
-        for i in 0..inner.vectors.len() {
-            if inner.vectors[i].mask != MaskPath::Source {
+        let mut device = self.lock();
+        device.service_unmasks();
+        let device = &mut *device;
+        let mut first = None;
+        for i in 0..device.vectors.len() {
+            if device.vectors[i].mask != MaskPath::Source {
                 continue;
             }
             let vector = i as u16;
-            let trigger = inner.source.trigger(vector)?;
-            inner.vectors[i].irqfd.detach(trigger)?;
-            inner.vectors[i].mask = MaskPath::IrqfdDetached;
+            let moved = device
+                .source
+                .trigger(vector)
+                .map_err(Error::from)
+                .and_then(|t| device.vectors[i].irqfd.detach(t).map_err(Error::from));
+            if let Err(e) = moved {
+                device.reporter.report(
+                    Some(vector),
+                    EventKind::MaskFailed,
+                    None,
+                    format!("moving off source masking: irqfd detach: {e}"),
+                );
+                first.get_or_insert(e);
+                continue;
+            }
+            device.vectors[i].mask = MaskPath::IrqfdDetached;
             // The source forgets the mask; where its mapping is already gone
             // (MaskUnsupported) a reset will have cleared it anyway.
-            match inner.source.unmask(vector) {
+            match device.source.unmask(vector) {
                 Ok(()) | Err(vfio_vectors::Error::MaskUnsupported { .. }) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    first.get_or_insert(e.into());
+                }
             }
         }
-        inner.source.suspend_masking();
-        inner.source_masking = false;
-        Ok(())
+        device.source.suspend_masking();
+        device.source_masking = false;
+        first.map_or(Ok(()), Err)
     }
 
     /// Resumes masking at the source (when configured and the source can);
     /// vectors masked meanwhile stay on the irqfd path until their unmask.
     /// Returns whether source masking is in use again.
     pub fn resume_source_masking(&self) -> bool {
-        let mut inner = self.lock();
-        let able = inner.source.resume_masking();
-        inner.source_masking = able && self.config.source_masking;
-        inner.source_masking
+        let mut device = self.lock();
+        let able = device.source.resume_masking();
+        device.source_masking = able && self.config.source_masking;
+        device.source_masking
     }
 
     /// Entries whose unmask is absorbed by an ioeventfd in the current
@@ -268,65 +345,59 @@ impl MsixAccelerator {
     /// Starts handling a synchronous exit at `gpa`: takes the device lock,
     /// decodes the address, and services the unmasks absorbed before it (the
     /// guest issued them first, so they apply first). None when not ours.
-    fn begin_exit(&self, gpa: u64) -> Option<(MutexGuard<'_, Inner>, BarRegion)> {
-        let mut inner = self.lock();
-        let region = inner.placement.decode(gpa)?;
-        if let Err(e) = inner.service_unmasks(&self.counters) {
-            inner.record(&self.counters, e);
-        }
-        Some((inner, region))
+    fn begin_exit(&self, gpa: u64) -> Option<(MutexGuard<'_, Device>, BarRegion)> {
+        let mut device = self.lock();
+        let region = device.placement.decode(gpa)?;
+        device.service_unmasks();
+        Some((device, region))
     }
 
     /// Handles a guest MMIO read that exited to userspace. Returns false when
     /// the address is not this device's table or PBA.
     pub fn mmio_read(&self, gpa: u64, data: &mut [u8]) -> bool {
-        let Some((mut inner, region)) = self.begin_exit(gpa) else {
+        let Some((mut device, region)) = self.begin_exit(gpa) else {
             return false;
         };
         match region {
             BarRegion::Table(offset) => {
                 Counters::bump(&self.counters.table_read_exits);
-                inner.model.read_table(offset, data);
+                device.model.read_table(offset, data);
             }
             BarRegion::Pba(offset) => {
                 Counters::bump(&self.counters.pba_read_exits);
-                if let Err(e) = inner.refresh_pending(offset, data.len()) {
-                    inner.record(&self.counters, e);
-                }
-                inner.model.read_pba(offset, data);
+                // Vectors are in range by construction; a failure here means
+                // the source cannot say, and the model's bits stand.
+                let _ = device.refresh_pending(offset, data.len());
+                device.model.read_pba(offset, data);
             }
         }
         true
     }
 
     /// Handles a guest MMIO write that exited to userspace. Returns false
-    /// when the address is not this device's table or PBA.
+    /// when the address is not this device's table or PBA. Whatever the
+    /// write does to the hypervisor or the source, a failure stays with the
+    /// vector concerned and is reported as an event.
     pub fn mmio_write(&self, gpa: u64, data: &[u8]) -> bool {
-        let Some((mut inner, region)) = self.begin_exit(gpa) else {
+        let Some((mut device, region)) = self.begin_exit(gpa) else {
             return false;
         };
         match region {
             BarRegion::Table(offset) => {
                 self.count_table_write(offset, data);
-                let changes = inner.model.write_table(offset, data);
-                let result = inner.apply(&self.counters, &changes).and_then(|()| {
-                    let first = offset / 16;
-                    let last = (offset + data.len().max(1) as u64 - 1) / 16;
-                    for v in first..=last.min(u64::from(self.config.table_size).saturating_sub(1)) {
-                        inner.sync_shadow(v as u16)?;
-                    }
-                    Ok(())
-                });
-                if let Err(e) = result {
-                    inner.record(&self.counters, e);
+                let changes = device.model.write_table(offset, data);
+                device.apply(&changes);
+                let size = u64::from(self.config.table_size);
+                let first = offset / 16;
+                let last = (offset + data.len().max(1) as u64 - 1) / 16;
+                for v in first..=last.min(size.saturating_sub(1)) {
+                    device.sync_shadow(v as u16);
                 }
             }
             BarRegion::Pba(offset) => {
                 Counters::bump(&self.counters.pba_write_exits);
-                let changes = inner.model.write_pba(offset, data);
-                if let Err(e) = inner.apply(&self.counters, &changes) {
-                    inner.record(&self.counters, e);
-                }
+                let changes = device.model.write_pba(offset, data);
+                device.apply(&changes);
             }
         }
         true
@@ -348,12 +419,14 @@ impl MsixAccelerator {
     }
 
     /// Writes the MSI-X capability in config space (Message Control's MSI-X
-    /// Enable and Function Mask are the writable bits).
+    /// Enable and Function Mask are the writable bits). Guest-driven: what
+    /// fails is contained and reported as an event; the first failure is
+    /// also returned.
     pub fn write_capability(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let mut inner = self.lock();
-        inner.service_unmasks(&self.counters)?;
-        let changes = inner.model.write_capability(offset, data);
-        inner.apply(&self.counters, &changes)
+        let mut device = self.lock();
+        device.service_unmasks();
+        let changes = device.model.write_capability(offset, data);
+        device.apply(&changes).into_result()
     }
 
     /// Message Control as the guest reads it.
@@ -362,404 +435,146 @@ impl MsixAccelerator {
     }
 
     /// Writes Message Control (a 16-bit config write at capability offset 2).
+    /// As [`MsixAccelerator::write_capability`].
     pub fn write_message_control(&self, value: u16) -> Result<()> {
-        let mut inner = self.lock();
-        inner.service_unmasks(&self.counters)?;
-        let changes = inner.model.write_message_control(value);
-        inner.apply(&self.counters, &changes)
+        let mut device = self.lock();
+        device.service_unmasks();
+        let changes = device.model.write_message_control(value);
+        device.apply(&changes).into_result()
     }
 
-    /// Function reset: MSI-X disabled, every entry masked and zeroed.
+    /// Function reset: MSI-X disabled, every entry masked and zeroed, every
+    /// GSI given back.
     pub fn reset(&self) -> Result<()> {
-        let mut inner = self.lock();
-        inner.service_unmasks(&self.counters)?;
-        let changes = inner.model.reset();
-        inner.apply(&self.counters, &changes)?;
-        for v in 0..self.config.table_size {
-            inner.sync_shadow(v)?;
-        }
-        Ok(())
+        let mut device = self.lock();
+        device.service_unmasks();
+        let changes = device.model.reset();
+        let outcome = device.apply(&changes);
+        device.sync_all_shadows();
+        outcome.into_result()
     }
 
-    /// The fd a service thread waits on (readable when the guest unmasked an
-    /// entry through the fast path); then call [`MsixAccelerator::service_fast_path`].
+    /// The fd a servicer waits on: readable when the guest unmasked an
+    /// entry through the fast path; then call
+    /// [`MsixAccelerator::service_fast_path`].
     pub fn fast_path_fd(&self) -> RawFd {
         self.unmask_fd
     }
 
+    /// The fd a servicer waits on for retired unmask ioeventfds to undo;
+    /// then call [`MsixAccelerator::undo_retired`].
+    pub fn retired_fd(&self) -> RawFd {
+        self.retired.notify_fd()
+    }
+
     /// Services every unmask the ioeventfds absorbed, in one batch (one route
     /// commit at most). Returns how many were serviced.
-    pub fn service_fast_path(&self) -> Result<usize> {
-        self.lock().service_unmasks(&self.counters)
+    pub fn service_fast_path(&self) -> usize {
+        self.lock().service_unmasks()
+    }
+
+    /// Undoes the retired unmask ioeventfds, without the device's lock held
+    /// across the hypervisor calls. Failures are reported as events.
+    pub fn undo_retired(&self) {
+        self.retired.clear_notification();
+        let mut undone = 0u64;
+        let mut failure = None;
+        while let Some(result) = self.retired.undo_one() {
+            match result {
+                Ok(()) => undone += 1,
+                Err(e) => failure = Some(e),
+            }
+        }
+        self.counters
+            .ioeventfds_retired
+            .fetch_add(undone, Ordering::Relaxed);
+        if let Some(e) = failure {
+            let errno = match &e {
+                kvm_msix::Error::Ioeventfd { errno, .. } => Some(*errno),
+                _ => None,
+            };
+            self.lock()
+                .reporter
+                .report(None, EventKind::TeardownFailed, errno, e.to_string());
+        }
+    }
+
+    /// Declares a servicer: something that waits on
+    /// [`MsixAccelerator::fast_path_fd`] and [`MsixAccelerator::retired_fd`]
+    /// and calls [`MsixAccelerator::service_fast_path`] and
+    /// [`MsixAccelerator::undo_retired`]. [`crate::ServiceThread`] and
+    /// [`crate::FastPathSubscriber`] do this themselves.
+    pub fn register_servicer(&self) {
+        self.servicers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The servicer declared with [`MsixAccelerator::register_servicer`] is
+    /// gone. When it was the last, a table placed under `fast` is placed
+    /// again under `strict` (reported), so an absorbed unmask never waits.
+    pub fn unregister_servicer(&self) {
+        let before = self
+            .servicers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if before != Ok(1) {
+            return;
+        }
+        {
+            let mut device = self.lock();
+            device.service_unmasks();
+            if device.placement.effective_policy() == Policy::Fast {
+                if let Some((table_gpa, pba_gpa)) = device.placement.addresses() {
+                    self.unplace_locked(&mut device);
+                    // Same addresses and size: a failure here would have
+                    // failed the first placement too.
+                    let _ = self.place_locked(&mut device, table_gpa, pba_gpa, None);
+                }
+            }
+        }
+        self.undo_retired();
     }
 
     /// The PBA bit of `vector` as the guest would read it now.
     pub fn pending(&self, vector: u16) -> Result<bool> {
-        let mut inner = self.lock();
-        inner.service_unmasks(&self.counters)?;
-        inner.pending(vector)
+        let mut device = self.lock();
+        device.service_unmasks();
+        device.pending(vector)
     }
 
-    /// Whether `vector` is effectively masked (entry, function mask or disabled).
-    pub fn is_masked(&self, vector: u16) -> Result<bool> {
-        Ok(self.lock().model.is_masked(vector)?)
-    }
-
-    /// The table entry of `vector` as the model holds it.
-    pub fn entry(&self, vector: u16) -> Result<TableEntry> {
-        Ok(self.lock().model.entry(vector)?)
-    }
-
-    /// How `vector` is currently kept from delivering.
-    pub fn mask_path(&self, vector: u16) -> Result<MaskPath> {
-        let inner = self.lock();
-        inner.vector(vector).map(|v| v.mask)
-    }
-
-    /// Whether `vector`'s irqfd is attached to KVM.
-    pub fn irqfd_attached(&self, vector: u16) -> Result<bool> {
-        let inner = self.lock();
-        inner.vector(vector).map(|v| v.irqfd.is_attached())
-    }
-
-    /// The route staged for `vector` (its GSI and message), if any.
-    pub fn route(&self, vector: u16) -> Result<Option<(Gsi, MsiMessage)>> {
-        let inner = self.lock();
-        inner.vector(vector).map(|v| v.staged.map(|m| (v.gsi, m)))
-    }
-
-    /// The model's full state (what the guest can observe of the function).
-    pub fn model_state(&self) -> MsixState {
-        self.lock().model.snapshot()
-    }
-
-    /// Statistics: exits by kind, fast-path events, mask paths.
+    /// Statistics: exits by kind, fast-path events, mask paths, events.
     pub fn stats(&self) -> AccelStats {
         self.counters.snapshot()
     }
 
-    /// KVM ioctls issued through this accelerator's counters (shared with
-    /// whoever else was given the same counters).
-    pub fn ioctls(&self) -> IoctlCounts {
-        self.ioctls.snapshot()
-    }
-
-    /// Records an error met outside a caller's reach (service thread).
-    pub(crate) fn note_error(&self, error: Error) {
-        self.lock().record(&self.counters, error);
-    }
-
-    /// The last error met while applying a guest access, if any.
-    pub fn last_error(&self) -> Option<String> {
-        self.lock().last_error.clone()
-    }
-
-    /// Captures the state for live migration. Unmasks already absorbed are
-    /// serviced first so the state is the guest's latest.
-    pub fn snapshot(&self) -> Result<AccelState> {
-        let mut inner = self.lock();
-        inner.service_unmasks(&self.counters)?;
-        let mut pending = Vec::new();
-        for v in 0..self.config.table_size {
-            if inner.pending(v)? {
-                pending.push(v);
-            }
-        }
-        Ok(AccelState {
-            model: inner.model.snapshot(),
-            pending,
-        })
-    }
-
-    /// Restores a snapshot onto this (freshly created) accelerator: the
-    /// model, then routes and irqfds exactly as the effective masks require,
-    /// then the pending interrupts of masked vectors, which are delivered on
-    /// their unmask. All-or-nothing for the model; the routing table is
-    /// committed so KVM holds what userspace holds.
-    pub fn restore(&self, state: &AccelState) -> Result<()> {
-        let mut inner = self.lock();
-        for &v in &state.pending {
-            if v >= self.config.table_size {
-                return Err(Error::Snapshot(format!("pending vector {v} out of range")));
-            }
-        }
-        let changes = inner.model.restore(&state.model)?;
-        inner.apply(&self.counters, &changes)?;
-        for v in 0..self.config.table_size {
-            inner.sync_shadow(v)?;
-        }
-        for &v in &state.pending {
-            if inner.model.is_masked(v)? {
-                inner.make_pending(v)?;
-            }
-        }
-        lock(&inner.routes).commit()?;
-        for v in inner.vectors.iter_mut() {
-            v.route_dirty = false;
-        }
-        Ok(())
+    /// Introspection for tests and tools (mask paths, irqfds, routes, the
+    /// model's state); a VMM does not need it.
+    pub fn debug(&self) -> AccelDebug<'_> {
+        AccelDebug::new(self)
     }
 }
 
-fn lock(routes: &SharedRouting) -> MutexGuard<'_, dyn irqfd_routes::MsiRouteTable + 'static> {
-    routes
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl Inner {
-    fn vector(&self, vector: u16) -> Result<&Vector> {
-        self.vectors.get(usize::from(vector)).ok_or(Error::Model(
-            msix_model::Error::VectorOutOfRange {
-                vector,
-                table_size: self.model.table_size(),
-            },
-        ))
-    }
-
-    fn record(&mut self, counters: &Counters, error: Error) {
-        Counters::bump(&counters.errors);
-        self.last_error = Some(error.to_string());
-    }
-
-    fn sync_shadow(&mut self, vector: u16) -> Result<()> {
-        let e = self.model.entry(vector)?;
-        self.placement.shadow().store_entry(
-            vector,
-            [e.address_lo, e.address_hi, e.data, e.vector_control],
-        )?;
-        Ok(())
-    }
-
-    /// Services the unmasks the ioeventfds absorbed: the guest wrote 0 to
-    /// each such entry's Vector Control, which we now apply to the model.
-    fn service_unmasks(&mut self, counters: &Counters) -> Result<usize> {
-        let mut ready = Vec::new();
-        self.placement.unmask_events().ready(&mut ready)?;
-        if ready.is_empty() {
-            return Ok(0);
-        }
-        ready.sort_unstable();
-        let mut changes = Vec::new();
-        let mut serviced = Vec::new();
-        for vector in ready {
-            if self.placement.unmask_events().drain(vector)? {
-                Counters::bump(&counters.fast_path_unmasks);
-                let offset = u64::from(vector) * 16 + 12;
-                changes.extend(self.model.write_table(offset, &0u32.to_le_bytes()));
-                serviced.push(vector);
-            }
-        }
-        // Per-entry writes only produce Unmasked changes, already ascending.
-        self.apply(counters, &changes)?;
-        for &v in &serviced {
-            self.sync_shadow(v)?;
-        }
-        Ok(serviced.len())
-    }
-
-    /// Carries out the model's changes in the order the protocol needs:
-    /// masks, disable, message staging, one commit, enable, unmasks.
-    fn apply(&mut self, counters: &Counters, changes: &[Change]) -> Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        for change in changes {
-            if let Change::Masked { vector } = *change {
-                self.mask(counters, vector)?;
-            }
-        }
-        if changes.contains(&Change::Disabled) {
-            self.source.disable()?;
-            // A disabled function forgets what was pending: the source's own
-            // latches are cleared by its disable, and the interrupts parked in
-            // the eventfds of irqfd-masked vectors are dropped here, so both
-            // mask paths show the guest the same PBA and deliveries.
-            for (i, v) in self.vectors.iter().enumerate() {
-                if v.mask == MaskPath::IrqfdDetached {
-                    eventfd_drain(self.source.trigger(i as u16)?)?;
-                }
-            }
-        }
-        for change in changes {
-            if let Change::MessageChanged { vector, message } = *change {
-                self.stage(vector, message)?;
-            }
-        }
-        let unmasking: Vec<u16> = changes
-            .iter()
-            .filter_map(|c| match *c {
-                Change::Unmasked { vector } => Some(vector),
-                _ => None,
-            })
-            .collect();
-        for &v in &unmasking {
-            if self.vector(v)?.staged.is_none() {
-                let message = self.model.entry(v)?.message();
-                self.stage(v, message)?;
-            }
-        }
-        // Commit only when a vector that delivers after this access has a
-        // route KVM does not hold yet: routes of masked vectors wait for
-        // their unmask, so programming many vectors costs one commit.
-        // Only vectors named in this change set can be unmasked with a dirty
-        // route: any other unmasked vector was committed when it unmasked.
-        let mut needs_commit = false;
-        for change in changes {
-            if let Change::MessageChanged { vector, .. } | Change::Unmasked { vector } = *change {
-                needs_commit |=
-                    self.vector(vector)?.route_dirty && !self.model.is_masked(vector)?;
-            }
-        }
-        if needs_commit {
-            lock(&self.routes).commit()?;
-            for v in self.vectors.iter_mut() {
-                v.route_dirty = false;
-            }
-        }
-        if changes.contains(&Change::Enabled) {
-            let count = self.model.table_size();
-            self.source.enable(count)?;
-        }
-        for v in unmasking {
-            self.unmask(counters, v)?;
-        }
-        Ok(())
-    }
-
-    fn stage(&mut self, vector: u16, message: MsiMessage) -> Result<()> {
-        let route = irqfd_routes::MsiMessage {
-            address: message.address,
-            data: message.data,
-        };
-        let gsi = self.vector(vector)?.gsi;
-        lock(&self.routes).stage(gsi, route)?;
-        let v = &mut self.vectors[usize::from(vector)];
-        if v.staged != Some(message) {
-            v.staged = Some(message);
-            v.route_dirty = true;
-        }
-        Ok(())
-    }
-
-    fn mask(&mut self, counters: &Counters, vector: u16) -> Result<()> {
-        let idx = usize::from(vector);
-        if self.vector(vector)?.mask != MaskPath::Unmasked {
-            return Ok(());
-        }
-        if self.source_masking {
-            match self.source.mask(vector) {
-                Ok(()) => {
-                    self.vectors[idx].mask = MaskPath::Source;
-                    Counters::bump(&counters.masks_at_source);
-                    return Ok(());
-                }
-                Err(vfio_vectors::Error::MaskUnsupported { .. }) => {
-                    Counters::bump(&counters.source_mask_fallbacks);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let source = &self.source;
-        let v = &mut self.vectors[idx];
-        v.irqfd.detach(source.trigger(vector)?)?;
-        v.mask = MaskPath::IrqfdDetached;
-        Counters::bump(&counters.masks_by_irqfd_detach);
-        Ok(())
-    }
-
-    fn unmask(&mut self, counters: &Counters, vector: u16) -> Result<()> {
-        let idx = usize::from(vector);
-        let path = self.vector(vector)?.mask;
-        if path == MaskPath::Unmasked {
-            return Ok(());
-        }
-        let was_pending = self.pending_at(vector, path)?;
-        let trigger = self.source.trigger(vector)?;
-        let v = &mut self.vectors[idx];
-        if !v.irqfd.is_attached() {
-            v.irqfd.attach(trigger, v.gsi)?;
-            // KVM injected what the count held at assignment but left the
-            // count: drop it so it is neither seen as pending nor delivered twice.
-            eventfd_drain(trigger)?;
-        }
-        if path == MaskPath::Source {
-            self.source.unmask(vector)?;
-        }
-        self.vectors[idx].mask = MaskPath::Unmasked;
-        Counters::bump(&counters.unmasks);
-        if was_pending {
-            Counters::bump(&counters.pending_deliveries);
-        }
-        Ok(())
-    }
-
-    fn pending_at(&self, vector: u16, path: MaskPath) -> Result<bool> {
-        Ok(match path {
-            MaskPath::Unmasked => false,
-            MaskPath::Source => self.source.pending(vector)?,
-            MaskPath::IrqfdDetached => eventfd_pending(self.source.trigger(vector)?)?,
-        })
-    }
-
-    fn pending(&self, vector: u16) -> Result<bool> {
-        if !self.model.is_masked(vector)? {
-            return Ok(false);
-        }
-        self.pending_at(vector, self.vector(vector)?.mask)
-    }
-
-    /// Makes a masked vector pending again after a restore: the interrupt is
-    /// parked in its eventfd with the irqfd detached, and delivered on unmask.
-    fn make_pending(&mut self, vector: u16) -> Result<()> {
-        let idx = usize::from(vector);
-        if self.vector(vector)?.irqfd.is_attached() {
-            let trigger = self.source.trigger(vector)?;
-            self.vectors[idx].irqfd.detach(trigger)?;
-        }
-        if self.vectors[idx].mask == MaskPath::Source {
-            // The source's own latch cannot be set from outside; park the
-            // interrupt in the eventfd and unmask the source so the eventfd
-            // path owns this vector until its next mask.
-            self.source.unmask(vector)?;
-        }
-        self.vectors[idx].mask = MaskPath::IrqfdDetached;
-        self.source
-            .trigger(vector)?
-            .write(1)
-            .map_err(|e| Error::Source(vfio_vectors::Error::EventFd(e)))?;
-        Ok(())
-    }
-
-    /// Sets the model's pending bits for the vectors a PBA access covers.
-    fn refresh_pending(&mut self, offset: u64, len: usize) -> Result<()> {
-        let size = u64::from(self.model.table_size());
-        let first = (offset / 8) * 64;
-        let last = ((offset + len.max(1) as u64 - 1) / 8) * 64 + 63;
-        for v in first..=last.min(size.saturating_sub(1)) {
-            let p = self.pending(v as u16)?;
-            self.model.set_pending(v as u16, p)?;
-        }
-        Ok(())
+impl crate::device::Outcome {
+    pub(crate) fn into_result(self) -> Result<()> {
+        self.first_error.map_or(Ok(()), Err)
     }
 }
 
 impl Drop for MsixAccelerator {
     fn drop(&mut self) {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        for (i, v) in inner.vectors.iter_mut().enumerate() {
-            if let Ok(trigger) = inner.source.trigger(i as u16) {
+        let mut device = self.lock();
+        let device = &mut *device;
+        for (i, v) in device.vectors.iter_mut().enumerate() {
+            if let Ok(trigger) = device.source.trigger(i as u16) {
                 let _ = v.irqfd.detach(trigger);
             }
         }
-        let mut table = lock(&inner.routes);
-        for v in &inner.vectors {
-            let _ = table.release(v.gsi);
+        for v in &mut device.vectors {
+            if let Some(gsi) = v.gsi.take() {
+                let _ = device.routes.release(gsi);
+            }
         }
-        let _ = table.commit();
-        drop(table);
-        let _ = inner.source.disable();
-        let _ = inner.placement.remove();
+        let _ = device.routes.commit();
+        let _ = device.source.disable();
+        // The placement's own drop deletes the memslot and undoes every
+        // ioeventfd, retired or not.
     }
 }

@@ -36,6 +36,12 @@ pub struct AccelConfig {
     /// The capability's Next Pointer byte (config-space offset of the next
     /// capability, 0 for none).
     pub next_pointer: u8,
+    /// The VMM's name for this device in events ([`crate::AccelEvent::device`]).
+    pub device_id: u32,
+    /// The device ID every MSI route carries, for hypervisors whose
+    /// interrupt translation needs it (aarch64 GICv3 ITS:
+    /// `KVM_MSI_VALID_DEVID`); `None` on x86.
+    pub msi_devid: Option<u32>,
 }
 
 impl AccelConfig {
@@ -54,7 +60,21 @@ impl AccelConfig {
             source_masking: true,
             table_pages_shared: false,
             next_pointer: 0,
+            device_id: 0,
+            msi_devid: None,
         }
+    }
+
+    /// The same setup named `id` in events.
+    pub fn with_device_id(mut self, id: u32) -> Self {
+        self.device_id = id;
+        self
+    }
+
+    /// The same setup with every MSI route carrying device ID `devid`.
+    pub fn with_msi_devid(mut self, devid: Option<u32>) -> Self {
+        self.msi_devid = devid;
+        self
     }
 
     /// The same setup under `policy`.

@@ -26,9 +26,13 @@ pub enum Error {
         /// Entries of the table.
         table_size: u16,
     },
-    /// A snapshot taken from a different device shape.
+    /// A snapshot taken from a different device shape or format.
     #[error("snapshot does not fit this device: {0}")]
     Snapshot(String),
+    /// An operation met state it needs but that is not there (a bug, never
+    /// a guest's doing).
+    #[error("internal state missing: {0}")]
+    NotReady(&'static str),
     /// The service thread could not be started.
     #[error("service thread: {0}")]
     Service(String),

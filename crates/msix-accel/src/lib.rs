@@ -2,31 +2,38 @@
 //! VMM links.
 //!
 //! One [`MsixAccelerator`] per device wires the MSI-X model (`msix-model`),
-//! the KVM table binding (`kvm-msix`), the VM's GSI routes and irqfds
-//! (`irqfd-routes`) and the device's interrupt source (`vfio-vectors`).
-//! Interrupts travel device -> eventfd -> KVM irqfd -> guest without entering
-//! userspace; under the default `fast` policy a Linux mask + flush-read +
-//! unmask cycle costs one exit to userspace. A [`FastPathSubscriber`] (or a
-//! [`ServiceThread`]) services the unmasks KVM absorbed.
+//! the table binding (`kvm-msix`), the VM's GSI routes and irqfds
+//! (`irqfd-routes`) and the device's interrupt source (`vfio-vectors`), all
+//! hypervisor calls going through [`MsixVm`]. Interrupts travel device ->
+//! eventfd -> KVM irqfd -> guest without entering userspace; under the
+//! default `fast` policy a Linux mask + flush-read + unmask cycle costs one
+//! exit to userspace. A servicer ([`ServiceThread`] or
+//! [`FastPathSubscriber`]) services the unmasks KVM absorbed.
+//!
+//! A hostile guest or a failing host harms at most the vector concerned:
+//! what fails is contained (the vector holds its interrupts as pending) and
+//! reported to the VMM as an [`AccelEvent`] through the [`EventSink`] it
+//! chooses.
 //!
 //! ```no_run
-//! use std::sync::{Arc, Mutex};
-//! use irqfd_routes::{GsiRouting, IoctlCounters, IrqchipRoutes};
-//! use msix_accel::{AccelConfig, MsixAccelerator, ServiceThread};
+//! use std::sync::Arc;
+//! use irqfd_routes::{GsiRouting, IrqchipRoutes};
+//! use msix_accel::{AccelConfig, EventLog, MsixAccelerator, ServiceThread};
+//! use msix_hypervisor::KvmVm;
 //! use vfio_vectors::software::SoftwareSource;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let kvm = kvm_ioctls::Kvm::new()?;
-//! let vm = Arc::new(kvm.create_vm()?);
-//! vm.create_irq_chip()?;
-//! let ioctls = Arc::new(IoctlCounters::default());
-//! let routes = GsiRouting::new(vm.clone(), IrqchipRoutes::X86KernelIrqchip, ioctls.clone())?
-//!     .into_shared();
+//! let vm_fd = Arc::new(kvm.create_vm()?);
+//! vm_fd.create_irq_chip()?;
+//! let vm = Arc::new(KvmVm::new(vm_fd));
+//! let routes = GsiRouting::new(vm.clone(), IrqchipRoutes::X86KernelIrqchip)?.into_shared();
 //! let source = SoftwareSource::new(8)?;
 //! let config = AccelConfig::new(8, 3, 1); // 8 vectors in BAR 3, memslot 1
-//! let accel = Arc::new(MsixAccelerator::new(vm, routes, Box::new(source), config, ioctls)?);
+//! let events = Arc::new(EventLog::new());
+//! let accel = Arc::new(MsixAccelerator::new(vm, routes, Box::new(source), config, events)?);
+//! let _service = ServiceThread::spawn(&[accel.clone()])?; // before place: fast needs it
 //! accel.place(0xFE00_0000, 0xFE00_1000)?;
-//! let _service = ServiceThread::spawn(&[accel.clone()])?;
 //! // In the vCPU loop: accel.mmio_read(addr, data) / accel.mmio_write(addr, data);
 //! // in config space: accel.write_message_control(value).
 //! # Ok(()) }
@@ -37,18 +44,29 @@
 
 mod accelerator;
 mod config;
+mod debug;
+mod device;
 mod error;
+mod event;
+mod executor;
+mod migration;
+mod plan;
+mod report;
 mod service;
 mod stats;
+mod vector;
 
-pub use accelerator::{AccelState, MaskPath, MsixAccelerator};
+pub use accelerator::MsixAccelerator;
 pub use config::{AccelConfig, DEFAULT_FAST_ENTRIES};
+pub use debug::AccelDebug;
 pub use error::{Error, Result};
-pub use irqfd_routes::{
-    GsiRouting, IoctlCounters, IoctlCounts, IrqchipRoutes, MsiRouteTable, SharedRouting,
-};
+pub use event::{AccelEvent, EventKind, EventLog, EventSink, IgnoreEvents};
+pub use irqfd_routes::{GsiRouting, IrqchipRoutes, MsiRouteTable, RouteState, SharedRouting};
 pub use kvm_msix::Policy;
+pub use migration::{AccelState, ACCEL_STATE_VERSION};
+pub use msix_hypervisor::{IoctlCounts, KvmVm, MsixVm};
 pub use msix_model::BarOffset;
 pub use service::{FastPathSubscriber, ServiceThread};
 pub use stats::AccelStats;
+pub use vector::MaskPath;
 pub use vfio_vectors::{MsixSource, SourceFeatures};

@@ -1,5 +1,11 @@
 //! Servicing the fast path: an event-manager subscriber, and a ready-made
 //! service thread for VMMs (and tests) that do not run an event manager.
+//!
+//! A servicer services the unmasks the ioeventfds absorbed (so a guest's
+//! unmask takes effect without waiting for its next exit) and undoes the
+//! unmask ioeventfds a BAR move or decode-off retired (each waits for an
+//! SRCU grace period, so never under the device's lock). It sleeps until
+//! one of the two fds is readable: no periodic polling.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,22 +15,28 @@ use event_manager::{
     EventManager, EventOps, EventSubscriber, Events, MutEventSubscriber, SubscriberOps,
 };
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::{Error, MsixAccelerator, Result};
 
-/// An event-manager subscriber servicing one accelerator's absorbed
-/// unmasks. It registers a single fd (the epoll set over the entry's unmask
-/// eventfds), whatever the table size, and services all ready entries in one
-/// batch per wake-up.
-#[derive(Debug, Clone)]
+/// An event-manager subscriber servicing one accelerator. It registers two
+/// fds whatever the table size (the epoll set over the entries' unmask
+/// eventfds, and the retired-ioeventfd queue) and declares itself the
+/// accelerator's servicer once both are registered; dropping it withdraws
+/// that (a table under `fast` is then placed again under `strict`).
+#[derive(Debug)]
 pub struct FastPathSubscriber {
     accel: Arc<MsixAccelerator>,
+    registered: AtomicBool,
 }
 
 impl FastPathSubscriber {
     /// A subscriber for `accel`.
     pub fn new(accel: Arc<MsixAccelerator>) -> Self {
-        FastPathSubscriber { accel }
+        FastPathSubscriber {
+            accel,
+            registered: AtomicBool::new(false),
+        }
     }
 
     /// The subscriber in the shape an
@@ -36,21 +48,55 @@ impl FastPathSubscriber {
 
 impl EventSubscriber for FastPathSubscriber {
     fn process(&self, events: Events, _ops: &mut EventOps) {
-        if events.event_set().contains(EventSet::IN) {
-            // Errors are recorded in the accelerator's statistics and
-            // last_error; the service thread must keep running.
-            if let Err(e) = self.accel.service_fast_path() {
-                self.accel.note_error(e);
-            }
+        if !events.event_set().contains(EventSet::IN) {
+            return;
+        }
+        if events.fd() == self.accel.fast_path_fd() {
+            self.accel.service_fast_path();
+        } else if events.fd() == self.accel.retired_fd() {
+            self.accel.undo_retired();
         }
     }
 
     fn init(&self, ops: &mut EventOps) {
-        let fd = self.accel.fast_path_fd();
-        if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
-            self.accel.note_error(Error::Service(format!(
-                "cannot watch the fast-path fd: {e:?}"
-            )));
+        let unmasks = ops.add(Events::new_raw(self.accel.fast_path_fd(), EventSet::IN));
+        let retired = ops.add(Events::new_raw(self.accel.retired_fd(), EventSet::IN));
+        if unmasks.is_ok() && retired.is_ok() {
+            self.accel.register_servicer();
+            self.registered.store(true, Ordering::SeqCst);
+        }
+        // Otherwise the accelerator has no servicer: a placement under
+        // `fast` runs under `strict` and says so (FastPathUnserviced).
+    }
+}
+
+impl Drop for FastPathSubscriber {
+    fn drop(&mut self) {
+        if self.registered.load(Ordering::SeqCst) {
+            self.accel.unregister_servicer();
+        }
+    }
+}
+
+/// Ends the service loop when its eventfd is written.
+#[derive(Debug)]
+struct Stop {
+    fd: Arc<EventFd>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl EventSubscriber for Stop {
+    fn process(&self, _events: Events, _ops: &mut EventOps) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn init(&self, ops: &mut EventOps) {
+        // Without it the thread could not be stopped: spawn checks below.
+        if ops
+            .add(Events::new(self.fd.as_ref(), EventSet::IN))
+            .is_err()
+        {
+            self.stopping.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -58,34 +104,43 @@ impl EventSubscriber for FastPathSubscriber {
 type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
 /// A thread running an event manager with one [`FastPathSubscriber`] per
-/// accelerator. Stops (and joins) on drop.
+/// accelerator; it sleeps until an event. Spawn it before placing the
+/// accelerators' tables (a table under `fast` needs its servicer). Stops
+/// (and joins) on drop, after which the accelerators have no servicer.
 #[derive(Debug)]
 pub struct ServiceThread {
-    stop: Arc<AtomicBool>,
+    stop: Arc<EventFd>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl ServiceThread {
-    /// Starts servicing `accels`.
+    /// Starts servicing `accels`; they are registered as serviced before
+    /// this returns.
     pub fn spawn(accels: &[Arc<MsixAccelerator>]) -> Result<ServiceThread> {
         let mut manager: EventManager<Subscriber> =
             EventManager::new().map_err(|e| Error::Service(format!("{e:?}")))?;
-        for accel in accels {
-            let sub: Subscriber =
-                Arc::new(Mutex::new(Arc::new(FastPathSubscriber::new(accel.clone()))));
-            manager.add_subscriber(sub);
+        let stop =
+            Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Service(e.to_string()))?);
+        let stopping = Arc::new(AtomicBool::new(false));
+        manager.add_subscriber(Arc::new(Mutex::new(Arc::new(Stop {
+            fd: stop.clone(),
+            stopping: stopping.clone(),
+        }))));
+        if stopping.load(Ordering::SeqCst) {
+            return Err(Error::Service("cannot watch the stop eventfd".into()));
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        for accel in accels {
+            manager.add_subscriber(FastPathSubscriber::shared(accel.clone()));
+        }
         let handle = std::thread::Builder::new()
             .name("msix-fast-path".into())
             .spawn(move || {
-                while !flag.load(Ordering::SeqCst) {
-                    // A bounded wait so a stop request is seen promptly.
-                    if manager.run_with_timeout(20).is_err() {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
+                while !stopping.load(Ordering::SeqCst) {
+                    // EINTR or a transient epoll error: wait again.
+                    let _ = manager.run();
                 }
+                // Dropping the manager drops the subscribers, which withdraw
+                // as servicers.
             })
             .map_err(|e| Error::Service(e.to_string()))?;
         Ok(ServiceThread {
@@ -100,7 +155,8 @@ impl ServiceThread {
     }
 
     fn halt(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        // The counter cannot be full: it is written once.
+        let _ = self.stop.write(1);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }

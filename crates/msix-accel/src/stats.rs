@@ -1,29 +1,45 @@
-//! Statistics of one accelerator: exits by kind, fast-path events, mask paths.
+//! Statistics of one accelerator: exits by kind, fast-path events, mask
+//! paths, and events by kind.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::EventKind;
+
 macro_rules! stats {
     ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
         /// Live counters (atomics), shared by the vCPU threads and the service thread.
         #[derive(Debug, Default)]
-        pub(crate) struct Counters { $( pub(crate) $name: AtomicU64, )* }
+        pub(crate) struct Counters {
+            $( pub(crate) $name: AtomicU64, )*
+            events: [AtomicU64; EventKind::ALL.len()],
+        }
 
         /// A copy of the counters at one moment.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-        pub struct AccelStats { $( $(#[$doc])* pub $name: u64, )* }
+        pub struct AccelStats {
+            $( $(#[$doc])* pub $name: u64, )*
+            /// Events reported, by [`EventKind`] (index: `kind as usize`).
+            pub events: [u64; EventKind::ALL.len()],
+        }
 
         impl Counters {
             pub(crate) fn snapshot(&self) -> AccelStats {
-                AccelStats { $( $name: self.$name.load(Ordering::Relaxed), )* }
+                AccelStats {
+                    $( $name: self.$name.load(Ordering::Relaxed), )*
+                    events: std::array::from_fn(|i| self.events[i].load(Ordering::Relaxed)),
+                }
             }
         }
 
         impl AccelStats {
             /// The counts accumulated since `earlier`.
             pub fn since(&self, earlier: &AccelStats) -> AccelStats {
-                AccelStats { $( $name: self.$name.wrapping_sub(earlier.$name), )* }
+                AccelStats {
+                    $( $name: self.$name.wrapping_sub(earlier.$name), )*
+                    events: std::array::from_fn(|i| self.events[i].wrapping_sub(earlier.events[i])),
+                }
             }
         }
     };
@@ -57,12 +73,28 @@ stats! {
     pending_deliveries,
     /// Source masks refused at run time (mapping gone) that fell back to irqfd detach.
     source_mask_fallbacks,
-    /// Errors met while applying a guest access (see `last_error`).
-    errors,
+    /// Retired unmask ioeventfds undone.
+    ioeventfds_retired,
 }
 
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_event(&self, kind: EventKind) {
+        self.events[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl AccelStats {
+    /// Events of `kind` reported.
+    pub fn events_of(&self, kind: EventKind) -> u64 {
+        self.events[kind as usize]
+    }
+
+    /// Events of every kind reported.
+    pub fn total_events(&self) -> u64 {
+        self.events.iter().sum()
     }
 }

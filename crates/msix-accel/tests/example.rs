@@ -36,6 +36,10 @@ fn example_device_runs_the_fast_path_and_migrates_a_pending_interrupt() {
     assert_eq!(r.deliveries_after_unmask, 1);
     assert_eq!(r.pba_after_unmask, 0);
     assert_eq!(r.deliveries_after_next_fire, 2);
+    assert!(
+        r.decode_off_source_untouched,
+        "decode off must stop masking at the source before the mapping goes"
+    );
 }
 
 #[test]

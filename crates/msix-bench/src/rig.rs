@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use irqfd_routes::{GsiRouting, IoctlCounters, IrqchipRoutes, SharedRouting};
-use msix_accel::{AccelConfig, MsixAccelerator, Policy, ServiceThread};
+use irqfd_routes::{GsiRouting, IrqchipRoutes, SharedRouting};
+use msix_accel::{AccelConfig, AccelEvent, EventLog, MsixAccelerator, Policy, ServiceThread};
+use msix_hypervisor::{CountingVm, FaultyVm, IoctlCounts, KvmVm};
 use testvm::{MmioHandler, TestVm, VmConfig};
 
 use crate::Error;
@@ -15,6 +16,10 @@ use vfio_vectors::software::SoftwareSource;
 pub const BAR_GPA: u64 = 0xFE00_0000;
 /// Memslot of the table shadow (testvm's RAM is slot 0).
 pub const TABLE_MEMSLOT: u32 = 1;
+
+/// The hypervisor stack of a rig: KVM, with faults injectable, every call
+/// counted (injected failures included).
+pub type RigVm = CountingVm<FaultyVm<KvmVm>>;
 
 /// How to build a rig.
 #[derive(Clone, Copy, Debug)]
@@ -65,8 +70,10 @@ pub struct Rig {
     pub source: SoftwareSource,
     /// The VM's routing table.
     pub routes: SharedRouting,
-    /// KVM ioctl counters of routes, irqfds, ioeventfds and memslots.
-    pub ioctls: Arc<IoctlCounters>,
+    /// The VM's hypervisor calls: counted, and failable on purpose.
+    pub hv: Arc<RigVm>,
+    /// What the accelerator reported.
+    pub events: Arc<EventLog>,
     /// The guest.
     pub vm: TestVm,
     /// Guest physical address of the table.
@@ -82,13 +89,8 @@ impl Rig {
             vcpus: config.vcpus,
             watchdog: config.watchdog,
         })?;
-        let ioctls = Arc::new(IoctlCounters::default());
-        let routes = GsiRouting::new(
-            vm.vm().clone(),
-            IrqchipRoutes::X86KernelIrqchip,
-            ioctls.clone(),
-        )?
-        .into_shared();
+        let hv = Arc::new(CountingVm::new(FaultyVm::new(KvmVm::new(vm.vm().clone()))));
+        let routes = GsiRouting::new(hv.clone(), IrqchipRoutes::X86KernelIrqchip)?.into_shared();
         let source = if config.maskable {
             SoftwareSource::maskable(config.vectors)?
         } else {
@@ -99,22 +101,25 @@ impl Rig {
             .with_source_masking(config.maskable);
         let table_gpa = BAR_GPA + u64::from(accel_config.table.offset);
         let pba_gpa = BAR_GPA + u64::from(accel_config.pba.offset);
+        let events = Arc::new(EventLog::new());
         let accel = Arc::new(MsixAccelerator::new(
-            vm.vm().clone(),
+            hv.clone(),
             routes.clone(),
             Box::new(source.clone()),
             accel_config,
-            ioctls.clone(),
+            events.clone(),
         )?);
+        // The servicer first: a table under `fast` needs one.
+        let service = ServiceThread::spawn(std::slice::from_ref(&accel))?;
         accel.place(table_gpa, pba_gpa)?;
         vm.set_mmio_handler(Arc::new(AccelMmio(accel.clone())));
-        let service = ServiceThread::spawn(std::slice::from_ref(&accel))?;
         Ok(Rig {
             service: Some(service),
             accel,
             source,
             routes,
-            ioctls,
+            hv,
+            events,
             vm,
             table_gpa,
             pba_gpa,
@@ -126,8 +131,23 @@ impl Rig {
         self.table_gpa + u64::from(e) * 16 + offset
     }
 
-    /// Stops the service thread (absorbed unmasks then wait for a
-    /// synchronous exit or an explicit service call).
+    /// The hypervisor calls made so far.
+    pub fn ioctls(&self) -> IoctlCounts {
+        self.hv.counts()
+    }
+
+    /// The fault injector under the counters.
+    pub fn faults(&self) -> &FaultyVm<KvmVm> {
+        self.hv.inner()
+    }
+
+    /// Takes the events the accelerator reported so far.
+    pub fn take_events(&self) -> Vec<AccelEvent> {
+        self.events.take()
+    }
+
+    /// Stops the service thread (a table under `fast` is then placed again
+    /// under `strict`, as the accelerator does without a servicer).
     pub fn stop_service(&mut self) {
         if let Some(s) = self.service.take() {
             s.stop();

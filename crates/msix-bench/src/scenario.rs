@@ -871,8 +871,8 @@ pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
         h.stop();
     }
     if outcome.failure.is_none() {
-        if let Some(e) = rig.accel.last_error() {
-            outcome.failure = Some(format!("{}:0: accelerator error: {e}", scenario.path));
+        if let Some(e) = rig.take_events().first() {
+            outcome.failure = Some(format!("{}: accelerator event: {e}", scenario.path));
         }
     }
     outcome.passed = outcome.failure.is_none();

@@ -37,9 +37,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use irqfd_routes::{
-    eventfd_drain, eventfd_pending, Gsi, GsiRouting, IoctlCounters, IrqchipRoutes, Irqfd,
-    MsiRouteTable,
+    eventfd_drain, eventfd_pending, Gsi, GsiRouting, IrqchipRoutes, Irqfd, MsiRouteTable,
 };
+use msix_hypervisor::{CountingVm, KvmVm, MsixVm};
 use msix_model::{BarOffset, Change, MsixModel};
 use serde::Serialize;
 use testvm::{MmioHandler, TestVm, VmConfig};
@@ -97,6 +97,7 @@ struct PeerVector {
 #[derive(Debug)]
 struct PeerState {
     msix: MsixModel,
+    hv: Arc<dyn MsixVm>,
     routing: GsiRouting,
     source: SoftwareSource,
     vectors: Vec<PeerVector>,
@@ -124,7 +125,7 @@ impl PeerDevice {
         model: PeerModel,
         vm: &TestVm,
         source: SoftwareSource,
-        ioctls: Arc<IoctlCounters>,
+        hv: Arc<dyn MsixVm>,
         table_gpa: u64,
         pba_gpa: u64,
     ) -> Result<PeerDevice, Error> {
@@ -139,16 +140,13 @@ impl PeerDevice {
             BarOffset::new(0, pba_offset),
         )
         .map_err(|e| Error::Check(format!("MSI-X model: {e}")))?;
-        let mut routing = GsiRouting::new(
-            vm.vm().clone(),
-            IrqchipRoutes::X86KernelIrqchip,
-            ioctls.clone(),
-        )?;
+        let _ = vm;
+        let routing = GsiRouting::new(hv.clone(), IrqchipRoutes::X86KernelIrqchip)?;
         let vectors = (0..vector_count)
             .map(|_| {
                 Ok(PeerVector {
                     gsi: routing.allocate()?,
-                    irqfd: Irqfd::new(vm.vm().clone(), ioctls.clone()),
+                    irqfd: Irqfd::new(hv.clone()),
                 })
             })
             .collect::<Result<Vec<_>, irqfd_routes::Error>>()?;
@@ -160,6 +158,7 @@ impl PeerDevice {
             pba_len: msix.pba_len(),
             state: Mutex::new(PeerState {
                 msix,
+                hv,
                 routing,
                 source,
                 vectors,
@@ -238,15 +237,14 @@ impl PeerState {
             .map_err(|e| Error::Check(format!("entry {vector}: {e}")))?;
         let message = entry.message();
         let gsi = self.vector(vector)?.0.gsi;
-        self.routing.unstage(gsi)?;
         self.routing.stage(
             gsi,
-            irqfd_routes::MsiMessage {
-                address: message.address,
-                data: message.data,
-            },
+            irqfd_routes::MsiMessage::new(message.address, message.data),
         )?;
-        self.routing.commit()?;
+        // One KVM_SET_GSI_ROUTING of the whole table, changed or not.
+        self.hv
+            .set_gsi_routing(&self.routing.entries())
+            .map_err(|e| Error::Check(format!("KVM_SET_GSI_ROUTING: {e}")))?;
         Ok(())
     }
 
@@ -371,8 +369,8 @@ pub struct PeerRig {
     pub device: Arc<PeerDevice>,
     /// The device's interrupt source (shared with the device).
     pub source: SoftwareSource,
-    /// KVM ioctl counters of routes and irqfds.
-    pub ioctls: Arc<IoctlCounters>,
+    /// The VM's hypervisor calls, counted.
+    pub hv: Arc<CountingVm<KvmVm>>,
     /// The guest.
     pub vm: TestVm,
     /// Guest physical address of the table.
@@ -383,7 +381,7 @@ impl PeerRig {
     /// Boots a guest and wires a `vectors`-entry device handled by `model`.
     pub fn new(model: PeerModel, vectors: u16, watchdog: Duration) -> Result<PeerRig, Error> {
         let vm = TestVm::new(VmConfig { vcpus: 1, watchdog })?;
-        let ioctls = Arc::new(IoctlCounters::default());
+        let hv = Arc::new(CountingVm::new(KvmVm::new(vm.vm().clone())));
         let source = SoftwareSource::new(vectors)?;
         let table_gpa = BAR_GPA;
         // The PBA on the page after the table, as our accelerator lays it out.
@@ -393,7 +391,7 @@ impl PeerRig {
             model,
             &vm,
             source.clone(),
-            ioctls.clone(),
+            hv.clone(),
             table_gpa,
             pba_gpa,
         )?);
@@ -401,7 +399,7 @@ impl PeerRig {
         Ok(PeerRig {
             device,
             source,
-            ioctls,
+            hv,
             vm,
             table_gpa,
         })

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use irqfd_routes::IoctlCounts;
+use msix_hypervisor::IoctlCounts;
 use serde::Serialize;
 use testvm::{Program, TestVm, Width};
 use vfio_vectors::software::SoftwareSource;
@@ -45,7 +45,7 @@ impl Target for Rig {
         &self.source
     }
     fn ioctls(&self) -> IoctlCounts {
-        self.ioctls.snapshot()
+        Rig::ioctls(self)
     }
     fn entry(&self, e: u16, offset: u64) -> u64 {
         Rig::entry(self, e, offset)
@@ -54,8 +54,8 @@ impl Target for Rig {
         Ok(self.accel.write_message_control(MSIX_ENABLE)?)
     }
     fn settle(&self) -> Result<(), Error> {
-        self.accel.service_fast_path()?;
-        match self.accel.last_error() {
+        self.accel.service_fast_path();
+        match self.take_events().first() {
             Some(e) => Err(Error::Check(format!("accelerator: {e}"))),
             None => Ok(()),
         }
@@ -70,7 +70,7 @@ impl Target for PeerRig {
         &self.source
     }
     fn ioctls(&self) -> IoctlCounts {
-        self.ioctls.snapshot()
+        self.hv.counts()
     }
     fn entry(&self, e: u16, offset: u64) -> u64 {
         self.table_gpa + u64::from(e) * 16 + offset

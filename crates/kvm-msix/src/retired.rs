@@ -1,0 +1,142 @@
+//! Ioeventfd registrations waiting to be undone: unregistering one waits for
+//! an SRCU grace period (milliseconds each on KVM), so a BAR move or a
+//! decode-off must not do it under the device's lock.
+
+use std::collections::VecDeque;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use msix_hypervisor::MsixVm;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::{Error, Result};
+
+/// One unmask ioeventfd no longer part of a placement.
+#[derive(Debug)]
+pub struct Retired {
+    /// The address it is registered at (an entry's Vector Control).
+    pub gpa: u64,
+    /// Its eventfd.
+    pub fd: EventFd,
+}
+
+/// The queue of retired unmask ioeventfds of one device. A placement
+/// retires its registrations here in one step and may reclaim one at the
+/// same address (a decode-off then decode-on at the same BAR address); a
+/// servicer undoes them one at a time without any lock held across the
+/// hypervisor call. [`RetiredIoevents::notify_fd`] is readable while work
+/// waits.
+#[derive(Debug)]
+pub struct RetiredIoevents {
+    vm: Arc<dyn MsixVm>,
+    state: Mutex<Queue>,
+    /// Signalled when an unregistration in flight completes.
+    landed: Condvar,
+    notify: EventFd,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Retired>,
+    /// The address being unregistered right now, outside the lock.
+    in_flight: Option<u64>,
+}
+
+fn lock(q: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    // Whole items are pushed and popped: consistent after any panic.
+    q.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RetiredIoevents {
+    /// An empty queue for `vm`'s registrations.
+    pub fn new(vm: Arc<dyn MsixVm>) -> Result<Self> {
+        Ok(RetiredIoevents {
+            vm,
+            state: Mutex::new(Queue::default()),
+            landed: Condvar::new(),
+            notify: EventFd::new(libc::EFD_NONBLOCK).map_err(Error::Event)?,
+        })
+    }
+
+    /// Queues `items` for unregistration.
+    pub fn retire(&self, items: Vec<Retired>) {
+        if items.is_empty() {
+            return;
+        }
+        lock(&self.state).items.extend(items);
+        // A full counter only means the servicer is already due to wake.
+        let _ = self.notify.write(1);
+    }
+
+    /// Takes back the registration at `gpa` if it is still queued: it stays
+    /// registered and its eventfd is returned (drained: a write while it was
+    /// retired was not an unmask of the new placement). When that address
+    /// is being unregistered right now, waits for it (one grace period at
+    /// most) and returns `None`: the address is then free to register again.
+    pub fn reclaim(&self, gpa: u64) -> Option<EventFd> {
+        let mut state = lock(&self.state);
+        while state.in_flight == Some(gpa) {
+            state = self
+                .landed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let at = state.items.iter().position(|r| r.gpa == gpa)?;
+        let item = state.items.remove(at)?;
+        drop(state);
+        let _ = item.fd.read();
+        Some(item.fd)
+    }
+
+    /// Registrations waiting.
+    pub fn pending(&self) -> usize {
+        lock(&self.state).items.len()
+    }
+
+    /// Unregisters the oldest waiting registration; `None` when none waits.
+    /// The queue's lock is not held across the hypervisor call.
+    pub fn undo_one(&self) -> Option<Result<()>> {
+        let item = {
+            let mut state = lock(&self.state);
+            let item = state.items.pop_front()?;
+            state.in_flight = Some(item.gpa);
+            item
+        };
+        let result = self
+            .vm
+            .unregister_ioeventfd(&item.fd, item.gpa, 0)
+            .map_err(|e| Error::Ioeventfd {
+                op: "deassign",
+                gpa: item.gpa,
+                errno: e.errno,
+            });
+        drop(item);
+        lock(&self.state).in_flight = None;
+        self.landed.notify_all();
+        Some(result)
+    }
+
+    /// Consumes the notification (before undoing what waits, so a retire
+    /// racing with the undo wakes the servicer again).
+    pub fn clear_notification(&self) {
+        let _ = self.notify.read();
+    }
+
+    /// Unregisters everything waiting; the first error is returned after
+    /// every registration was tried.
+    pub fn undo_all(&self) -> Result<()> {
+        self.clear_notification();
+        let mut first = None;
+        while let Some(result) = self.undo_one() {
+            if let Err(e) = result {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Readable while registrations wait (consumed by [`RetiredIoevents::undo_all`]).
+    pub fn notify_fd(&self) -> RawFd {
+        self.notify.as_raw_fd()
+    }
+}

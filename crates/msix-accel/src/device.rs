@@ -1,0 +1,199 @@
+//! [`Device`]: everything one accelerator holds under its lock, and the
+//! operations every entry point shares (service absorbed unmasks, apply a
+//! model change, keep the shadow in step, read pending bits).
+
+use std::sync::Arc;
+
+use irqfd_routes::{eventfd_pending, RouteState, SharedRouting};
+use kvm_msix::TablePlacement;
+use msix_hypervisor::MsiMessage;
+use msix_model::{Change, MsixModel};
+use vfio_vectors::MsixSource;
+
+use crate::plan::{plan, VectorView};
+use crate::report::Reporter;
+use crate::stats::Counters;
+use crate::vector::{MaskPath, Vector};
+use crate::{EventKind, Result};
+
+#[derive(Debug)]
+pub(crate) struct Device {
+    pub(crate) model: MsixModel,
+    pub(crate) placement: TablePlacement,
+    pub(crate) routes: SharedRouting,
+    pub(crate) source: Box<dyn MsixSource>,
+    pub(crate) vectors: Vec<Vector>,
+    pub(crate) source_masking: bool,
+    /// Device ID carried by every MSI route (GICv3 ITS); None on x86.
+    pub(crate) msi_devid: Option<u32>,
+    pub(crate) reporter: Reporter,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// What a run of the executor left behind.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// The first failure, for host-API callers that return it.
+    pub(crate) first_error: Option<crate::Error>,
+}
+
+impl Device {
+    /// The message the hypervisor must route for `vector`: its entry's, with
+    /// the device's ID when it has one.
+    pub(crate) fn route_message(&self, vector: u16) -> Result<MsiMessage> {
+        let m = self.model.entry(vector)?.message();
+        Ok(MsiMessage {
+            address: m.address,
+            data: m.data,
+            devid: self.msi_devid,
+        })
+    }
+
+    /// Where `vector`'s route stands in the VM's table.
+    pub(crate) fn route_state(&self, vector: u16) -> RouteState {
+        match self.vectors.get(usize::from(vector)).and_then(|v| v.gsi) {
+            Some(gsi) => self.routes.state(gsi),
+            None => RouteState::None,
+        }
+    }
+
+    fn view(&self, vector: u16) -> VectorView {
+        let masked = self.model.is_masked(vector).unwrap_or(true);
+        let delivering = self
+            .vectors
+            .get(usize::from(vector))
+            .is_some_and(|v| v.mask == MaskPath::Unmasked);
+        let route_current = match (self.route_state(vector), self.route_message(vector)) {
+            (RouteState::Committed(held), Ok(wanted)) => held == wanted,
+            _ => false,
+        };
+        VectorView {
+            masked,
+            delivering,
+            route_current,
+        }
+    }
+
+    /// Plans and carries out `changes` (plus the vectors left to retry).
+    /// Failures are contained and reported; the outcome carries the first.
+    pub(crate) fn apply(&mut self, changes: &[Change]) -> Outcome {
+        let retry: Vec<u16> = self
+            .vectors
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.retry)
+            .map(|(i, _)| i as u16)
+            .collect();
+        if changes.is_empty() && retry.is_empty() {
+            return Outcome::default();
+        }
+        let steps = plan(changes, &retry, |v| self.view(v));
+        self.execute(&steps)
+    }
+
+    /// Services the unmasks the ioeventfds absorbed: the guest wrote 0 to
+    /// each such entry's Vector Control, which now applies to the model.
+    /// Returns how many there were.
+    pub(crate) fn service_unmasks(&mut self) -> usize {
+        let mut ready = Vec::new();
+        if let Err(e) = self.placement.unmask_events().ready(&mut ready) {
+            self.reporter.report(
+                None,
+                EventKind::FastPathFailed,
+                None,
+                format!("reading the unmask eventfds: {e}"),
+            );
+            return 0;
+        }
+        if ready.is_empty() {
+            // Vectors left to retry still get their chance at every exit.
+            if self.vectors.iter().any(|v| v.retry) {
+                self.apply(&[]);
+            }
+            return 0;
+        }
+        self.reporter.clear(EventKind::FastPathFailed);
+        ready.sort_unstable();
+        let mut changes = Vec::new();
+        let mut serviced = Vec::new();
+        for vector in ready {
+            if matches!(self.placement.unmask_events().drain(vector), Ok(true)) {
+                Counters::bump(&self.counters.fast_path_unmasks);
+                let offset = u64::from(vector) * 16 + 12;
+                changes.extend(self.model.write_table(offset, &0u32.to_le_bytes()));
+                serviced.push(vector);
+            }
+        }
+        self.apply(&changes);
+        for &v in &serviced {
+            self.sync_shadow(v);
+        }
+        serviced.len()
+    }
+
+    /// Copies `vector`'s entry from the model into the shadow the guest
+    /// reads; a failure is reported (the shadow is plain memory: it does not
+    /// fail unless the vector is out of range).
+    pub(crate) fn sync_shadow(&mut self, vector: u16) {
+        let result = self
+            .model
+            .entry(vector)
+            .map_err(crate::Error::from)
+            .and_then(|e| {
+                self.placement
+                    .shadow()
+                    .store_entry(
+                        vector,
+                        [e.address_lo, e.address_hi, e.data, e.vector_control],
+                    )
+                    .map_err(crate::Error::from)
+            });
+        if let Err(e) = result {
+            self.reporter
+                .report(Some(vector), EventKind::ShadowFailed, None, e.to_string());
+        }
+    }
+
+    /// Every entry into the shadow.
+    pub(crate) fn sync_all_shadows(&mut self) {
+        for v in 0..self.model.table_size() {
+            self.sync_shadow(v);
+        }
+    }
+
+    /// Whether `vector` holds an interrupt: the source's latch or the
+    /// eventfd's count, read without consuming it.
+    pub(crate) fn pending_at(&self, vector: u16, path: MaskPath) -> Result<bool> {
+        Ok(match path {
+            MaskPath::Unmasked => false,
+            MaskPath::Source => self.source.pending(vector)?,
+            MaskPath::IrqfdDetached => eventfd_pending(self.source.trigger(vector)?)?,
+        })
+    }
+
+    /// The PBA bit of `vector`: an interrupt held while it is masked, or
+    /// while it cannot deliver (route refused, no GSI).
+    pub(crate) fn pending(&self, vector: u16) -> Result<bool> {
+        let path = self
+            .vectors
+            .get(usize::from(vector))
+            .map(|v| v.mask)
+            .ok_or(msix_model::Error::VectorOutOfRange {
+                vector,
+                table_size: self.model.table_size(),
+            })?;
+        self.pending_at(vector, path)
+    }
+
+    /// Sets the model's pending bits for the vectors a PBA access covers.
+    pub(crate) fn refresh_pending(&mut self, offset: u64, len: usize) -> Result<()> {
+        let size = u64::from(self.model.table_size());
+        let first = (offset / 8) * 64;
+        let last = ((offset + len.max(1) as u64 - 1) / 8) * 64 + 63;
+        for v in first..=last.min(size.saturating_sub(1)) {
+            let p = self.pending(v as u16)?;
+            self.model.set_pending(v as u16, p)?;
+        }
+        Ok(())
+    }
+}

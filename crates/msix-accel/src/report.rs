@@ -1,0 +1,60 @@
+//! Reporting contained trouble once per occurrence: an event goes to the
+//! VMM's sink the first time a (vector, kind) condition is met, and again
+//! only after the vector reached the state the model wants.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::stats::Counters;
+use crate::{AccelEvent, EventKind, EventSink};
+
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    device: u32,
+    sink: Arc<dyn EventSink>,
+    counters: Arc<Counters>,
+    /// Conditions reported and not yet cleared.
+    open: BTreeSet<(Option<u16>, EventKind)>,
+}
+
+impl Reporter {
+    pub(crate) fn new(device: u32, sink: Arc<dyn EventSink>, counters: Arc<Counters>) -> Self {
+        Reporter {
+            device,
+            sink,
+            counters,
+            open: BTreeSet::new(),
+        }
+    }
+
+    /// Reports `kind` for `vector` unless that condition is already open.
+    pub(crate) fn report(
+        &mut self,
+        vector: Option<u16>,
+        kind: EventKind,
+        errno: Option<i32>,
+        detail: String,
+    ) {
+        if !self.open.insert((vector, kind)) {
+            return;
+        }
+        self.counters.count_event(kind);
+        self.sink.event(AccelEvent {
+            device: self.device,
+            vector,
+            kind,
+            errno,
+            detail,
+        });
+    }
+
+    /// The vector is where the model wants it: its conditions are over.
+    pub(crate) fn clear_vector(&mut self, vector: u16) {
+        self.open.retain(|(v, _)| *v != Some(vector));
+    }
+
+    /// A device-wide condition is over.
+    pub(crate) fn clear(&mut self, kind: EventKind) {
+        self.open.remove(&(None, kind));
+    }
+}
