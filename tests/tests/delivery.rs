@@ -43,6 +43,7 @@ impl Bench {
         let vm = TestVm::new(VmConfig {
             vcpus,
             watchdog: Duration::from_secs(10),
+            ..VmConfig::default()
         })
         .expect("guest boots");
         let hv = Arc::new(CountingVm::new(KvmVm::new(vm.vm().clone())));

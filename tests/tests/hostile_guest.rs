@@ -12,7 +12,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use msix_accel::{AccelConfig, MaskPath, Policy, RouteState};
+use msix_accel::{AccelConfig, EventKind, MaskPath, Policy, RouteState};
 use msix_bench::rig::{Rig, RigConfig, TABLE_MEMSLOT};
 use msix_model::{MsixModel, MsixState};
 use testvm::{Program, ResultSlot, TestVm, Width};
@@ -89,6 +89,7 @@ fn rig(policy: Policy, maskable: bool, vcpus: u8) -> Rig {
         policy,
         maskable,
         watchdog: Duration::from_secs(10),
+        ..RigConfig::default()
     })
     .expect("rig boots")
 }
@@ -297,6 +298,17 @@ fn assert_consistent(r: &Rig, what: &str) {
     }
 }
 
+/// The only trouble a hostile guest may cause is its own: messages KVM
+/// refuses (with the x2APIC API, an address with bits 39:32 set), each
+/// reported as such for the vector concerned.
+fn assert_only_refused_routes(r: &Rig, what: &str) {
+    for e in r.take_events() {
+        assert_eq!(e.kind, EventKind::RouteRejected, "{what}: {e}");
+        assert!(e.vector.is_some_and(|v| v < VECTORS), "{what}: {e}");
+        assert_eq!(e.errno, Some(libc::EINVAL), "{what}: {e}");
+    }
+}
+
 /// Runs random programs on every vCPU in rounds for [`SOAK`] while the
 /// device storms and the host flips Message Control. With one vCPU the final
 /// state must equal the reference model's; with more, the accesses of the
@@ -343,7 +355,7 @@ fn soak(policy: Policy, maskable: bool, vcpus: u8) {
                 reference.write_message_control(control);
             }
         }
-        assert_eq!(r.take_events(), vec![], "{what}: round {rounds}");
+        assert_only_refused_routes(&r, &format!("{what}: round {rounds}"));
         rounds += 1;
     }
     let report = storm.stop();
@@ -371,7 +383,7 @@ fn soak(policy: Policy, maskable: bool, vcpus: u8) {
     if std::env::var_os("HOSTILE_VERBOSE").is_some() {
         eprintln!("{what}: {rounds} rounds, {stats:?}, {} fires", report.total);
     }
-    assert_eq!(r.take_events(), vec![], "{what}");
+    assert_only_refused_routes(&r, &what);
     assert_consistent(&r, &what);
     if vcpus == 1 {
         assert_eq!(
@@ -506,7 +518,7 @@ fn guest_reads_see_exactly_what_the_model_says() {
                 without_pending(reference.snapshot()),
                 "{what}"
             );
-            assert_eq!(r.take_events(), vec![], "{what}");
+            assert_only_refused_routes(&r, &what);
         }
     }
 }

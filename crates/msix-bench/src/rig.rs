@@ -34,6 +34,9 @@ pub struct RigConfig {
     pub maskable: bool,
     /// Watchdog for every wait on the guest.
     pub watchdog: Duration,
+    /// KVM_CAP_X2APIC_API as cloud-hypervisor enables it (see
+    /// [`testvm::VmConfig::x2apic_api`]).
+    pub x2apic_api: bool,
 }
 
 impl Default for RigConfig {
@@ -44,6 +47,7 @@ impl Default for RigConfig {
             policy: Policy::Fast,
             maskable: false,
             watchdog: Duration::from_secs(10),
+            x2apic_api: true,
         }
     }
 }
@@ -88,6 +92,7 @@ impl Rig {
         let vm = TestVm::new(VmConfig {
             vcpus: config.vcpus,
             watchdog: config.watchdog,
+            x2apic_api: config.x2apic_api,
         })?;
         let hv = Arc::new(CountingVm::new(FaultyVm::new(KvmVm::new(vm.vm().clone()))));
         let routes = GsiRouting::new(hv.clone(), IrqchipRoutes::X86KernelIrqchip)?.into_shared();

@@ -33,6 +33,11 @@ pub struct VmConfig {
     pub vcpus: u8,
     /// How long any wait on the guest may take before the watchdog fails it.
     pub watchdog: Duration,
+    /// Enable KVM_CAP_X2APIC_API with 32-bit APIC IDs and the broadcast
+    /// quirk off, as cloud-hypervisor runs KVM (the default). KVM then
+    /// refuses MSI routes whose address has bits 39:32 set (they would be
+    /// destination ID bits), which a hostile guest can write.
+    pub x2apic_api: bool,
 }
 
 impl Default for VmConfig {
@@ -40,6 +45,7 @@ impl Default for VmConfig {
         VmConfig {
             vcpus: 1,
             watchdog: Duration::from_secs(10),
+            x2apic_api: true,
         }
     }
 }
@@ -212,6 +218,9 @@ impl TestVm {
             .map_err(|e| Error::kvm("KVM_CREATE_VM", e))?;
         vm.create_irq_chip()
             .map_err(|e| Error::kvm("KVM_CREATE_IRQCHIP", e))?;
+        if config.x2apic_api {
+            enable_x2apic_api(&vm)?;
+        }
         let ram = GuestRam::new(RAM_SIZE)?;
         let region = kvm_userspace_memory_region {
             slot: RAM_SLOT,
@@ -592,6 +601,21 @@ impl TestVm {
             }
         }
     }
+}
+
+/// KVM_CAP_X2APIC_API: 32-bit x2APIC IDs in MSI routes and no broadcast
+/// quirk. Before any vCPU exists.
+fn enable_x2apic_api(vm: &VmFd) -> Result<()> {
+    let mut cap = kvm_bindings::kvm_enable_cap {
+        cap: kvm_bindings::KVM_CAP_X2APIC_API,
+        ..Default::default()
+    };
+    cap.args[0] = u64::from(
+        kvm_bindings::KVM_X2APIC_API_USE_32BIT_IDS
+            | kvm_bindings::KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+    );
+    vm.enable_cap(&cap)
+        .map_err(|e| Error::kvm("KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)", e))
 }
 
 fn stopped_error(vcpu: u8, reason: &str) -> Error {

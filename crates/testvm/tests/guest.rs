@@ -42,6 +42,7 @@ fn vm(vcpus: u8) -> TestVm {
     TestVm::new(VmConfig {
         vcpus,
         watchdog: Duration::from_secs(10),
+        ..VmConfig::default()
     })
     .expect("test guest boots")
 }
@@ -133,6 +134,7 @@ fn watchdog_fails_a_program_that_never_finishes() {
     let vm = TestVm::new(VmConfig {
         vcpus: 1,
         watchdog: Duration::from_millis(300),
+        ..VmConfig::default()
     })
     .unwrap();
     let mut p = Program::new();

@@ -230,6 +230,7 @@ impl Subject {
                 policy,
                 maskable,
                 watchdog,
+                ..RigConfig::default()
             })?),
             Subject::Peer(model) => Box::new(PeerRig::new(model, vectors, watchdog)?),
         })

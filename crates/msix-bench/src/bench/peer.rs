@@ -380,7 +380,11 @@ pub struct PeerRig {
 impl PeerRig {
     /// Boots a guest and wires a `vectors`-entry device handled by `model`.
     pub fn new(model: PeerModel, vectors: u16, watchdog: Duration) -> Result<PeerRig, Error> {
-        let vm = TestVm::new(VmConfig { vcpus: 1, watchdog })?;
+        let vm = TestVm::new(VmConfig {
+            vcpus: 1,
+            watchdog,
+            ..VmConfig::default()
+        })?;
         let hv = Arc::new(CountingVm::new(KvmVm::new(vm.vm().clone())));
         let source = SoftwareSource::new(vectors)?;
         let table_gpa = BAR_GPA;
