@@ -1,5 +1,5 @@
-//! A test rig: a real KVM guest with one accelerated MSI-X device on the
-//! software source, wired as a VMM would wire it.
+//! A test rig: a real KVM guest with accelerated MSI-X devices on software
+//! sources, wired as a VMM would wire them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +12,16 @@ use testvm::{MmioHandler, TestVm, VmConfig};
 use crate::Error;
 use vfio_vectors::software::SoftwareSource;
 
-/// Guest physical address of the device's MSI-X BAR.
+/// Guest physical address of device 0's MSI-X BAR.
 pub const BAR_GPA: u64 = 0xFE00_0000;
-/// Memslot of the table shadow (testvm's RAM is slot 0).
+/// Distance between the BARs of consecutive devices (a 2048-entry table
+/// and its PBA take 36 KiB).
+pub const BAR_STRIDE: u64 = 0x10_0000;
+/// Memslot of device 0's table shadow (testvm's RAM is slot 0); device k
+/// uses `TABLE_MEMSLOT + k`.
 pub const TABLE_MEMSLOT: u32 = 1;
+/// Most devices a rig holds.
+pub const MAX_DEVICES: u8 = 4;
 
 /// The hypervisor stack of a rig: KVM, with faults injectable, every call
 /// counted (injected failures included).
@@ -24,7 +30,9 @@ pub type RigVm = CountingVm<FaultyVm<KvmVm>>;
 /// How to build a rig.
 #[derive(Clone, Copy, Debug)]
 pub struct RigConfig {
-    /// MSI-X table size.
+    /// Devices in the VM, 1..=[`MAX_DEVICES`], sharing its routing table.
+    pub devices: u8,
+    /// MSI-X table size of each device.
     pub vectors: u16,
     /// Guest vCPUs.
     pub vcpus: u8,
@@ -42,6 +50,7 @@ pub struct RigConfig {
 impl Default for RigConfig {
     fn default() -> Self {
         RigConfig {
+            devices: 1,
             vectors: 8,
             vcpus: 1,
             policy: Policy::Fast,
@@ -52,43 +61,76 @@ impl Default for RigConfig {
     }
 }
 
-struct AccelMmio(Arc<MsixAccelerator>);
+/// The VM's MMIO exits go to whichever device claims the address.
+struct AccelMmio(Vec<Arc<MsixAccelerator>>);
 
 impl MmioHandler for AccelMmio {
     fn mmio_read(&self, _vcpu: u8, addr: u64, data: &mut [u8]) -> bool {
-        self.0.mmio_read(addr, data)
+        self.0.iter().any(|a| a.mmio_read(addr, data))
     }
     fn mmio_write(&self, _vcpu: u8, addr: u64, data: &[u8]) -> bool {
-        self.0.mmio_write(addr, data)
+        self.0.iter().any(|a| a.mmio_write(addr, data))
     }
 }
 
-/// A guest, an accelerated device on a software source, and the service
-/// thread. Fields drop in order: service, accelerator, then the guest.
+/// One accelerated device of a rig.
 #[derive(Debug)]
-pub struct Rig {
-    service: Option<ServiceThread>,
+pub struct RigDevice {
     /// The accelerator.
     pub accel: Arc<MsixAccelerator>,
-    /// The device's interrupt source (a clone shared with the accelerator).
+    /// Its interrupt source (a clone shared with the accelerator).
     pub source: SoftwareSource,
-    /// The VM's routing table.
-    pub routes: SharedRouting,
-    /// The VM's hypervisor calls: counted, and failable on purpose.
-    pub hv: Arc<RigVm>,
     /// What the accelerator reported.
     pub events: Arc<EventLog>,
-    /// The guest.
-    pub vm: TestVm,
     /// Guest physical address of the table.
     pub table_gpa: u64,
     /// Guest physical address of the PBA.
     pub pba_gpa: u64,
 }
 
+impl RigDevice {
+    /// Guest physical address of entry `e`'s dword at `offset`.
+    pub fn entry(&self, e: u16, offset: u64) -> u64 {
+        self.table_gpa + u64::from(e) * 16 + offset
+    }
+}
+
+/// A guest, accelerated devices on software sources sharing the VM's
+/// routing table, and one service thread. Device 0 is also reachable
+/// through the single-device fields. Fields drop in order: service,
+/// accelerators, then the guest.
+#[derive(Debug)]
+pub struct Rig {
+    service: Option<ServiceThread>,
+    /// Device 0's accelerator.
+    pub accel: Arc<MsixAccelerator>,
+    /// Device 0's interrupt source (a clone shared with the accelerator).
+    pub source: SoftwareSource,
+    /// Every device, device 0 first.
+    pub devices: Vec<RigDevice>,
+    /// The VM's routing table.
+    pub routes: SharedRouting,
+    /// The VM's hypervisor calls: counted, and failable on purpose.
+    pub hv: Arc<RigVm>,
+    /// What device 0 reported.
+    pub events: Arc<EventLog>,
+    /// The guest.
+    pub vm: TestVm,
+    /// Guest physical address of device 0's table.
+    pub table_gpa: u64,
+    /// Guest physical address of device 0's PBA.
+    pub pba_gpa: u64,
+}
+
 impl Rig {
-    /// Boots the guest and wires the device.
+    /// Boots the guest and wires the devices.
     pub fn new(config: RigConfig) -> Result<Rig, Error> {
+        if !(1..=MAX_DEVICES).contains(&config.devices) {
+            return Err(Error::Check(format!(
+                "{} devices: a rig holds 1 to {MAX_DEVICES}",
+                config.devices
+            )));
+        }
         let vm = TestVm::new(VmConfig {
             vcpus: config.vcpus,
             watchdog: config.watchdog,
@@ -96,42 +138,58 @@ impl Rig {
         })?;
         let hv = Arc::new(CountingVm::new(FaultyVm::new(KvmVm::new(vm.vm().clone()))));
         let routes = GsiRouting::new(hv.clone(), IrqchipRoutes::X86KernelIrqchip)?.into_shared();
-        let source = if config.maskable {
-            SoftwareSource::maskable(config.vectors)?
-        } else {
-            SoftwareSource::new(config.vectors)?
-        };
-        let accel_config = AccelConfig::new(config.vectors, 0, TABLE_MEMSLOT)
-            .with_policy(config.policy)
-            .with_source_masking(config.maskable);
-        let table_gpa = BAR_GPA + u64::from(accel_config.table.offset);
-        let pba_gpa = BAR_GPA + u64::from(accel_config.pba.offset);
-        let events = Arc::new(EventLog::new());
-        let accel = Arc::new(MsixAccelerator::new(
-            hv.clone(),
-            routes.clone(),
-            Box::new(source.clone()),
-            accel_config,
-            events.clone(),
-        )?);
+        let mut devices = Vec::new();
+        for k in 0..config.devices {
+            let source = if config.maskable {
+                SoftwareSource::maskable(config.vectors)?
+            } else {
+                SoftwareSource::new(config.vectors)?
+            };
+            let accel_config = AccelConfig::new(config.vectors, 0, TABLE_MEMSLOT + u32::from(k))
+                .with_policy(config.policy)
+                .with_source_masking(config.maskable)
+                .with_device_id(u32::from(k));
+            let bar = BAR_GPA + u64::from(k) * BAR_STRIDE;
+            let events = Arc::new(EventLog::new());
+            let accel = Arc::new(MsixAccelerator::new(
+                hv.clone(),
+                routes.clone(),
+                Box::new(source.clone()),
+                accel_config,
+                events.clone(),
+            )?);
+            devices.push(RigDevice {
+                accel,
+                source,
+                events,
+                table_gpa: bar + u64::from(accel_config.table.offset),
+                pba_gpa: bar + u64::from(accel_config.pba.offset),
+            });
+        }
+        let accels: Vec<Arc<MsixAccelerator>> = devices.iter().map(|d| d.accel.clone()).collect();
         // The servicer first: a table under `fast` needs one.
-        let service = ServiceThread::spawn(std::slice::from_ref(&accel))?;
-        accel.place(table_gpa, pba_gpa)?;
-        vm.set_mmio_handler(Arc::new(AccelMmio(accel.clone())));
+        let service = ServiceThread::spawn(&accels)?;
+        for d in &devices {
+            d.accel.place(d.table_gpa, d.pba_gpa)?;
+        }
+        vm.set_mmio_handler(Arc::new(AccelMmio(accels)));
+        let first = &devices[0];
         Ok(Rig {
             service: Some(service),
-            accel,
-            source,
+            accel: first.accel.clone(),
+            source: first.source.clone(),
+            events: first.events.clone(),
+            table_gpa: first.table_gpa,
+            pba_gpa: first.pba_gpa,
+            devices,
             routes,
             hv,
-            events,
             vm,
-            table_gpa,
-            pba_gpa,
         })
     }
 
-    /// Guest physical address of entry `e`'s dword at `offset` (0, 4, 8, 12).
+    /// Guest physical address of device 0's entry `e`'s dword at `offset`
+    /// (0, 4, 8, 12).
     pub fn entry(&self, e: u16, offset: u64) -> u64 {
         self.table_gpa + u64::from(e) * 16 + offset
     }
@@ -146,9 +204,14 @@ impl Rig {
         self.hv.inner()
     }
 
-    /// Takes the events the accelerator reported so far.
+    /// Takes the events device 0 reported so far.
     pub fn take_events(&self) -> Vec<AccelEvent> {
         self.events.take()
+    }
+
+    /// Takes the events every device reported so far.
+    pub fn take_all_events(&self) -> Vec<AccelEvent> {
+        self.devices.iter().flat_map(|d| d.events.take()).collect()
     }
 
     /// Stops the service thread (a table under `fast` is then placed again
