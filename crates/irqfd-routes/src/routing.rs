@@ -103,11 +103,12 @@ pub trait MsiRouteTable: Send + Sync + std::fmt::Debug {
     /// Whether staged changes wait for a commit.
     fn is_dirty(&self) -> bool;
 
-    /// Sends the whole table when dirty. When the hypervisor refuses it,
-    /// the routes staged since the last commit are isolated: the refused
-    /// ones are taken out (and reported), the rest committed, so one bad
-    /// route never blocks the VM's others. [`Error::SetGsiRouting`] only
-    /// when the table fails without any newly staged route.
+    /// Sends the whole table when dirty. When the hypervisor refuses it as
+    /// invalid (EINVAL), the routes staged since the last commit are
+    /// isolated: the refused ones are taken out (and reported), the rest
+    /// committed, so one bad route never blocks the VM's others.
+    /// [`Error::SetGsiRouting`] when the table fails without any newly
+    /// staged route, or with another errno (the table then stays dirty).
     fn commit(&self) -> Result<Commit>;
 
     /// Where `gsi`'s route stands.
@@ -346,8 +347,10 @@ impl MsiRouteTable for GsiRouting {
         };
         let outcome = match self.send(&staged) {
             Ok(()) => Ok((staged.clone(), 1, Vec::new())),
-            Err(Error::SetGsiRouting { errno, .. }) => {
-                isolate_rejected(self, &staged, &committed, errno)
+            // KVM refuses a route it does not accept with EINVAL; any other
+            // errno is about the call, not a route, and the table stays dirty.
+            Err(Error::SetGsiRouting { errno, .. }) if errno == libc::EINVAL => {
+                isolate_rejected(self, &staged, &committed)
             }
             Err(e) => Err(e),
         };

@@ -88,6 +88,11 @@ impl RetiredIoevents {
         Some(item.fd)
     }
 
+    /// Whether an unregistration is being made right now.
+    pub fn in_flight(&self) -> bool {
+        lock(&self.state).in_flight.is_some()
+    }
+
     /// Registrations waiting.
     pub fn pending(&self) -> usize {
         lock(&self.state).items.len()

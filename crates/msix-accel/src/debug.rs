@@ -86,4 +86,9 @@ impl<'a> AccelDebug<'a> {
     pub fn retired_pending(&self) -> usize {
         self.accel.lock().placement.retired().pending()
     }
+
+    /// Whether a retired unmask ioeventfd is being undone right now.
+    pub fn retiring(&self) -> bool {
+        self.accel.lock().placement.retired().in_flight()
+    }
 }

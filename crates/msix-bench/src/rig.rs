@@ -108,8 +108,10 @@ pub struct Rig {
     pub source: SoftwareSource,
     /// Every device, device 0 first.
     pub devices: Vec<RigDevice>,
-    /// The VM's routing table.
+    /// The VM's routing table, as the devices share it.
     pub routes: SharedRouting,
+    /// The same table, for looking inside (allocated GSIs, staged routes).
+    pub table: Arc<GsiRouting>,
     /// The VM's hypervisor calls: counted, and failable on purpose.
     pub hv: Arc<RigVm>,
     /// What device 0 reported.
@@ -137,7 +139,11 @@ impl Rig {
             x2apic_api: config.x2apic_api,
         })?;
         let hv = Arc::new(CountingVm::new(FaultyVm::new(KvmVm::new(vm.vm().clone()))));
-        let routes = GsiRouting::new(hv.clone(), IrqchipRoutes::X86KernelIrqchip)?.into_shared();
+        let table = Arc::new(GsiRouting::new(
+            hv.clone(),
+            IrqchipRoutes::X86KernelIrqchip,
+        )?);
+        let routes: SharedRouting = table.clone();
         let mut devices = Vec::new();
         for k in 0..config.devices {
             let source = if config.maskable {
@@ -183,6 +189,7 @@ impl Rig {
             pba_gpa: first.pba_gpa,
             devices,
             routes,
+            table,
             hv,
             vm,
         })
