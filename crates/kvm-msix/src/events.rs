@@ -1,4 +1,11 @@
-//! The per-entry unmask eventfds (`U[i]`) and the epoll set over them.
+//! The per-entry unmask eventfds (`U[i]`) and the epoll sets over them.
+//!
+//! A placement's eventfds live in an [`UnmaskSet`] (one epoll set over
+//! them), built and registered before the device's lock is taken; the
+//! device's [`UnmaskEvents`] holds the current set behind one stable epoll
+//! fd that a service thread waits on, and swaps sets in two `epoll_ctl`
+//! calls when the table moves. A signal from an old address never reaches
+//! a new placement.
 
 use std::os::unix::io::{AsRawFd, RawFd};
 
@@ -7,23 +14,19 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::{Error, Result};
 
-/// Up to one non-blocking eventfd per entry, signalled by KVM when the guest
-/// writes 0 to that entry's Vector Control, and one level-triggered epoll
-/// set over all of them: a service thread waits on [`AsRawFd::as_raw_fd`]
-/// and collects every ready entry with [`UnmaskEvents::ready`].
-///
-/// Eventfds are installed per placement and taken out when a placement goes
-/// away, so a signal from an old address never reaches a new placement.
+/// One placement's unmask eventfds, up to one per entry, signalled by the
+/// hypervisor when the guest writes 0 to that entry's Vector Control, in
+/// one level-triggered epoll set.
 #[derive(Debug)]
-pub struct UnmaskEvents {
+pub struct UnmaskSet {
     epoll: Epoll,
     fds: Vec<Option<EventFd>>,
 }
 
-impl UnmaskEvents {
+impl UnmaskSet {
     /// Room for entries `0..count`, none installed.
     pub fn new(count: u16) -> Result<Self> {
-        Ok(UnmaskEvents {
+        Ok(UnmaskSet {
             epoll: Epoll::new().map_err(Error::Event)?,
             fds: (0..count).map(|_| None).collect(),
         })
@@ -59,19 +62,6 @@ impl UnmaskEvents {
         Ok(())
     }
 
-    /// Takes `vector`'s unmask eventfd out (and out of the epoll set).
-    pub fn take(&mut self, vector: u16) -> Option<EventFd> {
-        let fd = self.fds.get_mut(usize::from(vector))?.take()?;
-        // Closing would remove it too; removing now keeps a retired eventfd
-        // that is still signalled from waking the service thread.
-        let _ = self.epoll.ctl(
-            ControlOperation::Delete,
-            fd.as_raw_fd(),
-            EpollEvent::default(),
-        );
-        Some(fd)
-    }
-
     /// The unmask eventfd of `vector`, if it has one.
     pub fn get(&self, vector: u16) -> Option<&EventFd> {
         self.fds.get(usize::from(vector))?.as_ref()
@@ -80,6 +70,73 @@ impl UnmaskEvents {
     /// Entries with an eventfd installed.
     pub fn installed(&self) -> u16 {
         self.fds.iter().filter(|f| f.is_some()).count() as u16
+    }
+
+    /// Every installed eventfd with its entry, emptying the set.
+    pub fn drain_fds(&mut self) -> Vec<(u16, EventFd)> {
+        self.fds
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(v, slot)| slot.take().map(|fd| (v as u16, fd)))
+            .collect()
+    }
+}
+
+/// The device's unmask eventfds: the current [`UnmaskSet`] behind one epoll
+/// fd that stays the same for the device's life (what a servicer watches).
+#[derive(Debug)]
+pub struct UnmaskEvents {
+    outer: Epoll,
+    set: UnmaskSet,
+}
+
+impl UnmaskEvents {
+    /// An empty set of `count` entries behind a new stable epoll fd.
+    pub fn new(count: u16) -> Result<Self> {
+        let outer = Epoll::new().map_err(Error::Event)?;
+        let set = UnmaskSet::new(count)?;
+        Self::watch(&outer, &set)?;
+        Ok(UnmaskEvents { outer, set })
+    }
+
+    fn watch(outer: &Epoll, set: &UnmaskSet) -> Result<()> {
+        outer
+            .ctl(
+                ControlOperation::Add,
+                set.epoll.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, 0),
+            )
+            .map_err(Error::Event)
+    }
+
+    /// Makes `set` the current one and returns the previous one (no longer
+    /// watched).
+    pub fn swap(&mut self, set: UnmaskSet) -> Result<UnmaskSet> {
+        Self::watch(&self.outer, &set)?;
+        let old = std::mem::replace(&mut self.set, set);
+        // Closing would remove it too; removing now keeps retired eventfds
+        // that are still signalled from waking the servicer.
+        let _ = self.outer.ctl(
+            ControlOperation::Delete,
+            old.epoll.as_raw_fd(),
+            EpollEvent::default(),
+        );
+        Ok(old)
+    }
+
+    /// Entries that can hold an unmask eventfd.
+    pub fn capacity(&self) -> u16 {
+        self.set.capacity()
+    }
+
+    /// The unmask eventfd of `vector` in the current set, if any.
+    pub fn get(&self, vector: u16) -> Option<&EventFd> {
+        self.set.get(vector)
+    }
+
+    /// Entries of the current set with an eventfd installed.
+    pub fn installed(&self) -> u16 {
+        self.set.installed()
     }
 
     /// Consumes the unmask signals of `vector`; true when the guest had
@@ -101,7 +158,7 @@ impl UnmaskEvents {
         // On the stack: this runs at the start of every synchronous exit.
         let mut events = [EpollEvent::default(); 64];
         loop {
-            let n = match self.epoll.wait(0, &mut events) {
+            let n = match self.set.epoll.wait(0, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::Event(e)),
@@ -124,7 +181,7 @@ impl UnmaskEvents {
 
 impl AsRawFd for UnmaskEvents {
     fn as_raw_fd(&self) -> RawFd {
-        self.epoll.as_raw_fd()
+        self.outer.as_raw_fd()
     }
 }
 
@@ -136,14 +193,30 @@ mod tests {
         EventFd::new(libc::EFD_NONBLOCK).unwrap()
     }
 
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd that outlives the call; zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) > 0 }
+    }
+
     #[test]
     fn ready_lists_signalled_entries_and_drain_consumes_them() {
-        let mut events = UnmaskEvents::new(4).unwrap();
+        let mut set = UnmaskSet::new(4).unwrap();
         for v in 0..4 {
-            events.install(v, fd()).unwrap();
+            set.install(v, fd()).unwrap();
         }
+        let mut events = UnmaskEvents::new(4).unwrap();
+        events.swap(set).unwrap();
         events.get(1).unwrap().write(1).unwrap();
         events.get(3).unwrap().write(2).unwrap();
+        assert!(
+            readable(events.as_raw_fd()),
+            "the stable fd wakes a servicer"
+        );
         let mut ready = Vec::new();
         events.ready(&mut ready).unwrap();
         ready.sort();
@@ -158,13 +231,20 @@ mod tests {
     }
 
     #[test]
-    fn a_taken_eventfd_no_longer_wakes_the_set() {
+    fn a_swapped_out_set_no_longer_wakes_the_stable_fd() {
+        let mut first = UnmaskSet::new(2).unwrap();
+        first.install(0, fd()).unwrap();
+        assert!(first.install(0, fd()).is_err());
+        assert!(first.install(2, fd()).is_err());
         let mut events = UnmaskEvents::new(2).unwrap();
-        events.install(0, fd()).unwrap();
-        assert!(events.install(0, fd()).is_err());
-        assert!(events.install(2, fd()).is_err());
-        let old = events.take(0).unwrap();
-        old.write(1).unwrap();
+        events.swap(first).unwrap();
+        let fixed = events.as_raw_fd();
+        let mut old = events.swap(UnmaskSet::new(2).unwrap()).unwrap();
+        assert_eq!(events.as_raw_fd(), fixed);
+        let retired = old.drain_fds();
+        assert_eq!(retired.len(), 1);
+        retired[0].1.write(1).unwrap();
+        assert!(!readable(fixed));
         let mut ready = Vec::new();
         events.ready(&mut ready).unwrap();
         assert!(ready.is_empty());

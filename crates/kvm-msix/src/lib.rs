@@ -31,8 +31,10 @@ mod retired;
 mod shadow;
 
 pub use error::{Error, Result};
-pub use events::UnmaskEvents;
-pub use placement::{BarRegion, PlacementConfig, PreparedUnmasks, TablePlacement};
+pub use events::{UnmaskEvents, UnmaskSet};
+pub use placement::{
+    BarRegion, Location, PlacementConfig, PreparedUnmasks, SlotOutcome, SlotWork, TablePlacement,
+};
 pub use policy::{Policy, UnknownPolicy};
 pub use retired::{Retired, RetiredIoevents};
 pub use shadow::TableShadow;

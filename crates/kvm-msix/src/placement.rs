@@ -9,7 +9,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::{
     page_align_up, Error, Policy, Result, Retired, RetiredIoevents, TableShadow, UnmaskEvents,
-    PAGE_SIZE,
+    UnmaskSet, PAGE_SIZE,
 };
 
 /// Offset of Vector Control inside a 16-byte table entry.
@@ -79,12 +79,137 @@ pub struct TablePlacement {
     limit: Policy,
 }
 
+/// Where a placement puts the table and the PBA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// Guest physical address of the table (BAR base + table offset).
+    pub table_gpa: u64,
+    /// Guest physical address of the PBA.
+    pub pba_gpa: u64,
+    /// Other device registers share the table's pages: the table cannot
+    /// be mapped read-only, and only its own bytes are decoded.
+    pub table_pages_shared: bool,
+}
+
+/// The memslot work of a relocation, to run outside the caller's lock.
+///
+/// It only refers to the shadow, which its [`TablePlacement`] owns: run it
+/// and pass the outcome to [`TablePlacement::finish`] while the placement
+/// is alive (the placement outlives any call made through `&` to its owner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the memslot work must be run and finished"]
+pub struct SlotWork {
+    slot: u32,
+    host_addr: u64,
+    size: u64,
+    /// The guest address the slot maps now, if any.
+    from: Option<u64>,
+    /// The guest address it must map afterwards, if any.
+    to: Option<u64>,
+}
+
+/// What [`SlotWork::run`] did.
+#[derive(Debug)]
+pub struct SlotOutcome {
+    /// Where the slot maps the shadow now, if anywhere.
+    mapped: Option<u64>,
+    /// A slot still mapping the shadow at an address no longer placed.
+    stuck: Option<u64>,
+    error: Option<Error>,
+}
+
+impl SlotWork {
+    /// Whether there is anything to do.
+    pub fn is_empty(&self) -> bool {
+        self.from == self.to
+    }
+
+    /// Moves, creates or deletes the memslot: one hypervisor call (two when
+    /// a move is refused and done as a deletion and a creation).
+    pub fn run(&self, vm: &dyn MsixVm) -> SlotOutcome {
+        let set = |gpa: u64, size: u64| {
+            // SAFETY: the region covers the shadow mapping (size <= its
+            // size), which the TablePlacement this work came from owns and
+            // never unmaps while a memslot may still map it: its `Drop`
+            // deletes the memslot first and leaks the shadow when that fails.
+            unsafe { vm.set_readonly_memory(self.slot, gpa, size, self.host_addr) }.map_err(|e| {
+                Error::Memslot {
+                    slot: self.slot,
+                    gpa,
+                    errno: e.errno,
+                }
+            })
+        };
+        match (self.from, self.to) {
+            (from, to) if from == to => SlotOutcome {
+                mapped: to,
+                stuck: None,
+                error: None,
+            },
+            (None, Some(to)) => match set(to, self.size) {
+                Ok(()) => SlotOutcome {
+                    mapped: Some(to),
+                    stuck: None,
+                    error: None,
+                },
+                Err(e) => SlotOutcome {
+                    mapped: None,
+                    stuck: None,
+                    error: Some(e),
+                },
+            },
+            (Some(from), to) => {
+                // A move keeps the slot (one call); otherwise delete first.
+                if let Some(to) = to {
+                    if set(to, self.size).is_ok() {
+                        return SlotOutcome {
+                            mapped: Some(to),
+                            stuck: None,
+                            error: None,
+                        };
+                    }
+                }
+                if let Err(e) = set(from, 0) {
+                    return SlotOutcome {
+                        mapped: None,
+                        stuck: Some(from),
+                        error: Some(e),
+                    };
+                }
+                match to.map(|to| (to, set(to, self.size))) {
+                    Some((to, Ok(()))) => SlotOutcome {
+                        mapped: Some(to),
+                        stuck: None,
+                        error: None,
+                    },
+                    Some((_, Err(e))) => SlotOutcome {
+                        mapped: None,
+                        stuck: None,
+                        error: Some(e),
+                    },
+                    None => SlotOutcome {
+                        mapped: None,
+                        stuck: None,
+                        error: None,
+                    },
+                }
+            }
+            (None, None) => SlotOutcome {
+                mapped: None,
+                stuck: None,
+                error: None,
+            },
+        }
+    }
+}
+
 /// Unmask ioeventfds registered ahead of a placement, without the device's
 /// lock: see [`TablePlacement::prepare_unmasks`].
 #[derive(Debug)]
 pub struct PreparedUnmasks {
     table_gpa: u64,
-    fds: Vec<EventFd>,
+    set: UnmaskSet,
+    /// Entries whose registration did not happen, with why.
     error: Option<Error>,
 }
 
@@ -122,16 +247,16 @@ impl TablePlacement {
     /// it, for entries `0..count` (a placement's capacity), taking back any
     /// retired at the same addresses. Needs only the VM and the retired
     /// queue, so a BAR move can register while vCPUs keep using the device;
-    /// the result goes to [`TablePlacement::place_prepared`].
+    /// the result goes to [`TablePlacement::relocate`].
     pub fn prepare_unmasks(
         vm: &dyn MsixVm,
         retired: &RetiredIoevents,
         table_gpa: u64,
         count: u16,
-    ) -> PreparedUnmasks {
+    ) -> Result<PreparedUnmasks> {
         let mut prepared = PreparedUnmasks {
             table_gpa,
-            fds: Vec::with_capacity(usize::from(count)),
+            set: UnmaskSet::new(count)?,
             error: None,
         };
         for vector in 0..count {
@@ -140,18 +265,21 @@ impl TablePlacement {
                 Some(fd) => fd,
                 None => match register_one(vm, gpa) {
                     Ok(fd) => fd,
-                    // Out of fds or memory, or a registration at this address
-                    // still being undone: the remaining entries' unmasks exit
-                    // instead, which is exact.
+                    // Out of fds or memory: the remaining entries' unmasks
+                    // exit instead, which is exact.
                     Err(e) => {
                         prepared.error = Some(e);
                         break;
                     }
                 },
             };
-            prepared.fds.push(fd);
+            if let Err((e, fd)) = prepared.set.install(vector, fd) {
+                retired.retire(vec![Retired { gpa, fd }]);
+                prepared.error = Some(e);
+                break;
+            }
         }
-        prepared
+        Ok(prepared)
     }
 
     /// How many unmask ioeventfds a placement of this table can use.
@@ -211,59 +339,99 @@ impl TablePlacement {
         self.stuck_slot.is_some()
     }
 
-    /// Places the table at `table_gpa` and the PBA at `pba_gpa`. The table is
-    /// mapped read-only only when the policy maps it, its address is page
-    /// aligned, and its pages hold neither the PBA nor other registers
-    /// (`table_pages_shared`); otherwise the policy falls back to `trap`.
-    /// When the hypervisor refuses the memslot, the placement falls back to
-    /// `trap` too, and when it refuses an ioeventfd the remaining entries
-    /// unmask with an exit: both exact, both reported by
-    /// [`TablePlacement::take_fallback`]. Returns the policy in force.
+    /// Places the table at `table_gpa` and the PBA at `pba_gpa`, in one go
+    /// (see [`TablePlacement::relocate`] for the phases and what decides
+    /// the policy). Returns the policy in force.
     pub fn place(
         &mut self,
         table_gpa: u64,
         pba_gpa: u64,
         table_pages_shared: bool,
     ) -> Result<Policy> {
-        self.place_prepared(table_gpa, pba_gpa, table_pages_shared, None)
+        if self.placed.is_some() {
+            return Err(Error::State("table already placed: unplace it first"));
+        }
+        let work = self.relocate(
+            Some(Location {
+                table_gpa,
+                pba_gpa,
+                table_pages_shared,
+            }),
+            None,
+        );
+        let outcome = work.run(self.vm.as_ref());
+        self.finish(outcome);
+        Ok(self.effective)
     }
 
-    /// [`TablePlacement::place`] with unmask ioeventfds registered ahead by
-    /// [`TablePlacement::prepare_unmasks`] (for this `table_gpa`; others are
-    /// retired). The ones the placement does not use are retired.
-    pub fn place_prepared(
+    /// Takes the table out of the guest's address space in one go (see
+    /// [`TablePlacement::relocate`]). When the memslot deletion fails, the
+    /// shadow is kept mapped for as long as the memslot may read it, and the
+    /// error is returned.
+    pub fn unplace(&mut self) -> Result<()> {
+        let work = self.relocate(None, None);
+        let outcome = work.run(self.vm.as_ref());
+        self.finish(outcome);
+        match self.fallback.take() {
+            Some(e @ Error::Memslot { .. }) if self.stuck_slot.is_some() => Err(e),
+            other => {
+                self.fallback = other;
+                Ok(())
+            }
+        }
+    }
+
+    /// The first phase of placing, moving or removing the table, for the
+    /// caller's lock: decode switches to `to` at once (or to nothing), the
+    /// old unmask ioeventfds are retired, the new ones (registered ahead by
+    /// [`TablePlacement::prepare_unmasks`], or here) installed. The memslot
+    /// work is returned, to run with [`SlotWork::run`] outside the lock (a
+    /// memslot deletion or move waits for the hypervisor to drop the old
+    /// mapping: milliseconds), then [`TablePlacement::finish`] under it.
+    /// Meanwhile table reads at the new address exit and are served by the
+    /// decode, which is exact.
+    ///
+    /// The table is mapped read-only only when the policy maps it, its
+    /// address is page aligned, and its pages hold neither the PBA nor other
+    /// registers; otherwise the policy falls back to `trap`.
+    pub fn relocate(
         &mut self,
-        table_gpa: u64,
-        pba_gpa: u64,
-        table_pages_shared: bool,
+        to: Option<Location>,
         prepared: Option<PreparedUnmasks>,
-    ) -> Result<Policy> {
-        if self.placed.is_some() {
+    ) -> SlotWork {
+        let pages = page_align_up(self.config.table_len);
+        // What the memslot maps now: the placement's table, or a slot whose
+        // deletion failed earlier.
+        let from = match &self.placed {
+            Some(p) if p.mapped => Some(p.table_gpa),
+            _ => self.stuck_slot,
+        };
+        if let Some(old) = self.placed.take() {
+            self.retire_current(old.table_gpa);
+        }
+        let Some(to) = to else {
             if let Some(p) = prepared {
                 self.retire_prepared(p);
             }
-            return Err(Error::State("table already placed: unplace it first"));
-        }
+            return SlotWork {
+                slot: self.config.memslot,
+                host_addr: self.shadow.host_address(),
+                size: pages,
+                from,
+                to: None,
+            };
+        };
         let asked = self.config.policy.at_most(self.limit);
-        let pages = page_align_up(self.config.table_len);
-        let pba_end = pba_gpa.saturating_add(self.config.pba_len);
-        let pba_overlaps_pages = pba_gpa < table_gpa.saturating_add(pages) && pba_end > table_gpa;
-        let mut mapped = asked.maps_table()
-            && table_gpa % PAGE_SIZE == 0
+        let pba_end = to.pba_gpa.saturating_add(self.config.pba_len);
+        let pba_overlaps_pages =
+            to.pba_gpa < to.table_gpa.saturating_add(pages) && pba_end > to.table_gpa;
+        let maps = asked.maps_table()
+            && to.table_gpa % PAGE_SIZE == 0
             && !pba_overlaps_pages
-            && !table_pages_shared;
-        if mapped {
-            match self.set_memslot(table_gpa, pages) {
-                Ok(()) => self.stuck_slot = None,
-                Err(e) => {
-                    self.fallback = Some(e);
-                    mapped = false;
-                }
-            }
-        }
-        self.effective = if mapped { asked } else { Policy::Trap };
+            && !to.table_pages_shared;
+        self.effective = if maps { asked } else { Policy::Trap };
         let prepared = match prepared {
-            Some(p) if p.table_gpa == table_gpa => Some(p),
+            Some(p) if p.table_gpa == to.table_gpa => Some(p),
             Some(p) => {
                 self.retire_prepared(p);
                 None
@@ -271,103 +439,100 @@ impl TablePlacement {
             None => None,
         };
         if self.effective.absorbs_unmask() {
-            let prepared = prepared.unwrap_or_else(|| {
-                Self::prepare_unmasks(
+            let prepared = match prepared {
+                Some(p) => Ok(p),
+                None => Self::prepare_unmasks(
                     self.vm.as_ref(),
                     &self.retired,
-                    table_gpa,
+                    to.table_gpa,
                     self.unmask.capacity(),
-                )
-            });
-            self.install_prepared(prepared);
+                ),
+            };
+            match prepared {
+                Ok(p) => self.install_prepared(p),
+                Err(e) => {
+                    self.fallback.get_or_insert(e);
+                }
+            }
         } else if let Some(p) = prepared {
             self.retire_prepared(p);
         }
         self.placed = Some(Placed {
-            table_gpa,
-            pba_gpa,
-            mapped,
-            shared: table_pages_shared,
+            table_gpa: to.table_gpa,
+            pba_gpa: to.pba_gpa,
+            mapped: false,
+            shared: to.table_pages_shared,
         });
-        Ok(self.effective)
+        SlotWork {
+            slot: self.config.memslot,
+            host_addr: self.shadow.host_address(),
+            size: pages,
+            from,
+            to: maps.then_some(to.table_gpa),
+        }
     }
 
+    /// The last phase, under the caller's lock: records what the memslot
+    /// work did. A memslot that could not be created leaves the table
+    /// trapped (its unmask ioeventfds retired too, so `trap` is whole); one
+    /// that could not be deleted keeps the shadow mapped for good. Both are
+    /// reported by [`TablePlacement::take_fallback`].
+    pub fn finish(&mut self, outcome: SlotOutcome) {
+        self.stuck_slot = outcome.stuck;
+        if let Some(e) = outcome.error {
+            self.fallback = Some(e);
+        }
+        let Some(placed) = self.placed.as_mut() else {
+            return;
+        };
+        if outcome.mapped == Some(placed.table_gpa) {
+            placed.mapped = true;
+        } else if self.effective != Policy::Trap {
+            self.effective = Policy::Trap;
+            let table_gpa = placed.table_gpa;
+            self.retire_current(table_gpa);
+        }
+    }
+
+    /// Makes a prepared set current; the set it replaces must be empty.
     fn install_prepared(&mut self, prepared: PreparedUnmasks) {
         if let Some(e) = prepared.error {
             self.fallback.get_or_insert(e);
         }
-        let mut leftover = Vec::new();
-        for (vector, fd) in prepared.fds.into_iter().enumerate() {
-            let gpa = prepared.table_gpa + vector as u64 * 16 + VECTOR_CONTROL;
-            if !leftover.is_empty() {
-                leftover.push(Retired { gpa, fd });
-                continue;
-            }
-            if let Err((e, fd)) = self.unmask.install(vector as u16, fd) {
-                // This entry and the ones after it unmask with an exit.
+        let table_gpa = prepared.table_gpa;
+        match self.unmask.swap(prepared.set) {
+            Ok(mut old) => self.retire_set(&mut old, table_gpa),
+            Err(e) => {
                 self.fallback.get_or_insert(e);
-                leftover.push(Retired { gpa, fd });
             }
         }
-        self.retired.retire(leftover);
     }
 
-    fn retire_prepared(&self, prepared: PreparedUnmasks) {
-        let table_gpa = prepared.table_gpa;
+    /// Retires the current set's eventfds (placed at `table_gpa`) and
+    /// leaves an empty set current.
+    fn retire_current(&mut self, table_gpa: u64) {
+        match UnmaskSet::new(self.unmask.capacity()).and_then(|empty| self.unmask.swap(empty)) {
+            Ok(mut old) => self.retire_set(&mut old, table_gpa),
+            Err(e) => {
+                self.fallback.get_or_insert(e);
+            }
+        }
+    }
+
+    fn retire_set(&self, set: &mut UnmaskSet, table_gpa: u64) {
         self.retired.retire(
-            prepared
-                .fds
+            set.drain_fds()
                 .into_iter()
-                .enumerate()
                 .map(|(vector, fd)| Retired {
-                    gpa: table_gpa + vector as u64 * 16 + VECTOR_CONTROL,
+                    gpa: table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL,
                     fd,
                 })
                 .collect(),
         );
     }
 
-    /// Takes the table out of the guest's address space at once: its
-    /// memslot is deleted and its unmask ioeventfds retired (undone later by
-    /// [`RetiredIoevents`], without the caller's locks). No-op when not
-    /// placed. When the memslot deletion fails, the table is still taken out
-    /// of the decode, the shadow is kept mapped for as long as the memslot
-    /// may read it, and the error is returned.
-    pub fn unplace(&mut self) -> Result<()> {
-        let Some(placed) = self.placed.take() else {
-            return Ok(());
-        };
-        let mut retired = Vec::new();
-        for vector in 0..self.unmask.capacity() {
-            if let Some(fd) = self.unmask.take(vector) {
-                let gpa = placed.table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL;
-                retired.push(Retired { gpa, fd });
-            }
-        }
-        self.retired.retire(retired);
-        if placed.mapped {
-            if let Err(e) = self.set_memslot(placed.table_gpa, 0) {
-                self.stuck_slot = Some(placed.table_gpa);
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    fn set_memslot(&self, gpa: u64, size: u64) -> Result<()> {
-        // SAFETY: the region covers the shadow mapping (size <= its size),
-        // which this struct owns and never unmaps while a memslot may still
-        // map it: `Drop` deletes the memslot first and leaks the shadow when
-        // that fails.
-        unsafe {
-            self.vm
-                .set_readonly_memory(self.config.memslot, gpa, size, self.shadow.host_address())
-        }
-        .map_err(|e| Error::Memslot {
-            slot: self.config.memslot,
-            gpa,
-            errno: e.errno,
-        })
+    fn retire_prepared(&self, mut prepared: PreparedUnmasks) {
+        self.retire_set(&mut prepared.set, prepared.table_gpa);
     }
 
     /// Decodes a guest physical access into table or PBA, or None when it is

@@ -17,9 +17,10 @@
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use irqfd_routes::{Irqfd, SharedRouting};
-use kvm_msix::{BarRegion, PlacementConfig, Policy, RetiredIoevents, TablePlacement};
+use kvm_msix::{BarRegion, Location, PlacementConfig, Policy, RetiredIoevents, TablePlacement};
 use msix_hypervisor::MsixVm;
 use msix_model::MsixModel;
 use vfio_vectors::MsixSource;
@@ -43,6 +44,9 @@ pub struct MsixAccelerator {
     unmask_capacity: u16,
     unmask_fd: RawFd,
     servicers: AtomicU32,
+    /// Serialises placements, moves and removals (their memslot work runs
+    /// outside the device's lock).
+    relocations: Mutex<()>,
 }
 
 impl std::fmt::Debug for MsixAccelerator {
@@ -126,6 +130,7 @@ impl MsixAccelerator {
             unmask_capacity,
             unmask_fd,
             servicers: AtomicU32::new(0),
+            relocations: Mutex::new(()),
         })
     }
 
@@ -166,63 +171,96 @@ impl MsixAccelerator {
     }
 
     fn prepare(&self, table_gpa: u64) -> Option<kvm_msix::PreparedUnmasks> {
-        (self.config.policy.absorbs_unmask() && self.serviced()).then(|| {
-            TablePlacement::prepare_unmasks(
-                self.vm.as_ref(),
-                &self.retired,
-                table_gpa,
-                self.unmask_capacity,
-            )
-        })
+        (self.config.policy.absorbs_unmask() && self.serviced())
+            .then(|| {
+                TablePlacement::prepare_unmasks(
+                    self.vm.as_ref(),
+                    &self.retired,
+                    table_gpa,
+                    self.unmask_capacity,
+                )
+            })
+            // A set that cannot even be created is tried again under the lock,
+            // where its failure is reported.
+            .and_then(|prepared| prepared.ok())
     }
 
-    fn place_locked(
-        &self,
-        device: &mut Device,
-        table_gpa: u64,
-        pba_gpa: u64,
-        prepared: Option<kvm_msix::PreparedUnmasks>,
-    ) -> Result<Policy> {
-        self.limit_policy(device);
-        let shared = self.config.table_pages_shared;
-        let policy = device
-            .placement
-            .place_prepared(table_gpa, pba_gpa, shared, prepared)?;
-        if let Some(e) = device.placement.take_fallback() {
-            device.reporter.report(
-                None,
-                EventKind::PlacementDegraded,
-                match &e {
-                    kvm_msix::Error::Memslot { errno, .. }
-                    | kvm_msix::Error::Ioeventfd { errno, .. } => Some(*errno),
-                    _ => None,
-                },
-                format!("placed under {policy}: {e}"),
-            );
+    /// Places, moves or removes (`to` None) the table. The unmask
+    /// ioeventfds are registered before the device's lock is taken; under
+    /// it the decode switches and the old ioeventfds are retired; the
+    /// memslot work (a deletion or move waits for the hypervisor to drop the
+    /// old mapping, milliseconds) runs after it is released, meanwhile
+    /// table reads exit and are served exactly; the outcome is recorded
+    /// under the lock again. vCPUs using the device wait only for the two
+    /// short locked steps.
+    fn relocate(&self, to: Option<Location>) -> Result<Policy> {
+        let _serial = self
+            .relocations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let prepared = to.and_then(|to| self.prepare(to.table_gpa));
+        let elapsed_ns = |since: Instant| since.elapsed().as_nanos() as u64;
+        let work = {
+            let mut device = self.lock();
+            let held = Instant::now();
+            device.service_unmasks();
+            self.limit_policy(&mut device);
+            let work = device.placement.relocate(to, prepared);
+            Counters::record_max(&self.counters.relocation_lock_max_ns, elapsed_ns(held));
+            work
+        };
+        let slot = Instant::now();
+        let outcome = work.run(self.vm.as_ref());
+        Counters::record_max(&self.counters.relocation_slot_max_ns, elapsed_ns(slot));
+        let policy = {
+            let mut device = self.lock();
+            let held = Instant::now();
+            device.placement.finish(outcome);
+            self.report_placement(&mut device);
+            let policy = device.placement.effective_policy();
+            Counters::record_max(&self.counters.relocation_lock_max_ns, elapsed_ns(held));
+            policy
+        };
+        if !self.serviced() {
+            self.undo_retired();
         }
         Ok(policy)
     }
 
-    fn unplace_locked(&self, device: &mut Device) {
-        if let Err(e) = device.placement.unplace() {
-            device.reporter.report(
-                None,
-                EventKind::MemslotStuck,
-                match &e {
-                    kvm_msix::Error::Memslot { errno, .. } => Some(*errno),
-                    _ => None,
-                },
-                format!("the table's memslot stays mapped (its shadow is kept): {e}"),
-            );
+    fn report_placement(&self, device: &mut Device) {
+        let stuck = device.placement.slot_stuck();
+        let policy = device.placement.effective_policy();
+        if let Some(e) = device.placement.take_fallback() {
+            let errno = match &e {
+                kvm_msix::Error::Memslot { errno, .. }
+                | kvm_msix::Error::Ioeventfd { errno, .. } => Some(*errno),
+                _ => None,
+            };
+            if stuck {
+                device.reporter.report(
+                    None,
+                    EventKind::MemslotStuck,
+                    errno,
+                    format!("the table's old memslot stays mapped (its shadow is kept): {e}"),
+                );
+            } else {
+                device.reporter.report(
+                    None,
+                    EventKind::PlacementDegraded,
+                    errno,
+                    format!("placed under {policy}: {e}"),
+                );
+            }
+        } else if !stuck {
+            device.reporter.clear(EventKind::MemslotStuck);
         }
     }
 
-    /// After an unplace: the retired ioeventfds are undone by the servicer
-    /// (woken by the retired queue), or here, outside the lock, when nobody
-    /// services this device.
-    fn after_unplace(&self) {
-        if !self.serviced() {
-            self.undo_retired();
+    fn location(&self, table_gpa: u64, pba_gpa: u64) -> Location {
+        Location {
+            table_gpa,
+            pba_gpa,
+            table_pages_shared: self.config.table_pages_shared,
         }
     }
 
@@ -231,28 +269,23 @@ impl MsixAccelerator {
     /// Under `fast`, attach a servicer first ([`crate::ServiceThread`],
     /// [`crate::FastPathSubscriber`] or [`MsixAccelerator::register_servicer`]):
     /// without one the table is placed under `strict` and
-    /// [`EventKind::FastPathUnserviced`] is reported.
+    /// [`EventKind::FastPathUnserviced`] is reported. A memslot the
+    /// hypervisor refuses leaves the table under `trap` (reported).
     pub fn place(&self, table_gpa: u64, pba_gpa: u64) -> Result<Policy> {
-        let prepared = self.prepare(table_gpa);
-        let mut device = self.lock();
-        device.service_unmasks();
-        self.place_locked(&mut device, table_gpa, pba_gpa, prepared)
+        if self.lock().placement.addresses().is_some() {
+            return Err(Error::Binding(kvm_msix::Error::State(
+                "table already placed: use move_bar, or remove it first",
+            )));
+        }
+        self.relocate(Some(self.location(table_gpa, pba_gpa)))
     }
 
-    /// Moves the table and PBA after the guest reprogrammed the BAR. The new
-    /// unmask ioeventfds are registered before the device's lock is taken
-    /// and the old ones undone after it is released, so vCPUs using the
-    /// device wait only for the memslot swap.
+    /// Moves the table and PBA after the guest reprogrammed the BAR (see
+    /// [`MsixAccelerator::place`]); vCPUs using the device meanwhile wait
+    /// only for two short locked steps, never for an ioeventfd or memslot
+    /// call.
     pub fn move_bar(&self, table_gpa: u64, pba_gpa: u64) -> Result<Policy> {
-        let prepared = self.prepare(table_gpa);
-        let policy = {
-            let mut device = self.lock();
-            device.service_unmasks();
-            self.unplace_locked(&mut device);
-            self.place_locked(&mut device, table_gpa, pba_gpa, prepared)
-        };
-        self.after_unplace();
-        policy
+        self.relocate(Some(self.location(table_gpa, pba_gpa)))
     }
 
     /// Removes the table from the guest's address space (memory decode
@@ -260,13 +293,7 @@ impl MsixAccelerator {
     /// Call [`MsixAccelerator::suspend_source_masking`] before the device
     /// stops decoding memory when the source masks through the device.
     pub fn remove(&self) -> Result<()> {
-        {
-            let mut device = self.lock();
-            device.service_unmasks();
-            self.unplace_locked(&mut device);
-        }
-        self.after_unplace();
-        Ok(())
+        self.relocate(None).map(drop)
     }
 
     /// Moves every vector held at the source to the irqfd path and stops
@@ -518,17 +545,15 @@ impl MsixAccelerator {
         if before != Ok(1) {
             return;
         }
-        {
-            let mut device = self.lock();
-            device.service_unmasks();
-            if device.placement.effective_policy() == Policy::Fast {
-                if let Some((table_gpa, pba_gpa)) = device.placement.addresses() {
-                    self.unplace_locked(&mut device);
-                    // Same addresses and size: a failure here would have
-                    // failed the first placement too.
-                    let _ = self.place_locked(&mut device, table_gpa, pba_gpa, None);
-                }
-            }
+        let fast_at = {
+            let device = self.lock();
+            (device.placement.effective_policy() == Policy::Fast)
+                .then(|| device.placement.addresses())
+                .flatten()
+        };
+        if let Some((table_gpa, pba_gpa)) = fast_at {
+            // Same addresses: placed again under strict (reported).
+            let _ = self.relocate(Some(self.location(table_gpa, pba_gpa)));
         }
         self.undo_retired();
     }

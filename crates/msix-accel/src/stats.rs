@@ -75,11 +75,24 @@ stats! {
     source_mask_fallbacks,
     /// Retired unmask ioeventfds undone.
     ioeventfds_retired,
+    /// The longest the device's lock was held by one step of a placement,
+    /// BAR move or removal, in nanoseconds: what a vCPU using the device
+    /// may wait for it.
+    relocation_lock_max_ns,
+    /// The longest memslot call of a placement, BAR move or removal, in
+    /// nanoseconds (made without the device's lock; the hypervisor may
+    /// still stall vCPUs while it drops the old mapping).
+    relocation_slot_max_ns,
 }
 
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Raises `counter` to `value` if it is lower.
+    pub(crate) fn record_max(counter: &AtomicU64, value: u64) {
+        counter.fetch_max(value, Ordering::Relaxed);
     }
 
     pub(crate) fn count_event(&self, kind: EventKind) {
