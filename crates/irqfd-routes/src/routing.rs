@@ -86,7 +86,8 @@ pub struct Commit {
 /// mask, detach the irqfd before any route change.
 pub trait MsiRouteTable: Send + Sync + std::fmt::Debug {
     /// Allocates the lowest free GSI above the irqchip's GSIs.
-    /// [`Error::GsiExhausted`] past the KVM_CAP_IRQ_ROUTING limit.
+    /// [`Error::GsiExhausted`] when no GSI below the KVM_CAP_IRQ_ROUTING
+    /// limit is free, or when one more route would not fit the table.
     fn allocate(&self) -> Result<Gsi>;
 
     /// Frees `gsi` and removes its route (staged).
@@ -287,6 +288,14 @@ impl GsiRouting {
 impl MsiRouteTable for GsiRouting {
     fn allocate(&self) -> Result<Gsi> {
         let mut table = lock(&self.table);
+        // Every allocated GSI may hold one MSI route, and the whole table
+        // (irqchip routes included) must fit the hypervisor's limit: past
+        // that, one device's routes would make every commit of the VM fail.
+        if self.irqchip.len() + table.allocated.len() >= self.max_routes as usize {
+            return Err(Error::GsiExhausted {
+                max: self.max_routes,
+            });
+        }
         // Lowest free: the first gap in the sorted set, else past its end.
         let mut candidate = self.first_gsi;
         for gsi in table.allocated.range(self.first_gsi..) {

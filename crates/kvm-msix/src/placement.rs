@@ -406,7 +406,13 @@ impl TablePlacement {
             Some(p) if p.mapped => Some(p.table_gpa),
             _ => self.stuck_slot,
         };
-        if let Some(old) = self.placed.take() {
+        // Registrations that failed to undo get another chance now.
+        self.retired.retry_stuck();
+        let old = self.placed.take();
+        // The table stays where it is (a BAR rewritten with its own address,
+        // a PBA moving alone): its unmask ioeventfds stay too.
+        let stays = matches!((&old, &to), (Some(o), Some(t)) if o.table_gpa == t.table_gpa);
+        if let (Some(old), false) = (&old, stays) {
             self.retire_current(old.table_gpa);
         }
         let Some(to) = to else {
@@ -438,24 +444,30 @@ impl TablePlacement {
             }
             None => None,
         };
-        if self.effective.absorbs_unmask() {
-            let prepared = match prepared {
-                Some(p) => Ok(p),
-                None => Self::prepare_unmasks(
-                    self.vm.as_ref(),
-                    &self.retired,
-                    to.table_gpa,
-                    self.unmask.capacity(),
-                ),
-            };
-            match prepared {
-                Ok(p) => self.install_prepared(p),
-                Err(e) => {
-                    self.fallback.get_or_insert(e);
-                }
+        // An unmask ioeventfd at one of the new table's entries is always
+        // in the current set, so that the writes it absorbs are serviced:
+        // one left retired there would swallow the guest's unmasks until
+        // undone. So a table that stays keeps its set whatever the policy
+        // (a registration cannot be undone in an instant), and a table
+        // placed without absorbing takes back any registration still
+        // waiting to be undone at its addresses.
+        if stays {
+            if let Some(p) = prepared {
+                self.retire_prepared(p);
             }
-        } else if let Some(p) = prepared {
-            self.retire_prepared(p);
+            if self.effective.absorbs_unmask() && self.unmask.installed() == 0 {
+                self.prepare_and_install(to.table_gpa);
+            }
+        } else if self.effective.absorbs_unmask() {
+            match prepared {
+                Some(p) => self.install_prepared(p),
+                None => self.prepare_and_install(to.table_gpa),
+            }
+        } else {
+            if let Some(p) = prepared {
+                self.retire_prepared(p);
+            }
+            self.take_back_retired(to.table_gpa);
         }
         self.placed = Some(Placed {
             table_gpa: to.table_gpa,
@@ -473,10 +485,10 @@ impl TablePlacement {
     }
 
     /// The last phase, under the caller's lock: records what the memslot
-    /// work did. A memslot that could not be created leaves the table
-    /// trapped (its unmask ioeventfds retired too, so `trap` is whole); one
-    /// that could not be deleted keeps the shadow mapped for good. Both are
-    /// reported by [`TablePlacement::take_fallback`].
+    /// work did. A memslot that could not be created leaves the table's
+    /// reads trapped (unmask ioeventfds already registered stay in service);
+    /// one that could not be deleted keeps the shadow mapped for good. Both
+    /// are reported by [`TablePlacement::take_fallback`].
     pub fn finish(&mut self, outcome: SlotOutcome) {
         self.stuck_slot = outcome.stuck;
         if let Some(e) = outcome.error {
@@ -487,10 +499,51 @@ impl TablePlacement {
         };
         if outcome.mapped == Some(placed.table_gpa) {
             placed.mapped = true;
-        } else if self.effective != Policy::Trap {
+        } else {
+            // Reads now exit. Unmask ioeventfds already registered stay in
+            // service (see `relocate`): those entries still unmask without
+            // an exit, exactly as under `fast`.
             self.effective = Policy::Trap;
-            let table_gpa = placed.table_gpa;
-            self.retire_current(table_gpa);
+        }
+    }
+
+    fn prepare_and_install(&mut self, table_gpa: u64) {
+        match Self::prepare_unmasks(
+            self.vm.as_ref(),
+            &self.retired,
+            table_gpa,
+            self.unmask.capacity(),
+        ) {
+            Ok(p) => self.install_prepared(p),
+            Err(e) => {
+                self.fallback.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Puts every registration still waiting to be undone at one of the
+    /// entries of a table at `table_gpa` back into service.
+    fn take_back_retired(&mut self, table_gpa: u64) {
+        let Ok(mut set) = UnmaskSet::new(self.unmask.capacity()) else {
+            return;
+        };
+        let mut found = false;
+        for vector in 0..set.capacity() {
+            let gpa = table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL;
+            if let Some(fd) = self.retired.reclaim(gpa) {
+                found = true;
+                if let Err((e, fd)) = set.install(vector, fd) {
+                    self.fallback.get_or_insert(e);
+                    self.retired.retire(vec![Retired { gpa, fd }]);
+                }
+            }
+        }
+        if found {
+            self.install_prepared(PreparedUnmasks {
+                table_gpa,
+                set,
+                error: None,
+            });
         }
     }
 
@@ -501,6 +554,8 @@ impl TablePlacement {
         }
         let table_gpa = prepared.table_gpa;
         match self.unmask.swap(prepared.set) {
+            // The set replaced is empty (retired before), or held entries of
+            // this same table (a table that stays).
             Ok(mut old) => self.retire_set(&mut old, table_gpa),
             Err(e) => {
                 self.fallback.get_or_insert(e);
@@ -676,5 +731,41 @@ mod tests {
         // Placing again moves the stuck slot.
         assert_eq!(t.place(0x30000, 0x31000, false).unwrap(), Policy::Fast);
         assert!(!t.slot_stuck());
+    }
+}
+
+#[cfg(test)]
+mod reclaim_tests {
+    use super::*;
+    use msix_hypervisor::fake::FakeVm;
+
+    #[test]
+    fn a_reclaimed_unmask_eventfd_is_heard_again() {
+        let vm = Arc::new(FakeVm::new(4096));
+        let mut t = TablePlacement::new(
+            vm.clone(),
+            PlacementConfig {
+                policy: Policy::Fast,
+                memslot: 1,
+                table_len: 7 * 16,
+                pba_len: 8,
+                fast_entries: 256,
+            },
+        )
+        .unwrap();
+        let at = |table: u64| Location {
+            table_gpa: table,
+            pba_gpa: table + 0x1000,
+            table_pages_shared: false,
+        };
+        for table in [0x1000_0000u64, 0x1200_0000, 0x1000_0000] {
+            let work = t.relocate(Some(at(table)), None);
+            let outcome = work.run(vm.as_ref());
+            t.finish(outcome);
+        }
+        assert!(vm.guest_write(0x1000_0000 + 4 * 16 + 12, &0u32.to_le_bytes()));
+        let mut ready = Vec::new();
+        t.unmask_events().ready(&mut ready).unwrap();
+        assert_eq!(ready, vec![4]);
     }
 }

@@ -38,6 +38,11 @@ pub struct RetiredIoevents {
 #[derive(Debug, Default)]
 struct Queue {
     items: VecDeque<Retired>,
+    /// Registrations the hypervisor refused to undo. Their eventfds are kept
+    /// (a guest write there still lands in an eventfd this queue owns, and a
+    /// placement at that address takes them back) and tried again at the
+    /// next [`RetiredIoevents::retry_stuck`].
+    stuck: Vec<Retired>,
     /// The address being unregistered right now, outside the lock.
     in_flight: Option<u64>,
 }
@@ -81,8 +86,13 @@ impl RetiredIoevents {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        let at = state.items.iter().position(|r| r.gpa == gpa)?;
-        let item = state.items.remove(at)?;
+        let item = match state.items.iter().position(|r| r.gpa == gpa) {
+            Some(at) => state.items.remove(at)?,
+            None => {
+                let at = state.stuck.iter().position(|r| r.gpa == gpa)?;
+                state.stuck.swap_remove(at)
+            }
+        };
         drop(state);
         let _ = item.fd.read();
         Some(item.fd)
@@ -96,6 +106,23 @@ impl RetiredIoevents {
     /// Registrations waiting.
     pub fn pending(&self) -> usize {
         lock(&self.state).items.len()
+    }
+
+    /// Registrations the hypervisor refused to undo, kept for a retry.
+    pub fn stuck(&self) -> usize {
+        lock(&self.state).stuck.len()
+    }
+
+    /// Queues the registrations that failed to undo for another try.
+    pub fn retry_stuck(&self) {
+        let mut state = lock(&self.state);
+        if state.stuck.is_empty() {
+            return;
+        }
+        let stuck = std::mem::take(&mut state.stuck);
+        state.items.extend(stuck);
+        drop(state);
+        let _ = self.notify.write(1);
     }
 
     /// Unregisters the oldest waiting registration; `None` when none waits.
@@ -115,8 +142,14 @@ impl RetiredIoevents {
                 gpa: item.gpa,
                 errno: e.errno,
             });
-        drop(item);
-        lock(&self.state).in_flight = None;
+        let mut state = lock(&self.state);
+        state.in_flight = None;
+        if result.is_err() {
+            // Still registered: keep its eventfd rather than let the
+            // hypervisor signal one nobody owns.
+            state.stuck.push(item);
+        }
+        drop(state);
         self.landed.notify_all();
         Some(result)
     }
@@ -127,15 +160,22 @@ impl RetiredIoevents {
         let _ = self.notify.read();
     }
 
-    /// Unregisters everything waiting; the first error is returned after
-    /// every registration was tried.
+    /// Unregisters everything waiting, the stuck ones included; the first
+    /// error is returned after every registration was tried once.
     pub fn undo_all(&self) -> Result<()> {
+        self.retry_stuck();
         self.clear_notification();
         let mut first = None;
-        while let Some(result) = self.undo_one() {
-            if let Err(e) = result {
-                first.get_or_insert(e);
+        let mut left = self.pending();
+        while left > 0 {
+            match self.undo_one() {
+                Some(Err(e)) => {
+                    first.get_or_insert(e);
+                }
+                Some(Ok(())) => {}
+                None => break,
             }
+            left -= 1;
         }
         first.map_or(Ok(()), Err)
     }

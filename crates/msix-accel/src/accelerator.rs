@@ -198,7 +198,10 @@ impl MsixAccelerator {
             .relocations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let prepared = to.and_then(|to| self.prepare(to.table_gpa));
+        let current = self.lock().placement.addresses().map(|(table, _)| table);
+        let prepared = to
+            .filter(|to| Some(to.table_gpa) != current)
+            .and_then(|to| self.prepare(to.table_gpa));
         let elapsed_ns = |since: Instant| since.elapsed().as_nanos() as u64;
         let work = {
             let mut device = self.lock();
@@ -506,6 +509,7 @@ impl MsixAccelerator {
         self.retired.clear_notification();
         let mut undone = 0u64;
         let mut failure = None;
+        // Those that fail are kept aside (not retried in this loop).
         while let Some(result) = self.retired.undo_one() {
             match result {
                 Ok(()) => undone += 1,
@@ -536,8 +540,10 @@ impl MsixAccelerator {
     }
 
     /// The servicer declared with [`MsixAccelerator::register_servicer`] is
-    /// gone. When it was the last, a table placed under `fast` is placed
-    /// again under `strict` (reported), so an absorbed unmask never waits.
+    /// gone. When it was the last and the table is placed under `fast`,
+    /// [`EventKind::FastPathUnserviced`] is reported: absorbed unmasks then
+    /// take effect at the device's next exit only, and the next placement
+    /// or BAR move runs under `strict`.
     pub fn unregister_servicer(&self) {
         let before = self
             .servicers
@@ -545,17 +551,18 @@ impl MsixAccelerator {
         if before != Ok(1) {
             return;
         }
-        let fast_at = {
-            let device = self.lock();
-            (device.placement.effective_policy() == Policy::Fast)
-                .then(|| device.placement.addresses())
-                .flatten()
-        };
-        if let Some((table_gpa, pba_gpa)) = fast_at {
-            // Same addresses: placed again under strict (reported).
-            let _ = self.relocate(Some(self.location(table_gpa, pba_gpa)));
+        let mut device = self.lock();
+        device.service_unmasks();
+        if device.placement.fast_entries() > 0 {
+            device.reporter.report(
+                None,
+                EventKind::FastPathUnserviced,
+                None,
+                "the fast path's servicer stopped: absorbed unmasks now wait for the \
+                 device's next exit; the next placement runs under strict"
+                    .into(),
+            );
         }
-        self.undo_retired();
     }
 
     /// The PBA bit of `vector` as the guest would read it now.

@@ -87,6 +87,23 @@ impl<'a> AccelDebug<'a> {
         self.accel.lock().placement.retired().pending()
     }
 
+    /// The unmask eventfd `vector` has in the current placement, if any.
+    pub fn unmask_fd(&self, vector: u16) -> Option<std::os::unix::io::RawFd> {
+        use std::os::unix::io::AsRawFd;
+        self.accel
+            .lock()
+            .placement
+            .unmask_events()
+            .get(vector)
+            .map(|fd| fd.as_raw_fd())
+    }
+
+    /// Retired unmask ioeventfds the hypervisor refused to undo (kept, and
+    /// tried again at the next placement).
+    pub fn retired_stuck(&self) -> usize {
+        self.accel.lock().placement.retired().stuck()
+    }
+
     /// Whether a retired unmask ioeventfd is being undone right now.
     pub fn retiring(&self) -> bool {
         self.accel.lock().placement.retired().in_flight()

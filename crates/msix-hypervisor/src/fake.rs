@@ -23,6 +23,8 @@ use crate::{Error, Gsi, MsiMessage, MsixVm, Op, Result, RouteKind, RoutingEntry}
 pub struct Delivery {
     /// The GSI (`None` for a [`MsixVm::signal_msi`]).
     pub gsi: Option<Gsi>,
+    /// The eventfd whose irqfd fired (the fd it was registered with).
+    pub eventfd: Option<RawFd>,
     /// The message delivered.
     pub message: MsiMessage,
 }
@@ -36,7 +38,8 @@ struct Irqfd {
 #[derive(Debug, Default)]
 struct State {
     slots: BTreeMap<u32, (u64, u64)>,
-    ioeventfds: BTreeMap<(u64, u32), RawFd>,
+    /// By address and datamatch: the registering fd and a duplicate of it.
+    ioeventfds: BTreeMap<(u64, u32), (RawFd, EventFd)>,
     irqfds: BTreeMap<RawFd, Irqfd>,
     routes: Vec<RoutingEntry>,
     deliveries: Vec<Delivery>,
@@ -86,20 +89,39 @@ impl FakeVm {
     pub fn inject(&self) -> Vec<Delivery> {
         let mut state = self.state();
         let mut fired = Vec::new();
-        for irqfd in state.irqfds.values() {
+        for (raw, irqfd) in &state.irqfds {
             if matches!(irqfd.fd.read(), Ok(n) if n > 0) {
-                fired.push(irqfd.gsi);
+                fired.push((irqfd.gsi, *raw));
             }
         }
-        for gsi in fired {
+        for (gsi, raw) in fired {
             if let Some(message) = Self::route_of(&state, gsi) {
                 state.deliveries.push(Delivery {
                     gsi: Some(gsi),
+                    eventfd: Some(raw),
                     message,
                 });
             }
         }
         std::mem::take(&mut state.deliveries)
+    }
+
+    /// A guest write of `data` at `gpa`, as KVM sees it before exiting: a
+    /// 4-byte write matching an ioeventfd signals it and is absorbed (true);
+    /// anything else would exit to userspace (false).
+    pub fn guest_write(&self, gpa: u64, data: &[u8]) -> bool {
+        let Ok(bytes) = <[u8; 4]>::try_from(data) else {
+            return false;
+        };
+        let state = self.state();
+        match state.ioeventfds.get(&(gpa, u32::from_le_bytes(bytes))) {
+            Some((_, fd)) => {
+                // A full counter still reads as signalled.
+                let _ = fd.write(1);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The GSI `fd` is bound to as an irqfd, if any.
@@ -110,6 +132,15 @@ impl FakeVm {
     /// Irqfds registered now.
     pub fn irqfd_count(&self) -> usize {
         self.state().irqfds.len()
+    }
+
+    /// The fd registered as an ioeventfd for a write of `datamatch` at
+    /// `gpa`, if any.
+    pub fn ioeventfd_at(&self, gpa: u64, datamatch: u32) -> Option<RawFd> {
+        self.state()
+            .ioeventfds
+            .get(&(gpa, datamatch))
+            .map(|(raw, _)| *raw)
     }
 
     /// Ioeventfds registered now.
@@ -181,14 +212,19 @@ impl MsixVm for FakeVm {
         if state.ioeventfds.contains_key(&(gpa, datamatch)) {
             return Err(Error::new(Op::IoeventfdAssign, libc::EEXIST));
         }
-        state.ioeventfds.insert((gpa, datamatch), fd.as_raw_fd());
+        let dup = fd
+            .try_clone()
+            .map_err(|e| Error::new(Op::IoeventfdAssign, e.raw_os_error().unwrap_or(libc::EIO)))?;
+        state
+            .ioeventfds
+            .insert((gpa, datamatch), (fd.as_raw_fd(), dup));
         Ok(())
     }
 
     fn unregister_ioeventfd(&self, fd: &EventFd, gpa: u64, datamatch: u32) -> Result<()> {
         let mut state = self.state();
         match state.ioeventfds.get(&(gpa, datamatch)) {
-            Some(raw) if *raw == fd.as_raw_fd() => {
+            Some((raw, _)) if *raw == fd.as_raw_fd() => {
                 state.ioeventfds.remove(&(gpa, datamatch));
                 Ok(())
             }
@@ -219,6 +255,7 @@ impl MsixVm for FakeVm {
             if let Some(message) = Self::route_of(&state, gsi) {
                 state.deliveries.push(Delivery {
                     gsi: Some(gsi),
+                    eventfd: Some(fd.as_raw_fd()),
                     message,
                 });
             }
@@ -255,6 +292,7 @@ impl MsixVm for FakeVm {
     fn signal_msi(&self, message: &MsiMessage) -> Result<()> {
         self.state().deliveries.push(Delivery {
             gsi: None,
+            eventfd: None,
             message: *message,
         });
         Ok(())
