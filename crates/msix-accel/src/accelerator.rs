@@ -25,6 +25,7 @@ use msix_hypervisor::MsixVm;
 use msix_model::MsixModel;
 use vfio_vectors::MsixSource;
 
+use crate::absorbed::Scope;
 use crate::debug::AccelDebug;
 use crate::device::Device;
 use crate::report::Reporter;
@@ -119,6 +120,8 @@ impl MsixAccelerator {
             msi_devid: config.msi_devid,
             reporter: Reporter::new(config.device_id, events, counters.clone()),
             counters: counters.clone(),
+            absorbed: Default::default(),
+            unmask_batch: usize::from(config.unmask_batch.max(1)),
         };
         device.sync_all_shadows();
         Ok(MsixAccelerator {
@@ -375,17 +378,29 @@ impl MsixAccelerator {
     /// Starts handling a synchronous exit at `gpa`: takes the device lock,
     /// decodes the address, and services the unmasks absorbed before it (the
     /// guest issued them first, so they apply first). None when not ours.
-    fn begin_exit(&self, gpa: u64) -> Option<(MutexGuard<'_, Device>, BarRegion)> {
+    fn begin_exit(&self, gpa: u64, len: usize) -> Option<(MutexGuard<'_, Device>, BarRegion)> {
         let mut device = self.lock();
         let region = device.placement.decode(gpa)?;
-        device.service_unmasks();
+        let scope = match region {
+            // An access to entries depends on their own pending unmasks.
+            BarRegion::Table(offset) => {
+                let last_entry = self.config.table_size.saturating_sub(1);
+                let first = (offset / 16).min(u64::from(last_entry)) as u16;
+                let last =
+                    ((offset + len.max(1) as u64 - 1) / 16).min(u64::from(last_entry)) as u16;
+                Scope::Entries(first..=last)
+            }
+            // Pending bits depend on every entry's mask.
+            BarRegion::Pba(_) => Scope::All,
+        };
+        device.service(scope);
         Some((device, region))
     }
 
     /// Handles a guest MMIO read that exited to userspace. Returns false when
     /// the address is not this device's table or PBA.
     pub fn mmio_read(&self, gpa: u64, data: &mut [u8]) -> bool {
-        let Some((mut device, region)) = self.begin_exit(gpa) else {
+        let Some((mut device, region)) = self.begin_exit(gpa, data.len()) else {
             return false;
         };
         match region {
@@ -409,7 +424,7 @@ impl MsixAccelerator {
     /// write does to the hypervisor or the source, a failure stays with the
     /// vector concerned and is reported as an event.
     pub fn mmio_write(&self, gpa: u64, data: &[u8]) -> bool {
-        let Some((mut device, region)) = self.begin_exit(gpa) else {
+        let Some((mut device, region)) = self.begin_exit(gpa, data.len()) else {
             return false;
         };
         match region {
@@ -497,10 +512,29 @@ impl MsixAccelerator {
         self.retired.notify_fd()
     }
 
-    /// Services every unmask the ioeventfds absorbed, in one batch (one route
-    /// commit at most). Returns how many were serviced.
+    /// Applies every unmask the ioeventfds absorbed, in one batch (one route
+    /// commit at most). Returns how many were applied. A servicer calls it
+    /// when the coalescing window of [`MsixAccelerator::service_fast_path_cheap`]
+    /// ends.
     pub fn service_fast_path(&self) -> usize {
         self.lock().service_unmasks()
+    }
+
+    /// What a servicer calls when [`MsixAccelerator::fast_path_fd`] wakes
+    /// it: applies the absorbed unmasks that need no route commit (and all
+    /// of them once [`AccelConfig::unmask_batch`] wait). Returns whether
+    /// some still wait: the servicer then calls
+    /// [`MsixAccelerator::service_fast_path`] after
+    /// [`AccelConfig::unmask_coalescing`] (or earlier). With a zero window
+    /// everything is applied at once.
+    pub fn service_fast_path_cheap(&self) -> bool {
+        let mut device = self.lock();
+        if self.config.unmask_coalescing.is_zero() {
+            device.service(Scope::All);
+        } else {
+            device.service(Scope::Cheap);
+        }
+        device.unmasks_waiting()
     }
 
     /// Undoes the retired unmask ioeventfds, without the device's lock held

@@ -3,6 +3,12 @@
 use kvm_msix::Policy;
 use msix_model::BarOffset;
 
+/// Default of [`AccelConfig::unmask_batch`].
+pub const DEFAULT_UNMASK_BATCH: u16 = 64;
+
+/// Default of [`AccelConfig::unmask_coalescing`].
+pub const DEFAULT_UNMASK_COALESCING: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Default number of entries whose unmask is absorbed by an ioeventfd.
 ///
 /// Each absorbed entry costs two fds (its unmask eventfd and the ioeventfd
@@ -38,6 +44,14 @@ pub struct AccelConfig {
     pub next_pointer: u8,
     /// The VMM's name for this device in events ([`crate::AccelEvent::device`]).
     pub device_id: u32,
+    /// Under `fast`, absorbed unmasks that need a route commit wait to share
+    /// one: at most this many wait before an exit applies them all.
+    pub unmask_batch: u16,
+    /// Under `fast`, how long an absorbed unmask that needs a route commit
+    /// may wait for others to share it (the servicer applies it then);
+    /// zero applies every unmask as soon as the servicer sees it. An unmask
+    /// whose route the hypervisor already holds never waits.
+    pub unmask_coalescing: std::time::Duration,
     /// The device ID every MSI route carries, for hypervisors whose
     /// interrupt translation needs it (aarch64 GICv3 ITS:
     /// `KVM_MSI_VALID_DEVID`); `None` on x86.
@@ -62,7 +76,17 @@ impl AccelConfig {
             next_pointer: 0,
             device_id: 0,
             msi_devid: None,
+            unmask_batch: DEFAULT_UNMASK_BATCH,
+            unmask_coalescing: DEFAULT_UNMASK_COALESCING,
         }
+    }
+
+    /// The same setup with absorbed unmasks that need a commit waiting at
+    /// most `window` for others, in batches of at most `batch`.
+    pub fn with_unmask_coalescing(mut self, window: std::time::Duration, batch: u16) -> Self {
+        self.unmask_coalescing = window;
+        self.unmask_batch = batch.max(1);
+        self
     }
 
     /// The same setup named `id` in events.

@@ -2,6 +2,7 @@
 //! operations every entry point shares (service absorbed unmasks, apply a
 //! model change, keep the shadow in step, read pending bits).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use irqfd_routes::{eventfd_pending, RouteState, SharedRouting};
@@ -10,6 +11,7 @@ use msix_hypervisor::MsiMessage;
 use msix_model::{Change, MsixModel};
 use vfio_vectors::MsixSource;
 
+use crate::absorbed::Scope;
 use crate::plan::{plan, VectorView};
 use crate::report::Reporter;
 use crate::stats::Counters;
@@ -28,6 +30,12 @@ pub(crate) struct Device {
     pub(crate) msi_devid: Option<u32>,
     pub(crate) reporter: Reporter,
     pub(crate) counters: Arc<Counters>,
+    /// Unmasks the ioeventfds absorbed (their eventfds drained) that are not
+    /// applied yet: each needs a route commit, and they wait to share one
+    /// (see `absorbed.rs`).
+    pub(crate) absorbed: BTreeSet<u16>,
+    /// How many such unmasks wait at most before an exit applies them all.
+    pub(crate) unmask_batch: usize,
 }
 
 /// What a run of the executor left behind.
@@ -57,7 +65,7 @@ impl Device {
         }
     }
 
-    fn view(&self, vector: u16) -> VectorView {
+    pub(crate) fn view(&self, vector: u16) -> VectorView {
         let masked = self.model.is_masked(vector).unwrap_or(true);
         let delivering = self
             .vectors
@@ -91,44 +99,9 @@ impl Device {
         self.execute(&steps)
     }
 
-    /// Services the unmasks the ioeventfds absorbed: the guest wrote 0 to
-    /// each such entry's Vector Control, which now applies to the model.
-    /// Returns how many there were.
+    /// Services every unmask the ioeventfds absorbed. Returns how many.
     pub(crate) fn service_unmasks(&mut self) -> usize {
-        let mut ready = Vec::new();
-        if let Err(e) = self.placement.unmask_events().ready(&mut ready) {
-            self.reporter.report(
-                None,
-                EventKind::FastPathFailed,
-                None,
-                format!("reading the unmask eventfds: {e}"),
-            );
-            return 0;
-        }
-        if ready.is_empty() {
-            // Vectors left to retry still get their chance at every exit.
-            if self.vectors.iter().any(|v| v.retry) {
-                self.apply(&[]);
-            }
-            return 0;
-        }
-        self.reporter.clear(EventKind::FastPathFailed);
-        ready.sort_unstable();
-        let mut changes = Vec::new();
-        let mut serviced = Vec::new();
-        for vector in ready {
-            if matches!(self.placement.unmask_events().drain(vector), Ok(true)) {
-                Counters::bump(&self.counters.fast_path_unmasks);
-                let offset = u64::from(vector) * 16 + 12;
-                changes.extend(self.model.write_table(offset, &0u32.to_le_bytes()));
-                serviced.push(vector);
-            }
-        }
-        self.apply(&changes);
-        for &v in &serviced {
-            self.sync_shadow(v);
-        }
-        serviced.len()
+        self.service(Scope::All)
     }
 
     /// Copies `vector`'s entry from the model into the shadow the guest

@@ -42,6 +42,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_debug_implementations)]
 
+mod absorbed;
 mod accelerator;
 mod config;
 mod debug;
@@ -57,7 +58,9 @@ mod stats;
 mod vector;
 
 pub use accelerator::MsixAccelerator;
-pub use config::{AccelConfig, DEFAULT_FAST_ENTRIES};
+pub use config::{
+    AccelConfig, DEFAULT_FAST_ENTRIES, DEFAULT_UNMASK_BATCH, DEFAULT_UNMASK_COALESCING,
+};
 pub use debug::AccelDebug;
 pub use error::{Error, Result};
 pub use event::{AccelEvent, EventKind, EventLog, EventSink, IgnoreEvents};

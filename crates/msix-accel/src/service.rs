@@ -1,14 +1,16 @@
 //! Servicing the fast path: an event-manager subscriber, and a ready-made
 //! service thread for VMMs (and tests) that do not run an event manager.
 //!
-//! A servicer services the unmasks the ioeventfds absorbed (so a guest's
-//! unmask takes effect without waiting for its next exit) and undoes the
-//! unmask ioeventfds a BAR move or decode-off retired (each waits for an
+//! A servicer applies the unmasks the ioeventfds absorbed (so a guest's
+//! unmask takes effect without waiting for its next exit; those that need a
+//! route commit within the coalescing window, see `absorbed.rs`) and undoes
+//! the unmask ioeventfds a BAR move or decode-off retired (each waits for an
 //! SRCU grace period, so never under the device's lock). It sleeps until
-//! one of the two fds is readable: no periodic polling.
+//! one of its fds is readable: no periodic polling.
 
+use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use event_manager::{
@@ -16,6 +18,7 @@ use event_manager::{
 };
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::{Error, MsixAccelerator, Result};
 
@@ -28,6 +31,9 @@ use crate::{Error, MsixAccelerator, Result};
 pub struct FastPathSubscriber {
     accel: Arc<MsixAccelerator>,
     registered: AtomicBool,
+    /// Ends the coalescing window of unmasks that wait for a commit.
+    window: Mutex<Option<TimerFd>>,
+    armed: AtomicBool,
 }
 
 impl FastPathSubscriber {
@@ -36,7 +42,46 @@ impl FastPathSubscriber {
         FastPathSubscriber {
             accel,
             registered: AtomicBool::new(false),
+            window: Mutex::new(TimerFd::new().ok()),
+            armed: AtomicBool::new(false),
         }
+    }
+
+    fn window(&self) -> std::sync::MutexGuard<'_, Option<TimerFd>> {
+        // A timer is a plain handle: no invariant a panic could break.
+        self.window.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The guest unmasked entries: apply what needs no commit now, and
+    /// start the coalescing window for the rest (when not started yet).
+    fn on_unmasks(&self) {
+        if !self.accel.service_fast_path_cheap() || self.armed.load(Ordering::SeqCst) {
+            return;
+        }
+        let window = self.accel.config().unmask_coalescing;
+        let armed = self
+            .window()
+            .as_mut()
+            .is_some_and(|timer| timer.reset(window, None).is_ok());
+        if armed {
+            self.armed.store(true, Ordering::SeqCst);
+        } else {
+            // No timer: no waiting either.
+            self.accel.service_fast_path();
+        }
+    }
+
+    /// The coalescing window ended: apply every absorbed unmask.
+    fn on_window(&self) {
+        if let Some(timer) = self.window().as_mut() {
+            let _ = timer.wait();
+        }
+        self.armed.store(false, Ordering::SeqCst);
+        self.accel.service_fast_path();
+    }
+
+    fn window_fd(&self) -> Option<std::os::unix::io::RawFd> {
+        self.window().as_ref().map(|t| t.as_raw_fd())
     }
 
     /// The subscriber in the shape an
@@ -52,15 +97,25 @@ impl EventSubscriber for FastPathSubscriber {
             return;
         }
         if events.fd() == self.accel.fast_path_fd() {
-            self.accel.service_fast_path();
+            self.on_unmasks();
         } else if events.fd() == self.accel.retired_fd() {
             self.accel.undo_retired();
+        } else if Some(events.fd()) == self.window_fd() {
+            self.on_window();
         }
     }
 
     fn init(&self, ops: &mut EventOps) {
         let unmasks = ops.add(Events::new_raw(self.accel.fast_path_fd(), EventSet::IN));
         let retired = ops.add(Events::new_raw(self.accel.retired_fd(), EventSet::IN));
+        // Without a window timer every unmask is applied at once.
+        let window = match self.window_fd() {
+            Some(fd) => ops.add(Events::new_raw(fd, EventSet::IN)).is_ok(),
+            None => true,
+        };
+        if !window {
+            *self.window() = None;
+        }
         if unmasks.is_ok() && retired.is_ok() {
             self.accel.register_servicer();
             self.registered.store(true, Ordering::SeqCst);

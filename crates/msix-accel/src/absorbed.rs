@@ -1,0 +1,114 @@
+//! Unmasks the ioeventfds absorbed, and when to apply them.
+//!
+//! Under `fast` a guest's unmask never exits: its ioeventfd signals the
+//! entry's unmask eventfd, and the accelerator applies it later. Applying
+//! one costs nothing much when the hypervisor already holds the entry's
+//! route (the steady state: a driver masking and unmasking), but the first
+//! unmask after a message change needs a `KVM_SET_GSI_ROUTING` of the whole
+//! table. Linux brings vectors up one after another (message under mask,
+//! then unmask), so applying each at once makes bring-up quadratic. Such
+//! unmasks therefore wait to share one commit:
+//!
+//! - an unmask whose route the hypervisor holds is applied as soon as the
+//!   servicer sees it (no added latency);
+//! - one that needs a commit waits until the first of: an exit whose access
+//!   depends on its entry (a write to that entry, a PBA access, Message
+//!   Control, a snapshot, a BAR move: anything whose result the pending
+//!   unmask would change), [`crate::AccelConfig::unmask_batch`] of them
+//!   waiting, or the coalescing window
+//!   ([`crate::AccelConfig::unmask_coalescing`]) after the servicer saw it.
+//!   Every commit then takes all of them.
+//!
+//! While one waits, the entry reads as masked and its interrupts are held
+//! as pending, delivered when it is applied: later, never lost.
+
+use std::ops::RangeInclusive;
+
+use crate::device::Device;
+use crate::stats::Counters;
+use crate::EventKind;
+
+/// Which absorbed unmasks a caller needs applied now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// All of them (the caller's result depends on every entry).
+    All,
+    /// Those of these entries (an exit's access touches them); the others
+    /// are applied too when any of these needs a commit or the batch is full.
+    Entries(RangeInclusive<u16>),
+    /// Those that need no commit; the others wait (the servicer's wake-up).
+    Cheap,
+}
+
+impl Device {
+    /// Takes the unmasks the ioeventfds absorbed since the last look into
+    /// `absorbed` (their eventfds drained).
+    fn collect_absorbed(&mut self) {
+        let mut ready = Vec::new();
+        if let Err(e) = self.placement.unmask_events().ready(&mut ready) {
+            self.reporter.report(
+                None,
+                EventKind::FastPathFailed,
+                None,
+                format!("reading the unmask eventfds: {e}"),
+            );
+            return;
+        }
+        self.reporter.clear(EventKind::FastPathFailed);
+        for vector in ready {
+            if matches!(self.placement.unmask_events().drain(vector), Ok(true)) {
+                Counters::bump(&self.counters.fast_path_unmasks);
+                self.absorbed.insert(vector);
+            }
+        }
+    }
+
+    /// Whether applying `vector`'s unmask needs a route commit.
+    fn needs_commit(&self, vector: u16) -> bool {
+        !self.view(vector).route_current
+    }
+
+    /// Applies the absorbed unmasks `scope` calls for (one commit at most
+    /// for all of them) and gives vectors left to retry their chance.
+    /// Returns how many were applied.
+    pub(crate) fn service(&mut self, scope: Scope) -> usize {
+        self.collect_absorbed();
+        let (cheap, costly): (Vec<u16>, Vec<u16>) =
+            self.absorbed.iter().partition(|&&v| !self.needs_commit(v));
+        let all = match &scope {
+            Scope::All => true,
+            Scope::Entries(range) => {
+                costly.iter().any(|v| range.contains(v)) || costly.len() >= self.unmask_batch
+            }
+            Scope::Cheap => costly.len() >= self.unmask_batch,
+        };
+        let chosen: Vec<u16> = if all {
+            self.absorbed.iter().copied().collect()
+        } else {
+            cheap
+        };
+        if chosen.is_empty() {
+            // Vectors left to retry still get their chance at every exit.
+            if self.vectors.iter().any(|v| v.retry) {
+                self.apply(&[]);
+            }
+            return 0;
+        }
+        let mut changes = Vec::new();
+        for &vector in &chosen {
+            self.absorbed.remove(&vector);
+            let offset = u64::from(vector) * 16 + 12;
+            changes.extend(self.model.write_table(offset, &0u32.to_le_bytes()));
+        }
+        self.apply(&changes);
+        for &v in &chosen {
+            self.sync_shadow(v);
+        }
+        chosen.len()
+    }
+
+    /// Whether absorbed unmasks wait for a commit.
+    pub(crate) fn unmasks_waiting(&self) -> bool {
+        !self.absorbed.is_empty()
+    }
+}
