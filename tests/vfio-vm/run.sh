@@ -217,7 +217,7 @@ log="$work/console.log"
 set +e
 timeout -k 10 "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel tcg -m 1G -smp 2 -nographic \
     -no-reboot -nic none -kernel "$vmlinuz" -initrd "$initrd" \
-    -append 'console=ttyS0 intel_iommu=on panic=-1' \
+    -append 'console=ttyS0 intel_iommu=on irqaffinity=0 panic=-1' \
     -device intel-iommu,intremap=on -device igb -device e1000e \
     </dev/null 2>&1 | tr -d '\r' | tee "$log" | grep -E '^(PASS|FAIL|GUEST|TIMING|INFO)|passed, [0-9]+ failed$|Kernel panic'
 qemu_rc=${PIPESTATUS[0]}
