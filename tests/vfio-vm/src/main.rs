@@ -577,8 +577,8 @@ fn run_device(sysfs: &Path) -> (u32, u32) {
             return (0, 1);
         }
     };
-    let nic = match DeviceRegs::new(&src) {
-        Ok(regs) => Nic::new(family, &ids, regs),
+    let nic = match DeviceRegs::new(&src).and_then(|regs| Nic::new(family, &ids, regs)) {
+        Ok(nic) => nic,
         Err(e) => {
             println!("FAIL device_registers: {e}");
             return (1, 1);
@@ -588,7 +588,7 @@ fn run_device(sysfs: &Path) -> (u32, u32) {
         "INFO {} {ids}{}",
         family.name(),
         if nic.is_qemu_e1000e() {
-            ": QEMU's e1000e model (reset after each raise)"
+            ": QEMU's e1000e model (raises held masked at the device, then a reset)"
         } else {
             ""
         }

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::regs::DeviceRegs;
+use super::regs::{DeviceRegs, VectorControls};
 use crate::Error;
 
 /// A device family whose registers [`Nic`] can drive.
@@ -173,18 +173,25 @@ pub struct Nic {
     family: NicFamily,
     regs: DeviceRegs,
     /// QEMU's e1000e model re-sends each vector when its throttle timer
-    /// expires (see [`Nic::raise`]).
-    qemu_e1000e: bool,
+    /// expires; its raises hold the vector masked at the device (see
+    /// [`Nic::raise`]).
+    qemu_e1000e: Option<VectorControls>,
 }
 
 impl Nic {
     /// A NIC of `family` with identity `ids`, reached through `regs`.
-    pub fn new(family: NicFamily, ids: &PciIds, regs: DeviceRegs) -> Nic {
-        Nic {
+    /// Fails on QEMU's e1000e model when its MSI-X table cannot be mapped.
+    pub fn new(family: NicFamily, ids: &PciIds, regs: DeviceRegs) -> Result<Nic, Error> {
+        let qemu_e1000e = if family == NicFamily::E1000e && emulated_by_qemu(ids) {
+            Some(regs.map_vector_controls()?)
+        } else {
+            None
+        };
+        Ok(Nic {
             family,
             regs,
-            qemu_e1000e: family == NicFamily::E1000e && emulated_by_qemu(ids),
-        }
+            qemu_e1000e,
+        })
     }
 
     /// The device's family.
@@ -200,7 +207,7 @@ impl Nic {
     /// Whether the device is QEMU's e1000e model (it needs a reset after
     /// each raise; see [`Nic::raise`]).
     pub fn is_qemu_e1000e(&self) -> bool {
-        self.qemu_e1000e
+        self.qemu_e1000e.is_some()
     }
 
     /// Turns Bus Master on and programs the NIC so that [`Nic::raise`] can
@@ -242,13 +249,19 @@ impl Nic {
     /// igb: EIMS re-enables the vector, EICS sets its cause. e1000e: the
     /// cause is cleared in ICR (write 1 to clear) so the set is a new edge,
     /// re-enabled in IMS (an e1000e clears a cause's IMS bit on each
-    /// interrupt), then set with ICS. QEMU's e1000e model clamps EITR to at
-    /// least 500 (128 us) and, when a vector's throttle timer expires,
-    /// sends the vector again whether or not a cause is pending
-    /// (`hw/net/e1000e_core.c`, `e1000e_intrmgr_on_msix_throttling_timer`);
-    /// a software reset (CTRL.RST) stops that timer without sending, so on
-    /// that model each raise ends with a reset and the interrupt setup
-    /// again.
+    /// interrupt), then set with ICS.
+    ///
+    /// QEMU's e1000e model clamps EITR to at least 500 (128 us) and, when a
+    /// vector's throttle timer expires, sends the vector again whether or
+    /// not a cause is pending (`hw/net/e1000e_core.c`,
+    /// `e1000e_intrmgr_on_msix_throttling_timer`). A software reset
+    /// (CTRL.RST) stops the timer without sending, but the timer can expire
+    /// before the reset lands. So on that model the raise holds the vector
+    /// masked at the device (its Vector Control, through the table
+    /// mapping): the message and any early resend only set the Pending bit;
+    /// the reset stops the timer; restoring Vector Control then sends the
+    /// pending message exactly once if the vector was unmasked, and leaves
+    /// it pending if it was masked.
     pub fn raise(&self, vector: u16) -> Result<(), Error> {
         if vector >= self.family.raisable() {
             return Err(Error::Check(format!(
@@ -258,24 +271,31 @@ impl Nic {
             )));
         }
         let r = &self.regs;
-        match self.family {
-            NicFamily::Igb => {
+        match (self.family, &self.qemu_e1000e) {
+            (NicFamily::Igb, _) => {
                 r.write32(igb::EIMS, 1 << vector)?;
                 r.write32(igb::EICS, 1 << vector)
             }
-            NicFamily::E1000e => {
-                let cause = 1 << (e1000e::CAUSE_SHIFT + u32::from(vector));
-                r.write32(e1000e::ICR, cause)?;
-                r.write32(e1000e::IMS, cause)?;
-                r.write32(e1000e::ICS, cause)?;
-                if self.qemu_e1000e {
+            (NicFamily::E1000e, None) => self.set_e1000e_cause(vector),
+            (NicFamily::E1000e, Some(controls)) => {
+                let vector_control = controls.get(vector)?;
+                controls.set(vector, vector_control | 1)?;
+                let raised = self.set_e1000e_cause(vector).and_then(|()| {
                     let ctrl = r.read32(e1000e::CTRL)?;
                     r.write32(e1000e::CTRL, ctrl | e1000e::CTRL_RST)?;
-                    self.setup_interrupts()?;
-                }
-                Ok(())
+                    self.setup_interrupts()
+                });
+                let restored = controls.set(vector, vector_control);
+                raised.and(restored)
             }
         }
+    }
+
+    fn set_e1000e_cause(&self, vector: u16) -> Result<(), Error> {
+        let cause = 1 << (e1000e::CAUSE_SHIFT + u32::from(vector));
+        self.regs.write32(e1000e::ICR, cause)?;
+        self.regs.write32(e1000e::IMS, cause)?;
+        self.regs.write32(e1000e::ICS, cause)
     }
 }
 

@@ -8,6 +8,7 @@
 //! MSI-X table).
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
 
 use vfio_vectors::kernel::{RegionInfo, VfioMsixSource};
 
@@ -31,6 +32,8 @@ pub struct DeviceRegs {
     pba: RegionInfo,
     pba_offset: u64,
     vectors: u16,
+    table: RegionInfo,
+    table_offset: u64,
 }
 
 impl DeviceRegs {
@@ -52,6 +55,8 @@ impl DeviceRegs {
             pba: source.region_info(u32::from(msix.pba_bir))?,
             pba_offset: u64::from(msix.pba_offset),
             vectors: msix.table_size,
+            table: source.region_info(u32::from(msix.table_bir))?,
+            table_offset: u64::from(msix.table_offset),
         })
     }
 
@@ -143,6 +148,103 @@ impl DeviceRegs {
             &mut dword,
         )?;
         Ok(u32::from_le_bytes(dword) & (1 << (vector % 32)) != 0)
+    }
+}
+
+impl DeviceRegs {
+    /// Maps the pages of the MSI-X table (the host must allow it:
+    /// VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) to read and write Vector Control.
+    pub fn map_vector_controls(&self) -> Result<VectorControls, Error> {
+        if !self.table.msix_mappable() || !self.table.mmap() {
+            return Err(Error::Check(format!(
+                "the host does not let userspace map the MSI-X table of BAR{} (caps {:?})",
+                self.table.index, self.table.caps
+            )));
+        }
+        const PAGE: u64 = 4096;
+        let start = self.table_offset / PAGE * PAGE;
+        let end = (self.table_offset + u64::from(self.vectors) * 16).div_ceil(PAGE) * PAGE;
+        let len = (end - start) as usize;
+        // SAFETY: a fresh shared mapping of the device fd at an address the
+        // kernel picks; it aliases no Rust object. Checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.fd.as_raw_fd(),
+                (self.table.offset + start) as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(Error::Device {
+                what: format!("mmap of the MSI-X table pages of BAR{}", self.table.index),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::Device {
+            what: "mmap of the MSI-X table returned NULL".into(),
+            source: std::io::Error::from_raw_os_error(libc::EFAULT),
+        })?;
+        Ok(VectorControls {
+            base,
+            len,
+            table_start: (self.table_offset - start) as usize,
+            vectors: self.vectors,
+        })
+    }
+}
+
+/// The Vector Control dwords of the device's MSI-X table, through a shared
+/// mapping of the table's pages. Only whole 32-bit accesses to Vector
+/// Control are made (with interrupt remapping, address and data hold the
+/// host's remap handles and are never touched).
+#[derive(Debug)]
+pub struct VectorControls {
+    base: NonNull<u8>,
+    len: usize,
+    table_start: usize,
+    vectors: u16,
+}
+
+impl VectorControls {
+    fn dword(&self, vector: u16) -> Result<*mut u32, Error> {
+        let offset = self.table_start + usize::from(vector) * 16 + 12;
+        if vector >= self.vectors || offset + 4 > self.len {
+            return Err(Error::Check(format!(
+                "vector {vector} out of range (table size {})",
+                self.vectors
+            )));
+        }
+        // SAFETY: `offset + 4 <= len`: the dword lies inside the mapping,
+        // and it is 4-byte aligned (page-aligned base, 16-byte entries).
+        Ok(unsafe { self.base.as_ptr().add(offset) }.cast::<u32>())
+    }
+
+    /// Vector Control of `vector` as the device holds it.
+    pub fn get(&self, vector: u16) -> Result<u32, Error> {
+        let ptr = self.dword(vector)?;
+        // SAFETY: an aligned dword of our live mapping; volatile because it
+        // is device memory.
+        Ok(unsafe { ptr.read_volatile() })
+    }
+
+    /// Writes Vector Control of `vector`, then reads it back so the posted
+    /// write has reached the device when this returns.
+    pub fn set(&self, vector: u16, value: u32) -> Result<(), Error> {
+        let ptr = self.dword(vector)?;
+        // SAFETY: as in `get`; the mapping is writable.
+        unsafe { ptr.write_volatile(value) };
+        self.get(vector).map(|_| ())
+    }
+}
+
+impl Drop for VectorControls {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` describe the mapping we created and own; no
+        // pointer into it outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 

@@ -1,0 +1,145 @@
+//! [`HwRig`]: a real KVM guest with the assigned device's MSI-X handled by
+//! our accelerator on the kernel VFIO source, wired as a VMM wires it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use irqfd_routes::{GsiRouting, IoctlCounters, IrqchipRoutes};
+use msix_accel::{AccelConfig, MsixAccelerator, MsixSource, Policy, ServiceThread};
+use msix_model::BarOffset;
+use testvm::{MmioHandler, TestVm, VmConfig};
+
+use super::counted_source::{CountedSource, SourceCalls};
+use super::device::AssignedDevice;
+use crate::rig::{BAR_GPA, TABLE_MEMSLOT};
+use crate::Error;
+
+/// vCPUs of the guest: deliveries alternate between them, so a message
+/// that reached the wrong vCPU shows.
+pub const VCPUS: u8 = 2;
+
+/// Watchdog of every wait on the guest. Generous: under an emulated host
+/// one exit takes ~0.2 ms and a guest program a few ms.
+pub const WATCHDOG: Duration = Duration::from_secs(20);
+
+struct AccelMmio(Arc<MsixAccelerator>);
+
+impl MmioHandler for AccelMmio {
+    fn mmio_read(&self, _vcpu: u8, addr: u64, data: &mut [u8]) -> bool {
+        self.0.mmio_read(addr, data)
+    }
+    fn mmio_write(&self, _vcpu: u8, addr: u64, data: &[u8]) -> bool {
+        self.0.mmio_write(addr, data)
+    }
+}
+
+/// Guest, accelerator on the device's kernel VFIO source, service thread.
+/// Fields drop in order: service, accelerator (which disables the
+/// source's MSI-X), then the guest.
+#[derive(Debug)]
+pub struct HwRig {
+    service: Option<ServiceThread>,
+    /// The accelerator.
+    pub accel: Arc<MsixAccelerator>,
+    /// KVM ioctls issued for the device.
+    pub ioctls: Arc<IoctlCounters>,
+    /// Calls the accelerator made to the source.
+    pub source_calls: Arc<SourceCalls>,
+    /// The guest.
+    pub vm: TestVm,
+    /// The accelerator's configuration.
+    pub config: AccelConfig,
+    /// Guest physical address of the table.
+    pub table_gpa: u64,
+    /// Guest physical address of the PBA.
+    pub pba_gpa: u64,
+}
+
+/// The guest-visible MSI-X layout of `device` (its own table and PBA
+/// locations) under `policy`, with or without source masking.
+pub fn accel_config(device: &AssignedDevice, policy: Policy, source_masking: bool) -> AccelConfig {
+    let msix = &device.msix;
+    let mut config = AccelConfig::new(msix.table_size, msix.table_bir, TABLE_MEMSLOT)
+        .with_policy(policy)
+        .with_source_masking(source_masking);
+    config.table = BarOffset::new(msix.table_bir, msix.table_offset);
+    config.pba = BarOffset::new(msix.pba_bir, msix.pba_offset);
+    config
+}
+
+/// Builds the accelerator for `vm` on `source`: the one place that calls
+/// `MsixAccelerator::new` (and so the one place to adapt when its
+/// constructor changes). Returns it with the counters of the KVM ioctls it
+/// issues.
+pub fn build_accelerator(
+    vm: &TestVm,
+    source: Box<dyn MsixSource>,
+    config: AccelConfig,
+) -> Result<(Arc<MsixAccelerator>, Arc<IoctlCounters>), Error> {
+    let ioctls = Arc::new(IoctlCounters::default());
+    let routes = GsiRouting::new(
+        vm.vm().clone(),
+        IrqchipRoutes::X86KernelIrqchip,
+        ioctls.clone(),
+    )?
+    .into_shared();
+    let accel = MsixAccelerator::new(vm.vm().clone(), routes, source, config, ioctls.clone())?;
+    Ok((Arc::new(accel), ioctls))
+}
+
+impl HwRig {
+    /// Boots a guest and wires `device` under `policy`.
+    pub fn new(
+        device: &AssignedDevice,
+        policy: Policy,
+        source_masking: bool,
+    ) -> Result<HwRig, Error> {
+        let vm = TestVm::new(VmConfig {
+            vcpus: VCPUS,
+            watchdog: WATCHDOG,
+        })?;
+        let config = accel_config(device, policy, source_masking);
+        let source_calls = Arc::new(SourceCalls::default());
+        let source = CountedSource::new(device.source()?, source_calls.clone());
+        let (accel, ioctls) = build_accelerator(&vm, Box::new(source), config)?;
+        let table_gpa = BAR_GPA + u64::from(config.table.offset);
+        let pba_gpa = BAR_GPA + u64::from(config.pba.offset);
+        accel.place(table_gpa, pba_gpa)?;
+        vm.set_mmio_handler(Arc::new(AccelMmio(accel.clone())));
+        let service = ServiceThread::spawn(std::slice::from_ref(&accel))?;
+        Ok(HwRig {
+            service: Some(service),
+            accel,
+            ioctls,
+            source_calls,
+            vm,
+            config,
+            table_gpa,
+            pba_gpa,
+        })
+    }
+
+    /// Guest physical address of entry `e`'s dword at `offset` (0, 4, 8, 12).
+    pub fn entry(&self, e: u16, offset: u64) -> u64 {
+        self.table_gpa + u64::from(e) * 16 + offset
+    }
+
+    /// Finishes the unmasks the service thread may not have serviced yet
+    /// and reports an error the accelerator met meanwhile.
+    pub fn settle(&self) -> Result<(), Error> {
+        self.accel.service_fast_path()?;
+        match self.accel.last_error() {
+            Some(e) => Err(Error::Check(format!("accelerator: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for HwRig {
+    fn drop(&mut self) {
+        if let Some(s) = self.service.take() {
+            s.stop();
+        }
+        self.vm.stop_vcpus();
+    }
+}
