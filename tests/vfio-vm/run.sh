@@ -188,12 +188,20 @@ else
 fi
 for dev in /sys/bus/pci/devices/*; do
     id="$(cat $dev/vendor):$(cat $dev/device)"
-    case "$id" in 0x8086:0x10c9|0x8086:0x10d3) ;; *) continue ;; esac
+    # igb and e1000e: every check. virtio-net: a device with MSI-X whose
+    # vectors msix-bench cannot raise (no known trigger): the end-to-end
+    # checks that need no raise, the others reported skipped.
+    case "$id" in
+        0x8086:0x10c9|0x8086:0x10d3) nic=1 ;;
+        0x1af4:0x1000|0x1af4:0x1041) nic=0 ;;
+        *) continue ;;
+    esac
     bdf=$(basename $dev)
     echo vfio-pci > $dev/driver_override
     [ -e $dev/driver ] && echo $bdf > $dev/driver/unbind
     echo $bdf > /sys/bus/pci/drivers_probe
     echo "GUEST: $bdf ($id) driver: $(basename $(readlink $dev/driver 2>/dev/null) 2>/dev/null)"
+    if [ $nic -eq 1 ]; then
     nics=$((nics + 1))
     /bin/vfio-vm-test $dev > /tmp.out 2>&1; rc=$?
     cat /tmp.out
@@ -213,6 +221,7 @@ for dev in /sys/bus/pci/devices/*; do
     fi
     echo "GUEST: $bdf ($id): $p passed, $f failed"
     total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+    fi
     # End to end: the NIC's vectors through the accelerator into a KVM guest.
     if [ $kvm -eq 1 ]; then
         t0=$(awk '{print $1}' /proc/uptime)
@@ -225,8 +234,19 @@ for dev in /sys/bus/pci/devices/*; do
             p=0; f=1; echo "FAIL $bdf: msix-bench --vfio printed no summary (exit $rc)"
         fi
         [ $rc -ne 0 ] && [ "$f" -eq 0 ] && { f=1; echo "FAIL $bdf: msix-bench --vfio exited $rc"; }
-        echo "GUEST: $bdf ($id) end to end: $p passed, $f failed in $(awk -v t0=$t0 '{printf "%.1f", $1 - t0}' /proc/uptime) s"
+        skipped=$(grep -c '^SKIP ' /tmp.e2e)
+        echo "GUEST: $bdf ($id) end to end: $p passed, $f failed, $skipped skipped in $(awk -v t0=$t0 '{printf "%.1f", $1 - t0}' /proc/uptime) s"
         e2e_pass=$((e2e_pass + p)); e2e_fail=$((e2e_fail + f))
+        if [ $nic -eq 0 ]; then
+            # --json on the quickest device: the same checks as one document.
+            /bin/msix-bench --vfio $bdf --json > /tmp.json 2>&1
+            if grep -q '"failed": 0,' /tmp.json && grep -q "\"skipped\": $skipped," /tmp.json &&
+               grep -q "\"passed\": $p," /tmp.json; then
+                echo "PASS $bdf json_report_matches_the_table"; e2e_pass=$((e2e_pass + 1))
+            else
+                head -c 2000 /tmp.json; echo; echo "FAIL $bdf json_report_matches_the_table"; e2e_fail=$((e2e_fail + 1))
+            fi
+        fi
     fi
 done
 [ $nics -eq 0 ] && { echo "FAIL no igb/e1000e found"; total_fail=$((total_fail + 1)); }
@@ -248,7 +268,7 @@ timeout -k 10 "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel tcg -cpu qemu6
     -m 1G -smp 2 -nographic \
     -no-reboot -nic none -kernel "$vmlinuz" -initrd "$initrd" \
     -append 'console=ttyS0 intel_iommu=on irqaffinity=0 panic=-1' \
-    -device intel-iommu,intremap=on -device igb -device e1000e \
+    -device intel-iommu,intremap=on -device igb -device e1000e -device virtio-net-pci \
     </dev/null 2>&1 | tr -d '\r' | tee "$log" | grep -E '^(PASS|FAIL|SKIP|GUEST|TIMING|INFO)|passed, [0-9]+ failed$|Kernel panic'
 qemu_rc=${PIPESTATUS[0]}
 set -e

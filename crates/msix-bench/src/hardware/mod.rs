@@ -9,15 +9,18 @@ pub mod cycle;
 pub mod device;
 pub mod nic;
 pub mod regs;
+pub mod report;
 pub mod rig;
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use msix_accel::Policy;
 
 use crate::bench::sys;
-use checks::{Outcome, RunResult};
+use checks::RunResult;
 use device::AssignedDevice;
+use report::HardwareReport;
 
 /// `msix-bench --vfio` usage.
 pub const HELP: &str = "\
@@ -100,45 +103,37 @@ pub fn run_cli(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let family = device.family().map_or("unknown family", |f| f.name());
+    let start = Instant::now();
     let results: Vec<RunResult> = runs()
         .into_iter()
         .map(|(policy, masking)| checks::run(&device, policy, masking))
         .collect();
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for r in &results {
-        for c in &r.checks {
-            match &c.outcome {
-                Outcome::Pass => {
-                    passed += 1;
-                    println!("PASS {} {family} {}: {}", device.bdf(), r.name(), c.name);
-                }
-                Outcome::Fail(why) => {
-                    failed += 1;
-                    println!(
-                        "FAIL {} {family} {}: {}: {why}",
-                        device.bdf(),
-                        r.name(),
-                        c.name
-                    );
-                }
-                Outcome::Skipped(why) => {
-                    skipped += 1;
-                    println!(
-                        "SKIP {} {family} {}: {}: {why}",
-                        device.bdf(),
-                        r.name(),
-                        c.name
-                    );
-                }
+    let report = HardwareReport::new(&device, results, start.elapsed().as_secs_f64());
+    if options.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("msix-bench: JSON: {e}");
+                return 1;
             }
         }
+    } else {
+        print!("{}", report.table());
+        println!();
+        print!("{}", report.lines());
+        if report.skipped > 0 {
+            println!(
+                "end-to-end: {} skipped (nothing proven): {}",
+                report.skipped,
+                checks::NO_TRIGGER
+            );
+        }
+        println!(
+            "end-to-end: {} passed, {} failed",
+            report.passed, report.failed
+        );
     }
-    if skipped > 0 {
-        println!("end-to-end: {skipped} skipped");
-    }
-    println!("end-to-end: {passed} passed, {failed} failed");
-    if failed == 0 && passed > 0 {
+    if report.failed == 0 && report.passed > 0 {
         0
     } else {
         1

@@ -55,15 +55,30 @@ pub struct HwRig {
     pub pba_gpa: u64,
 }
 
-/// The guest-visible MSI-X layout of `device` (its own table and PBA
-/// locations) under `policy`, with or without source masking.
+/// The guest-visible MSI-X layout of `device` under `policy`, with or
+/// without source masking: the device's own table and PBA locations in one
+/// BAR, except that a PBA in another BAR or sharing a page with the table
+/// goes to the page after the table (a VMM chooses the layout it shows; the
+/// accelerator reads the physical PBA through the source wherever it is,
+/// and the table needs pages of its own to be mapped read-only).
 pub fn accel_config(device: &AssignedDevice, policy: Policy, source_masking: bool) -> AccelConfig {
+    const PAGE: u64 = 4096;
     let msix = &device.msix;
     let mut config = AccelConfig::new(msix.table_size, msix.table_bir, TABLE_MEMSLOT)
         .with_policy(policy)
         .with_source_masking(source_masking);
     config.table = BarOffset::new(msix.table_bir, msix.table_offset);
-    config.pba = BarOffset::new(msix.pba_bir, msix.pba_offset);
+    let table_start = u64::from(msix.table_offset) / PAGE * PAGE;
+    let table_end =
+        (u64::from(msix.table_offset) + u64::from(msix.table_size) * 16).div_ceil(PAGE) * PAGE;
+    let pba = u64::from(msix.pba_offset);
+    let pba_end = pba + u64::from(msix.table_size).div_ceil(64) * 8;
+    let own_pages = !(pba < table_end && pba_end > table_start);
+    config.pba = if msix.pba_bir == msix.table_bir && own_pages {
+        BarOffset::new(msix.table_bir, msix.pba_offset)
+    } else {
+        BarOffset::new(msix.table_bir, table_end as u32)
+    };
     config
 }
 
@@ -104,7 +119,12 @@ impl HwRig {
         let (accel, ioctls) = build_accelerator(&vm, Box::new(source), config)?;
         let table_gpa = BAR_GPA + u64::from(config.table.offset);
         let pba_gpa = BAR_GPA + u64::from(config.pba.offset);
-        accel.place(table_gpa, pba_gpa)?;
+        let effective = accel.place(table_gpa, pba_gpa)?;
+        if effective != policy {
+            return Err(Error::Check(format!(
+                "the accelerator placed the table under {effective}, not {policy}"
+            )));
+        }
         vm.set_mmio_handler(Arc::new(AccelMmio(accel.clone())));
         let service = ServiceThread::spawn(std::slice::from_ref(&accel))?;
         Ok(HwRig {
