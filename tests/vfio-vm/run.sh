@@ -233,15 +233,23 @@ for dev in /sys/bus/pci/devices/*; do
         else
             p=0; f=1; echo "FAIL $bdf: msix-bench --vfio printed no summary (exit $rc)"
         fi
+        # The peer handlers' checks must pass too (their line is separate).
+        peers=$(grep -E '^peers: [0-9]+ passed, [0-9]+ failed$' /tmp.e2e | tail -1)
+        if [ -z "$peers" ]; then
+            f=$((f + 1)); echo "FAIL $bdf: msix-bench --vfio printed no peers line"
+        elif [ "$(echo "$peers" | awk '{print $4}')" -ne 0 ]; then
+            f=$((f + 1)); echo "FAIL $bdf: peer handlers: $peers"
+        fi
         [ $rc -ne 0 ] && [ "$f" -eq 0 ] && { f=1; echo "FAIL $bdf: msix-bench --vfio exited $rc"; }
-        skipped=$(grep -c '^SKIP ' /tmp.e2e)
+        skipped=$(grep -E '^end-to-end: [0-9]+ skipped' /tmp.e2e | awk '{print $2}')
+        skipped=${skipped:-0}
         echo "GUEST: $bdf ($id) end to end: $p passed, $f failed, $skipped skipped in $(awk -v t0=$t0 '{printf "%.1f", $1 - t0}' /proc/uptime) s"
         e2e_pass=$((e2e_pass + p)); e2e_fail=$((e2e_fail + f))
         if [ $nic -eq 0 ]; then
             # --json on the quickest device: the same checks as one document.
             /bin/msix-bench --vfio $bdf --json > /tmp.json 2>&1
             if grep -q '"failed": 0,' /tmp.json && grep -q "\"skipped\": $skipped," /tmp.json &&
-               grep -q "\"passed\": $p," /tmp.json; then
+               grep -q "\"passed\": $p," /tmp.json && grep -q '"peers_failed": 0,' /tmp.json; then
                 echo "PASS $bdf json_report_matches_the_table"; e2e_pass=$((e2e_pass + 1))
             else
                 head -c 2000 /tmp.json; echo; echo "FAIL $bdf json_report_matches_the_table"; e2e_fail=$((e2e_fail + 1))

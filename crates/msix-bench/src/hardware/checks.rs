@@ -15,12 +15,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use msix_accel::{MaskPath, Policy};
+use msix_accel::Policy;
 use serde::Serialize;
 use testvm::{Program, TestVm, Width, DOORBELL_VECTOR, SENTINEL_VECTOR};
 
-use super::cycle::{linux_cycles, CycleCost, CycleTarget, Work};
+use super::cycle::{linux_cycles, CycleCost};
 use super::device::AssignedDevice;
+use super::handler::Handler;
 use super::nic::Nic;
 use super::rig::{HwRig, VCPUS};
 use crate::Error;
@@ -34,8 +35,6 @@ pub const MOVED_BASE: u8 = 0x60;
 pub const CYCLE_BATCHES: u64 = 5;
 /// See [`CYCLE_BATCHES`].
 pub const CYCLES_PER_BATCH: u64 = 40;
-/// Message Control with MSI-X Enable set and Function Mask clear.
-const MSIX_ENABLE: u16 = 0x8000;
 /// Bound of a wait for the device to latch a raise (it latches during the
 /// register write; the bound only stops a broken device).
 const LATCH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -76,10 +75,12 @@ pub struct CheckOutcome {
 /// The checks of one policy with or without source masking.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
-    /// Policy.
+    /// Policy (ours) or peer name.
     pub policy: String,
     /// Source masking requested.
     pub source_masking: bool,
+    /// A peer handler, not ours.
+    pub peer: bool,
     /// Each check, in [`CHECKS`] order.
     pub checks: Vec<CheckOutcome>,
     /// Exits of the guest programming every entry.
@@ -89,7 +90,7 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// The run's name in reports (`fast`, `fast+srcmask`, ...).
+    /// The run's name in reports (`fast`, `fast+srcmask`, `qemu-like`, ...).
     pub fn name(&self) -> String {
         if self.source_masking {
             format!("{}+srcmask", self.policy)
@@ -111,52 +112,57 @@ pub fn exits_per_cycle(policy: Policy) -> u64 {
     }
 }
 
-impl CycleTarget for HwRig {
-    fn vm(&self) -> &TestVm {
-        &self.vm
-    }
-    fn entry(&self, e: u16, offset: u64) -> u64 {
-        HwRig::entry(self, e, offset)
-    }
-    fn work(&self) -> Work {
-        let calls = self.source_calls.snapshot();
-        Work::from_kvm(
-            self.ioctls.snapshot(),
-            calls.set_irqs,
-            calls.masks + calls.unmasks,
-        )
-    }
-    fn settle(&self) -> Result<(), Error> {
-        HwRig::settle(self)
-    }
-}
-
 /// Runs every check under `policy`, with or without source masking, in a
 /// fresh guest with a fresh accelerator.
 pub fn run(device: &AssignedDevice, policy: Policy, source_masking: bool) -> RunResult {
-    let mut result = RunResult {
-        policy: policy.to_string(),
+    let name = policy.to_string();
+    match HwRig::new(device, policy, source_masking) {
+        Ok(rig) => run_on(device, &rig, name, source_masking, false),
+        Err(e) => failed_setup(name, source_masking, false, &e),
+    }
+}
+
+/// The result of a run whose guest or handler could not be set up.
+pub fn failed_setup(name: String, source_masking: bool, peer: bool, e: &Error) -> RunResult {
+    RunResult {
+        policy: name,
         source_masking,
+        peer,
+        checks: CHECKS
+            .iter()
+            .map(|name| CheckOutcome {
+                name,
+                outcome: Outcome::Fail(format!("setting up the guest and the handler: {e}")),
+            })
+            .collect(),
+        program_exits: None,
+        cycle: None,
+    }
+}
+
+/// Runs every check on `handler`.
+pub fn run_on(
+    device: &AssignedDevice,
+    handler: &dyn Handler,
+    name: String,
+    source_masking: bool,
+    peer: bool,
+) -> RunResult {
+    let mut result = RunResult {
+        policy: name,
+        source_masking,
+        peer,
         checks: Vec::new(),
         program_exits: None,
         cycle: None,
     };
-    let outcomes = match HwRig::new(device, policy, source_masking) {
-        Ok(rig) => {
-            let mut g = Guest {
-                rig: &rig,
-                nic: device.nic.as_ref(),
-                vectors: device.vectors(),
-                at_source: source_masking && device.features.maskable,
-                expected: BTreeMap::new(),
-            };
-            g.all(&mut result)
-        }
-        Err(e) => CHECKS
-            .iter()
-            .map(|_| Outcome::Fail(format!("setting up guest and accelerator: {e}")))
-            .collect(),
+    let mut g = Guest {
+        h: handler,
+        nic: device.nic.as_ref(),
+        vectors: device.vectors(),
+        expected: BTreeMap::new(),
     };
+    let outcomes = g.all(&mut result);
     result.checks = CHECKS
         .iter()
         .zip(outcomes)
@@ -167,11 +173,9 @@ pub fn run(device: &AssignedDevice, policy: Policy, source_masking: bool) -> Run
 
 /// The guest's side of a run, and every delivery it must have taken.
 struct Guest<'a> {
-    rig: &'a HwRig,
+    h: &'a dyn Handler,
     nic: Option<&'a Nic>,
     vectors: u16,
-    /// Masks go to the device (else the irqfd is detached).
-    at_source: bool,
     /// Deliveries that must have been counted, per (vCPU, IDT vector).
     expected: BTreeMap<(u8, u8), u64>,
 }
@@ -226,28 +230,23 @@ impl Guest<'_> {
     /// program every entry with its message and unmask it; returns the
     /// exits that took.
     fn program_every_vector(&mut self) -> Result<u64, String> {
-        let rig = self.rig;
-        rig.accel.write_message_control(MSIX_ENABLE).map_err(err)?;
+        let h = self.h;
+        h.enable_msix().map_err(err)?;
         let mut p = Program::new();
         for v in 0..self.vectors {
             let (vcpu, idt) = target(v);
-            p.write(Width::W32, rig.entry(v, 0), TestVm::msi_address(vcpu));
-            p.write(Width::W32, rig.entry(v, 4), 0);
-            p.write(Width::W32, rig.entry(v, 8), u64::from(idt));
-            p.write(Width::W32, rig.entry(v, 12), 0);
+            p.write(Width::W32, h.entry(v, 0), TestVm::msi_address(vcpu));
+            p.write(Width::W32, h.entry(v, 4), 0);
+            p.write(Width::W32, h.entry(v, 8), u64::from(idt));
+            p.write(Width::W32, h.entry(v, 12), 0);
         }
-        let exits = rig.vm.exits();
-        rig.vm.run(0, &p).map_err(err)?;
-        rig.settle().map_err(err)?;
-        let exits = rig.vm.exits().since(&exits).mmio();
+        let exits = h.vm().exits();
+        h.vm().run(0, &p).map_err(err)?;
+        h.settle().map_err(err)?;
+        let exits = h.vm().exits().since(&exits).mmio();
         for v in 0..self.vectors {
-            let path = rig.accel.mask_path(v).map_err(err)?;
-            if path != MaskPath::Unmasked || !rig.accel.irqfd_attached(v).map_err(err)? {
-                return Err(format!(
-                    "entry {v} after the guest unmasked it: mask path {path:?}, irqfd attached {}",
-                    rig.accel.irqfd_attached(v).unwrap_or(false)
-                ));
-            }
+            h.check_wired(v)
+                .map_err(|e| format!("entry {v} after the guest unmasked it: {e}"))?;
         }
         self.verify("after programming (nothing raised yet)")?;
         Ok(exits)
@@ -262,7 +261,7 @@ impl Guest<'_> {
                 if idt == DOORBELL_VECTOR || idt == SENTINEL_VECTOR || idt == 0xFF {
                     continue;
                 }
-                let got = self.rig.vm.irq_count_on(vcpu, idt);
+                let got = self.h.vm().irq_count_on(vcpu, idt);
                 let want = self.expected.get(&(vcpu, idt)).copied().unwrap_or(0);
                 if got != want {
                     wrong.push(format!(
@@ -286,11 +285,11 @@ impl Guest<'_> {
         let total: u64 = (0..VCPUS)
             .map(|c| self.expected.get(&(c, to.1)).copied().unwrap_or(0))
             .sum();
-        self.rig
-            .vm
+        self.h
+            .vm()
             .wait_irq_count(to.1, total)
             .map_err(|e| format!("{what}: IDT {:#x} not taken: {e}", to.1))?;
-        self.rig.vm.sentinel_all().map_err(err)?;
+        self.h.vm().sentinel_all().map_err(err)?;
         self.verify(what)
     }
 
@@ -298,10 +297,10 @@ impl Guest<'_> {
     /// vector and vCPU, with no exit to userspace on the way.
     fn deliver_each(&mut self, nic: &Nic) -> Result<(), String> {
         for v in 0..self.vectors {
-            let exits = self.rig.vm.exits();
+            let exits = self.h.vm().exits();
             nic.raise(v).map_err(err)?;
             self.expect_delivery(target(v), &format!("raise of vector {v}"))?;
-            let exits = self.rig.vm.exits().since(&exits);
+            let exits = self.h.vm().exits().since(&exits);
             if exits.mmio() + exits.io != 0 {
                 return Err(format!(
                     "raise of vector {v}: {exits:?} on the delivery path, want none"
@@ -311,28 +310,17 @@ impl Guest<'_> {
         Ok(())
     }
 
-    /// Waits (bounded) until the device or the eventfd holds `v`'s raise:
-    /// the physical Pending bit when the source masks, else the eventfd
-    /// count of the detached irqfd.
+    /// Waits (bounded) until `v`'s raise is held (see [`Handler::held`]).
     fn held(&self, nic: &Nic, v: u16) -> Result<(), String> {
         let deadline = Instant::now() + LATCH_TIMEOUT;
         loop {
-            let held = if self.at_source {
-                nic.regs().physical_pending(v).map_err(err)?
-            } else {
-                self.rig.accel.pending(v).map_err(err)?
-            };
-            if held {
+            if self.h.held(nic, v).map_err(err)? {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "vector {v}: raised while masked but not held within {LATCH_TIMEOUT:?} ({})",
-                    if self.at_source {
-                        "physical Pending bit clear"
-                    } else {
-                        "eventfd count 0"
-                    }
+                    "vector {v}: raised while masked but not held within {LATCH_TIMEOUT:?} ({} shows nothing)",
+                    self.h.held_where()
                 ));
             }
             std::thread::yield_now();
@@ -340,33 +328,23 @@ impl Guest<'_> {
     }
 
     /// The guest masks `v` as Linux does (mask write, flush read); checks
-    /// the mask went where the configuration says.
+    /// the handler masked it its way.
     fn guest_mask(&self, v: u16) -> Result<(), String> {
-        let rig = self.rig;
+        let h = self.h;
         let mut p = Program::new();
-        p.write(Width::W32, rig.entry(v, 12), 1);
-        p.read(Width::W32, rig.entry(v, 0));
-        rig.vm.run(0, &p).map_err(err)?;
-        rig.settle().map_err(err)?;
-        let want = if self.at_source {
-            MaskPath::Source
-        } else {
-            MaskPath::IrqfdDetached
-        };
-        let path = rig.accel.mask_path(v).map_err(err)?;
-        if path != want {
-            return Err(format!(
-                "vector {v} masked by the guest: mask path {path:?}, want {want:?}"
-            ));
-        }
-        Ok(())
+        p.write(Width::W32, h.entry(v, 12), 1);
+        p.read(Width::W32, h.entry(v, 0));
+        h.vm().run(0, &p).map_err(err)?;
+        h.settle().map_err(err)?;
+        h.check_masked(v)
+            .map_err(|e| format!("vector {v} masked by the guest: {e}"))
     }
 
     /// The guest reads the PBA qword holding `v`'s bit.
     fn guest_pba_bit(&self, v: u16) -> Result<bool, String> {
         let mut p = Program::new();
-        let slot = p.read(Width::W64, self.rig.pba_gpa + u64::from(v / 64) * 8);
-        let out = self.rig.vm.run(0, &p).map_err(err)?;
+        let slot = p.read(Width::W64, self.h.pba_gpa() + u64::from(v / 64) * 8);
+        let out = self.h.vm().run(0, &p).map_err(err)?;
         Ok(out.get(slot) & (1 << (v % 64)) != 0)
     }
 
@@ -375,7 +353,7 @@ impl Guest<'_> {
         for &(addr, value) in writes {
             p.write(Width::W32, addr, value);
         }
-        self.rig.vm.run(0, &p).map_err(err)?;
+        self.h.vm().run(0, &p).map_err(err)?;
         Ok(())
     }
 
@@ -385,7 +363,7 @@ impl Guest<'_> {
         self.guest_mask(v)?;
         nic.raise(v).map_err(err)?;
         self.held(nic, v)?;
-        self.rig.vm.sentinel_all().map_err(err)?;
+        self.h.vm().sentinel_all().map_err(err)?;
         self.verify(&format!("vector {v} raised while masked"))?;
         if !self.guest_pba_bit(v)? {
             return Err(format!(
@@ -396,15 +374,15 @@ impl Guest<'_> {
     }
 
     /// After an unmask delivered `v`'s pending message: nothing is held
-    /// any more, at the device or for the guest.
+    /// any more, at the device, in the handler or for the guest.
     fn nothing_pending(&self, nic: &Nic, v: u16) -> Result<(), String> {
-        if self.at_source && nic.regs().physical_pending(v).map_err(err)? {
-            return Err(format!(
-                "vector {v}: physical Pending bit still set after the unmask"
-            ));
+        if let Some(why) = self.h.still_pending(nic, v).map_err(err)? {
+            return Err(format!("vector {v} after the unmask: {why}"));
         }
-        if self.rig.accel.pending(v).map_err(err)? || self.guest_pba_bit(v)? {
-            return Err(format!("vector {v}: still pending after the unmask"));
+        if self.guest_pba_bit(v)? {
+            return Err(format!(
+                "vector {v} after the unmask: the guest reads its PBA bit set"
+            ));
         }
         Ok(())
     }
@@ -415,9 +393,9 @@ impl Guest<'_> {
     fn masked_raise_each(&mut self, nic: &Nic) -> Result<(), String> {
         for v in 0..self.vectors {
             self.mask_and_raise(nic, v)?;
-            self.guest_write(&[(self.rig.entry(v, 12), 0)])?;
+            self.guest_write(&[(self.h.entry(v, 12), 0)])?;
             self.expect_delivery(target(v), &format!("unmask of pending vector {v}"))?;
-            self.rig.settle().map_err(err)?;
+            self.h.settle().map_err(err)?;
             self.nothing_pending(nic, v)?;
         }
         Ok(())
@@ -433,17 +411,17 @@ impl Guest<'_> {
         let moved = ((vcpu + 1) % VCPUS, MOVED_BASE + v as u8);
         self.mask_and_raise(nic, v)?;
         self.guest_write(&[
-            (self.rig.entry(v, 0), TestVm::msi_address(moved.0)),
-            (self.rig.entry(v, 8), u64::from(moved.1)),
+            (self.h.entry(v, 0), TestVm::msi_address(moved.0)),
+            (self.h.entry(v, 8), u64::from(moved.1)),
         ])?;
-        self.rig.vm.sentinel_all().map_err(err)?;
+        self.h.vm().sentinel_all().map_err(err)?;
         self.verify(&format!("vector {v}: message changed while masked"))?;
-        self.guest_write(&[(self.rig.entry(v, 12), 0)])?;
+        self.guest_write(&[(self.h.entry(v, 12), 0)])?;
         self.expect_delivery(
             moved,
             &format!("unmask of vector {v} after its message changed"),
         )?;
-        self.rig.settle().map_err(err)?;
+        self.h.settle().map_err(err)?;
         self.nothing_pending(nic, v)?;
         nic.raise(v).map_err(err)?;
         self.expect_delivery(
@@ -452,22 +430,22 @@ impl Guest<'_> {
         )
     }
 
-    /// Linux mask cycles on entry 0 cost exactly the
-    /// policy's exits each and deliver nothing; entry 0 still delivers
-    /// (when the NIC can raise it).
+    /// Linux mask cycles on entry 0 cost exactly the handler's exits each
+    /// (the policy's for ours) and deliver nothing; entry 0 still delivers
+    /// (when the NIC can raise it); the handler met no error.
     fn cycle_exits(&mut self) -> Result<CycleCost, (Option<CycleCost>, String)> {
-        let cost = linux_cycles(self.rig, CYCLE_BATCHES, CYCLES_PER_BATCH)
+        let cost = linux_cycles(self.h, CYCLE_BATCHES, CYCLES_PER_BATCH)
             .map_err(|e| (None, e.to_string()))?;
         let fail = |e: String| (Some(cost), e);
-        let per = exits_per_cycle(self.rig.config.policy);
+        let per = self.h.exits_per_cycle();
         if cost.exits != per * cost.cycles {
             return Err(fail(format!(
                 "{} exits in {} Linux mask cycles, want exactly {per} per cycle",
                 cost.exits, cost.cycles
             )));
         }
-        self.rig
-            .vm
+        self.h
+            .vm()
             .sentinel_all()
             .map_err(|e| fail(e.to_string()))?;
         self.verify("after the mask cycles (nothing raised)")
@@ -477,14 +455,7 @@ impl Guest<'_> {
             self.expect_delivery(target(0), "raise of vector 0 after the mask cycles")
                 .map_err(fail)?;
         }
-        let stats = self.rig.accel.stats();
-        if stats.errors != 0 {
-            return Err(fail(format!(
-                "the accelerator met {} errors (last: {:?})",
-                stats.errors,
-                self.rig.accel.last_error()
-            )));
-        }
+        self.h.errors().map_err(fail)?;
         Ok(cost)
     }
 }

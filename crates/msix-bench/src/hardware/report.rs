@@ -86,42 +86,63 @@ pub struct HardwareReport {
     pub host: HostInfo,
     /// One entry per policy, without and with source masking.
     pub runs: Vec<RunResult>,
-    /// Checks passed.
+    /// The same checks on the peer handlers (QEMU-like, crosvm-like).
+    pub peers: Vec<RunResult>,
+    /// Checks of ours passed.
     pub passed: usize,
-    /// Checks failed.
+    /// Checks of ours failed.
     pub failed: usize,
-    /// Checks skipped (nothing proven), with their reasons in `runs`.
+    /// Checks of ours skipped (nothing proven), with their reasons in `runs`.
     pub skipped: usize,
+    /// Checks of the peers passed.
+    pub peers_passed: usize,
+    /// Checks of the peers failed (a broken peer handler makes the
+    /// comparison meaningless, so this fails the run too).
+    pub peers_failed: usize,
     /// Wall time of the whole run, seconds.
     pub wall_s: f64,
 }
 
 impl HardwareReport {
-    /// A report of `runs` on `device`.
-    pub fn new(device: &AssignedDevice, runs: Vec<RunResult>, wall_s: f64) -> HardwareReport {
-        let count = |f: fn(&Outcome) -> bool| {
+    /// A report of `runs` (ours) and `peers` on `device`.
+    pub fn new(
+        device: &AssignedDevice,
+        runs: Vec<RunResult>,
+        peers: Vec<RunResult>,
+        wall_s: f64,
+    ) -> HardwareReport {
+        let count = |runs: &[RunResult], f: fn(&Outcome) -> bool| {
             runs.iter()
                 .flat_map(|r| &r.checks)
                 .filter(|c| f(&c.outcome))
                 .count()
         };
+        let pass = |o: &Outcome| matches!(o, Outcome::Pass);
+        let fail = |o: &Outcome| matches!(o, Outcome::Fail(_));
         HardwareReport {
             schema: 1,
             device: DeviceInfo::of(device),
             host: HostInfo::read(),
-            passed: count(|o| matches!(o, Outcome::Pass)),
-            failed: count(|o| matches!(o, Outcome::Fail(_))),
-            skipped: count(|o| matches!(o, Outcome::Skipped(_))),
+            passed: count(&runs, pass),
+            failed: count(&runs, fail),
+            skipped: count(&runs, |o| matches!(o, Outcome::Skipped(_))),
+            peers_passed: count(&peers, pass),
+            peers_failed: count(&peers, fail),
             runs,
+            peers,
             wall_s,
         }
+    }
+
+    fn all_runs(&self) -> impl Iterator<Item = &RunResult> {
+        self.runs.iter().chain(&self.peers)
     }
 
     /// One line per check: `PASS|FAIL|SKIP BDF FAMILY RUN: CHECK[: why]`.
     pub fn lines(&self) -> String {
         let mut s = String::new();
         let family = self.device.family.unwrap_or("unknown-family");
-        for r in &self.runs {
+        for r in self.all_runs() {
             for c in &r.checks {
                 let (tag, why) = match &c.outcome {
                     Outcome::Pass => ("PASS", None),
@@ -173,7 +194,7 @@ impl HardwareReport {
                 ""
             }
         );
-        let names: Vec<String> = self.runs.iter().map(RunResult::name).collect();
+        let names: Vec<String> = self.all_runs().map(RunResult::name).collect();
         let width = CHECKS.iter().map(|c| c.len()).max().unwrap_or(0);
         let _ = write!(s, "{:width$}", "check");
         for n in &names {
@@ -182,7 +203,7 @@ impl HardwareReport {
         s.push('\n');
         for (i, check) in CHECKS.iter().enumerate() {
             let _ = write!(s, "{check:width$}");
-            for r in &self.runs {
+            for r in self.all_runs() {
                 let cell = match r.checks.get(i).map(|c| &c.outcome) {
                     Some(Outcome::Pass) => "pass",
                     Some(Outcome::Fail(_)) => "FAIL",
@@ -195,26 +216,67 @@ impl HardwareReport {
         }
         s.push('\n');
         s.push_str(&cycle_table(
-            self.runs
-                .iter()
+            self.all_runs()
                 .filter_map(|r| r.cycle.map(|c| (r.name(), c)))
                 .collect(),
         ));
+        s.push_str(&self.ratio_table());
+        s
+    }
+
+    /// Guest time per Linux mask cycle of each peer divided by each of
+    /// ours, measured in this run on the same guest program and device.
+    pub fn ratio_table(&self) -> String {
+        let ours: Vec<(String, f64)> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.cycle.map(|c| (r.name(), c.guest_ns_per_cycle)))
+            .filter(|(_, ns)| *ns > 0.0)
+            .collect();
+        let peers: Vec<(String, f64)> = self
+            .peers
+            .iter()
+            .filter_map(|r| r.cycle.map(|c| (r.name(), c.guest_ns_per_cycle)))
+            .collect();
+        let mut s = String::new();
+        if ours.is_empty() || peers.is_empty() {
+            return s;
+        }
+        let _ = writeln!(
+            s,
+            "\nGuest time per Linux mask cycle, peer / ours (same run, same guest program, same device){}:",
+            if self.host.emulated {
+                "; this host is emulated (TCG): only these ratios, not the times, carry over, and only roughly"
+            } else {
+                ""
+            }
+        );
+        let _ = write!(s, "{:<16}", "");
+        for (name, _) in &ours {
+            let _ = write!(s, " {:>15}", format!("/ {name}"));
+        }
+        s.push('\n');
+        for (peer, ns) in &peers {
+            let _ = write!(s, "{peer:<16}");
+            for (_, base) in &ours {
+                let _ = write!(s, " {:>14.2}x", ns / base);
+            }
+            s.push('\n');
+        }
         s
     }
 }
 
-/// The cost of one Linux mask cycle per row, with guest time relative to
-/// the first row.
+/// The cost of one Linux mask cycle per row.
 pub fn cycle_table(rows: Vec<(String, CycleCost)>) -> String {
     let mut s = String::new();
-    let Some(base) = rows.first().map(|(_, c)| c.guest_ns_per_cycle) else {
+    if rows.is_empty() {
         return s;
-    };
+    }
     let _ = writeln!(
         s,
         "Linux mask cycle (mask, flush read, unmask of entry 0), per cycle:\n\
-         {:<16} {:>6} {:>8} {:>8} {:>6} {:>7} {:>9} {:>8} {:>10} {:>10} {:>8}",
+         {:<16} {:>6} {:>7} {:>8} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "row",
         "exits",
         "ioctls",
@@ -224,14 +286,13 @@ pub fn cycle_table(rows: Vec<(String, CycleCost)>) -> String {
         "SET_IRQS",
         "vc-write",
         "guest us",
-        "host us",
-        "guest x"
+        "host us"
     );
     for (name, c) in &rows {
         let w = &c.work;
         let _ = writeln!(
             s,
-            "{:<16} {:>6.2} {:>8.2} {:>8.2} {:>6.2} {:>7.2} {:>9.2} {:>8.2} {:>10.2} {:>10.2} {:>7.2}x",
+            "{:<16} {:>6.2} {:>7.2} {:>8.2} {:>6.2} {:>8.2} {:>9.2} {:>9.2} {:>9.1} {:>9.1}",
             name,
             c.per_cycle(c.exits),
             c.per_cycle(w.ioctls()),
@@ -242,14 +303,16 @@ pub fn cycle_table(rows: Vec<(String, CycleCost)>) -> String {
             c.per_cycle(w.physical_mask_writes),
             c.guest_ns_per_cycle / 1000.0,
             c.host_cpu_ns_per_cycle / 1000.0,
-            if base > 0.0 { c.guest_ns_per_cycle / base } else { 0.0 },
         );
     }
     let _ = writeln!(
         s,
-        "(ioctls = KVM + VFIO; routing = KVM_SET_GSI_ROUTING; irqfd = KVM_IRQFD assign + deassign;\n\
-         sig.msi = KVM_SIGNAL_MSI; SET_IRQS = VFIO_DEVICE_SET_IRQS; vc-write = writes to the\n\
-         device's Vector Control; guest x = guest time relative to the first row)"
+        "(ioctls: KVM and VFIO; routing: KVM_SET_GSI_ROUTING; irqfd: KVM_IRQFD assign and\n\
+         deassign; sig.msi: KVM_SIGNAL_MSI; SET_IRQS: VFIO_DEVICE_SET_IRQS; vc-write: writes\n\
+         to the device's Vector Control; guest us: guest time; host us: process CPU time;\n\
+         times are the fastest of {} batches of {} cycles)",
+        super::checks::CYCLE_BATCHES,
+        super::checks::CYCLES_PER_BATCH
     );
     s
 }

@@ -5,18 +5,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use irqfd_routes::{GsiRouting, IoctlCounters, IrqchipRoutes};
-use msix_accel::{AccelConfig, MsixAccelerator, MsixSource, Policy, ServiceThread};
+use msix_accel::{AccelConfig, MaskPath, MsixAccelerator, MsixSource, Policy, ServiceThread};
 use msix_model::BarOffset;
 use testvm::{MmioHandler, TestVm, VmConfig};
 
+use super::checks::exits_per_cycle;
 use super::counted_source::{CountedSource, SourceCalls};
+use super::cycle::{CycleTarget, Work};
 use super::device::AssignedDevice;
+use super::handler::Handler;
+use super::nic::Nic;
 use crate::rig::{BAR_GPA, TABLE_MEMSLOT};
 use crate::Error;
 
 /// vCPUs of the guest: deliveries alternate between them, so a message
 /// that reached the wrong vCPU shows.
 pub const VCPUS: u8 = 2;
+
+/// Message Control with MSI-X Enable set and Function Mask clear.
+pub const MSIX_ENABLE: u16 = 0x8000;
 
 /// Watchdog of every wait on the guest. Generous: under an emulated host
 /// one exit takes ~0.2 ms and a guest program a few ms.
@@ -53,6 +60,9 @@ pub struct HwRig {
     pub table_gpa: u64,
     /// Guest physical address of the PBA.
     pub pba_gpa: u64,
+    /// Masks go to the device (source masking asked for and available);
+    /// else the irqfd is detached.
+    pub at_source: bool,
 }
 
 /// The guest-visible MSI-X layout of `device` under `policy`, with or
@@ -136,6 +146,7 @@ impl HwRig {
             config,
             table_gpa,
             pba_gpa,
+            at_source: source_masking && device.features.maskable,
         })
     }
 
@@ -152,6 +163,96 @@ impl HwRig {
             Some(e) => Err(Error::Check(format!("accelerator: {e}"))),
             None => Ok(()),
         }
+    }
+}
+
+impl CycleTarget for HwRig {
+    fn vm(&self) -> &TestVm {
+        &self.vm
+    }
+    fn entry(&self, e: u16, offset: u64) -> u64 {
+        HwRig::entry(self, e, offset)
+    }
+    fn work(&self) -> Work {
+        let calls = self.source_calls.snapshot();
+        Work::from_kvm(
+            self.ioctls.snapshot(),
+            calls.set_irqs,
+            calls.masks + calls.unmasks,
+        )
+    }
+    fn settle(&self) -> Result<(), Error> {
+        HwRig::settle(self)
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Handler for HwRig {
+    fn enable_msix(&self) -> Result<(), Error> {
+        Ok(self.accel.write_message_control(MSIX_ENABLE)?)
+    }
+    fn pba_gpa(&self) -> u64 {
+        self.pba_gpa
+    }
+    fn check_wired(&self, vector: u16) -> Result<(), String> {
+        let path = self.accel.mask_path(vector).map_err(err)?;
+        let attached = self.accel.irqfd_attached(vector).map_err(err)?;
+        if path != MaskPath::Unmasked || !attached {
+            return Err(format!("mask path {path:?}, irqfd attached {attached}"));
+        }
+        Ok(())
+    }
+    fn check_masked(&self, vector: u16) -> Result<(), String> {
+        let want = if self.at_source {
+            MaskPath::Source
+        } else {
+            MaskPath::IrqfdDetached
+        };
+        let path = self.accel.mask_path(vector).map_err(err)?;
+        if path != want {
+            return Err(format!("mask path {path:?}, want {want:?}"));
+        }
+        Ok(())
+    }
+    fn held(&self, nic: &Nic, vector: u16) -> Result<bool, Error> {
+        if self.at_source {
+            nic.regs().physical_pending(vector)
+        } else {
+            Ok(self.accel.pending(vector)?)
+        }
+    }
+    fn held_where(&self) -> &'static str {
+        if self.at_source {
+            "the device's Pending bit"
+        } else {
+            "the eventfd count of the detached irqfd"
+        }
+    }
+    fn still_pending(&self, nic: &Nic, vector: u16) -> Result<Option<String>, Error> {
+        if self.at_source && nic.regs().physical_pending(vector)? {
+            return Ok(Some("the device's Pending bit is still set".into()));
+        }
+        if self.accel.pending(vector)? {
+            return Ok(Some("the accelerator still reports it pending".into()));
+        }
+        Ok(None)
+    }
+    fn exits_per_cycle(&self) -> u64 {
+        exits_per_cycle(self.config.policy)
+    }
+    fn errors(&self) -> Result<(), String> {
+        let stats = self.accel.stats();
+        if stats.errors != 0 {
+            return Err(format!(
+                "the accelerator met {} errors (last: {:?})",
+                stats.errors,
+                self.accel.last_error()
+            ));
+        }
+        Ok(())
     }
 }
 
