@@ -158,3 +158,38 @@ pub fn run_cli(args: &[String]) -> i32 {
         1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn vfio_options_take_a_device_and_json() {
+        let o = Options::parse(&args(&["--json", "--vfio", "0000:01:00.0"])).unwrap();
+        assert_eq!(o.device, PathBuf::from("0000:01:00.0"));
+        assert!(o.json);
+    }
+
+    #[test]
+    fn vfio_options_refuse_a_missing_device_and_unknown_flags() {
+        assert!(Options::parse(&args(&["--vfio"]))
+            .unwrap_err()
+            .contains("needs a device"));
+        assert!(Options::parse(&args(&["--vfio", "x", "--quick"]))
+            .unwrap_err()
+            .contains("unknown argument"));
+    }
+
+    #[test]
+    fn every_policy_runs_without_and_with_source_masking() {
+        let r = runs();
+        assert_eq!(r.len(), 6);
+        for p in Policy::ALL {
+            assert!(r.contains(&(p, false)) && r.contains(&(p, true)));
+        }
+    }
+}

@@ -306,3 +306,41 @@ fn emulated_by_qemu(ids: &PciIds) -> bool {
         std::fs::read_to_string("/sys/class/dmi/id/sys_vendor").is_ok_and(|v| v.trim() == "QEMU");
     qemu_machine && ids.subsystem_vendor == 0x8086 && ids.subsystem_device == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(vendor: u16, device: u16) -> PciIds {
+        PciIds {
+            vendor,
+            device,
+            subsystem_vendor: 0x8086,
+            subsystem_device: 0,
+        }
+    }
+
+    #[test]
+    fn known_devices_map_to_their_family() {
+        assert_eq!(ids(0x8086, 0x10c9).family(), Some(NicFamily::Igb));
+        assert_eq!(ids(0x8086, 0x10d3).family(), Some(NicFamily::E1000e));
+        assert_eq!(ids(0x1af4, 0x1000).family(), None);
+    }
+
+    #[test]
+    fn pci_ids_read_from_sysfs_files() {
+        let dir = std::env::temp_dir().join(format!("msix-bench-ids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, v) in [
+            ("vendor", "0x8086\n"),
+            ("device", "0x10d3\n"),
+            ("subsystem_vendor", "0x8086\n"),
+            ("subsystem_device", "0x0000\n"),
+        ] {
+            std::fs::write(dir.join(f), v).unwrap();
+        }
+        let read = PciIds::read(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(read.unwrap(), ids(0x8086, 0x10d3));
+    }
+}

@@ -314,7 +314,7 @@ impl PeerRig {
             vcpus: VCPUS,
             watchdog: WATCHDOG,
         })?;
-        let layout = accel_config(device, msix_accel::Policy::Trap, false);
+        let layout = accel_config(&device.msix, msix_accel::Policy::Trap, false);
         let msix = MsixModel::new(layout.table_size, layout.table, layout.pba)
             .map_err(|e| Error::Check(format!("MSI-X model: {e}")))?;
         let ioctls = Arc::new(IoctlCounters::default());

@@ -8,6 +8,7 @@ use irqfd_routes::{GsiRouting, IoctlCounters, IrqchipRoutes};
 use msix_accel::{AccelConfig, MaskPath, MsixAccelerator, MsixSource, Policy, ServiceThread};
 use msix_model::BarOffset;
 use testvm::{MmioHandler, TestVm, VmConfig};
+use vfio_vectors::kernel::MsixCapability;
 
 use super::checks::exits_per_cycle;
 use super::counted_source::{CountedSource, SourceCalls};
@@ -71,9 +72,8 @@ pub struct HwRig {
 /// goes to the page after the table (a VMM chooses the layout it shows; the
 /// accelerator reads the physical PBA through the source wherever it is,
 /// and the table needs pages of its own to be mapped read-only).
-pub fn accel_config(device: &AssignedDevice, policy: Policy, source_masking: bool) -> AccelConfig {
+pub fn accel_config(msix: &MsixCapability, policy: Policy, source_masking: bool) -> AccelConfig {
     const PAGE: u64 = 4096;
-    let msix = &device.msix;
     let mut config = AccelConfig::new(msix.table_size, msix.table_bir, TABLE_MEMSLOT)
         .with_policy(policy)
         .with_source_masking(source_masking);
@@ -123,7 +123,7 @@ impl HwRig {
             vcpus: VCPUS,
             watchdog: WATCHDOG,
         })?;
-        let config = accel_config(device, policy, source_masking);
+        let config = accel_config(&device.msix, policy, source_masking);
         let source_calls = Arc::new(SourceCalls::default());
         let source = CountedSource::new(device.source()?, source_calls.clone());
         let (accel, ioctls) = build_accelerator(&vm, Box::new(source), config)?;
@@ -262,5 +262,53 @@ impl Drop for HwRig {
             s.stop();
         }
         self.vm.stop_vcpus();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(
+        table_bir: u8,
+        table_offset: u32,
+        pba_bir: u8,
+        pba_offset: u32,
+        size: u16,
+    ) -> MsixCapability {
+        MsixCapability {
+            cap_offset: 0x70,
+            table_size: size,
+            table_bir,
+            table_offset,
+            pba_bir,
+            pba_offset,
+        }
+    }
+
+    #[test]
+    fn guest_layout_keeps_a_pba_on_its_own_page() {
+        // igb and e1000e: table at 0, PBA at 0x2000 of BAR 3.
+        let c = accel_config(&cap(3, 0, 3, 0x2000, 10), Policy::Fast, true);
+        assert_eq!(c.table, BarOffset::new(3, 0));
+        assert_eq!(c.pba, BarOffset::new(3, 0x2000));
+        assert_eq!(c.policy, Policy::Fast);
+        assert!(c.source_masking);
+    }
+
+    #[test]
+    fn guest_layout_moves_a_pba_sharing_the_tables_page_after_it() {
+        // virtio-pci: table at 0 and PBA at 0x800 of the same 4 KiB BAR.
+        let c = accel_config(&cap(1, 0, 1, 0x800, 4), Policy::Strict, false);
+        assert_eq!(c.table, BarOffset::new(1, 0));
+        assert_eq!(c.pba, BarOffset::new(1, 0x1000));
+    }
+
+    #[test]
+    fn guest_layout_brings_a_pba_from_another_bar_after_the_table() {
+        let c = accel_config(&cap(2, 0x3000, 4, 0, 300), Policy::Trap, false);
+        assert_eq!(c.table, BarOffset::new(2, 0x3000));
+        // 300 entries end at 0x3000 + 0x12c0: the PBA goes to the next page.
+        assert_eq!(c.pba, BarOffset::new(2, 0x5000));
     }
 }

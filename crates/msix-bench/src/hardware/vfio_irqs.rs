@@ -25,6 +25,22 @@ use request::VFIO_DEVICE_SET_IRQS;
 
 const HEADER_WORDS: usize = std::mem::size_of::<vfio_irq_set>() / 4;
 
+/// A `struct vfio_irq_set` for the MSI-X index as u32 words (aligned for
+/// the header): argsz, flags, index, start, count, then one i32 eventfd per
+/// vector.
+fn irq_set_words(flags: u32, start: u32, fds: &[RawFd]) -> Vec<u32> {
+    let mut words = vec![0u32; HEADER_WORDS + fds.len()];
+    words[0] = (words.len() * 4) as u32;
+    words[1] = flags;
+    words[2] = VFIO_PCI_MSIX_IRQ_INDEX;
+    words[3] = start;
+    words[4] = fds.len() as u32;
+    for (word, fd) in words[HEADER_WORDS..].iter_mut().zip(fds) {
+        *word = *fd as u32;
+    }
+    words
+}
+
 /// VFIO_DEVICE_SET_IRQS on one device's MSI-X index, counted.
 #[derive(Debug)]
 pub struct VfioIrqs {
@@ -55,15 +71,7 @@ impl VfioIrqs {
     }
 
     fn set_irqs(&self, flags: u32, start: u32, fds: &[RawFd]) -> Result<(), Error> {
-        let mut words = vec![0u32; HEADER_WORDS + fds.len()];
-        words[0] = (words.len() * 4) as u32;
-        words[1] = flags;
-        words[2] = VFIO_PCI_MSIX_IRQ_INDEX;
-        words[3] = start;
-        words[4] = fds.len() as u32;
-        for (word, fd) in words[HEADER_WORDS..].iter_mut().zip(fds) {
-            *word = *fd as u32;
-        }
+        let words = irq_set_words(flags, start, fds);
         self.calls.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `words` is a complete, 4-byte aligned vfio_irq_set whose
         // argsz covers the header and the `count` i32 eventfds after it;
@@ -109,5 +117,40 @@ impl VfioIrqs {
     /// Disables MSI-X.
     pub fn disable(&self) -> Result<(), Error> {
         self.set_irqs(VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_NONE, 0, &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_vector_repoint_is_a_header_and_one_eventfd() {
+        let w = irq_set_words(
+            VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD,
+            7,
+            &[42],
+        );
+        assert_eq!(w.len(), HEADER_WORDS + 1);
+        assert_eq!(
+            w[0] as usize,
+            (HEADER_WORDS + 1) * 4,
+            "argsz covers header and data"
+        );
+        assert_eq!(w[2], VFIO_PCI_MSIX_IRQ_INDEX);
+        assert_eq!((w[3], w[4], w[5]), (7, 1, 42));
+    }
+
+    #[test]
+    fn disable_has_no_data() {
+        let w = irq_set_words(VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_NONE, 0, &[]);
+        assert_eq!(w.len(), HEADER_WORDS);
+        assert_eq!((w[0] as usize, w[4]), (HEADER_WORDS * 4, 0));
+    }
+
+    #[test]
+    fn request_number_matches_the_uapi_header() {
+        // _IO(';', 100 + 10)
+        assert_eq!(VFIO_DEVICE_SET_IRQS(), 0x3b6e);
     }
 }
