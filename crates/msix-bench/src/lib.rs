@@ -6,6 +6,7 @@
 #![deny(missing_debug_implementations)]
 
 pub mod bench;
+pub mod hardware;
 pub mod rig;
 pub mod scenario;
 
@@ -24,6 +25,14 @@ pub enum Error {
     /// The software source failed.
     #[error("source: {0}")]
     Source(#[from] vfio_vectors::Error),
+    /// A register access on an assigned device failed.
+    #[error("device: {what}: {source}")]
+    Device {
+        /// What was accessed.
+        what: String,
+        /// The kernel's error.
+        source: std::io::Error,
+    },
     /// A measured behaviour was not what it must be, or a model refused.
     #[error("{0}")]
     Check(String),
