@@ -88,6 +88,9 @@ impl UnmaskSet {
 pub struct UnmaskEvents {
     outer: Epoll,
     set: UnmaskSet,
+    /// Wakes the servicer for unmasks that reached the device another way
+    /// (an exit that left its unmask to the servicer).
+    kick: EventFd,
 }
 
 impl UnmaskEvents {
@@ -96,7 +99,27 @@ impl UnmaskEvents {
         let outer = Epoll::new().map_err(Error::Event)?;
         let set = UnmaskSet::new(count)?;
         Self::watch(&outer, &set)?;
-        Ok(UnmaskEvents { outer, set })
+        let kick = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::Event)?;
+        outer
+            .ctl(
+                ControlOperation::Add,
+                kick.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, u64::MAX),
+            )
+            .map_err(Error::Event)?;
+        Ok(UnmaskEvents { outer, set, kick })
+    }
+
+    /// Makes the stable fd readable until [`UnmaskEvents::clear_kick`]: an
+    /// unmask is waiting that no eventfd of the set shows.
+    pub fn kick(&self) {
+        // A full counter is still readable.
+        let _ = self.kick.write(1);
+    }
+
+    /// Consumes a [`UnmaskEvents::kick`].
+    pub fn clear_kick(&self) {
+        let _ = self.kick.read();
     }
 
     fn watch(outer: &Epoll, set: &UnmaskSet) -> Result<()> {

@@ -72,6 +72,11 @@ impl Device {
     /// for all of them) and gives vectors left to retry their chance.
     /// Returns how many were applied.
     pub(crate) fn service(&mut self, scope: Scope) -> usize {
+        if matches!(scope, Scope::All | Scope::Cheap) {
+            // The servicer's look (or a full service) covers what a kick
+            // announced; an exit's look leaves it for the servicer.
+            self.placement.unmask_events().clear_kick();
+        }
         self.collect_absorbed();
         let (cheap, costly): (Vec<u16>, Vec<u16>) =
             self.absorbed.iter().partition(|&&v| !self.needs_commit(v));
@@ -110,5 +115,36 @@ impl Device {
     /// Whether absorbed unmasks wait for a commit.
     pub(crate) fn unmasks_waiting(&self) -> bool {
         !self.absorbed.is_empty()
+    }
+
+    /// Under `fast`, an unmask write that exited only because its entry has
+    /// no ioeventfd (past the fast budget, or one the hypervisor refused) is
+    /// treated as if one had absorbed it, when it needs a route commit: it
+    /// waits to share one, and the servicer is woken to end the window.
+    /// True when the write was taken that way (the caller leaves the model
+    /// alone: the unmask is applied later, as an absorbed one).
+    pub(crate) fn defer_unmask_write(&mut self, offset: u64, data: &[u8]) -> bool {
+        if !self.placement.effective_policy().absorbs_unmask()
+            || offset % 16 != 12
+            || data != [0, 0, 0, 0]
+        {
+            return false;
+        }
+        let vector = (offset / 16) as u16;
+        let masked_entry = self
+            .model
+            .entry(vector)
+            .is_ok_and(|e| e.vector_control & 1 == 1);
+        if !masked_entry || self.placement.absorbs_unmask(vector) || !self.needs_commit(vector) {
+            return false;
+        }
+        Counters::bump(&self.counters.fast_path_unmasks);
+        self.absorbed.insert(vector);
+        if self.absorbed.len() >= self.unmask_batch {
+            self.service(Scope::All);
+        } else {
+            self.placement.unmask_events().kick();
+        }
+        true
     }
 }

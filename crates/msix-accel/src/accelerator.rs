@@ -430,6 +430,9 @@ impl MsixAccelerator {
         match region {
             BarRegion::Table(offset) => {
                 self.count_table_write(offset, data);
+                if device.defer_unmask_write(offset, data) {
+                    return true;
+                }
                 let changes = device.model.write_table(offset, data);
                 device.apply(&changes);
                 let size = u64::from(self.config.table_size);

@@ -45,6 +45,12 @@ pub struct RigConfig {
     /// KVM_CAP_X2APIC_API as cloud-hypervisor enables it (see
     /// [`testvm::VmConfig::x2apic_api`]).
     pub x2apic_api: bool,
+    /// [`AccelConfig::unmask_coalescing`] of every device.
+    pub unmask_coalescing: Duration,
+    /// [`AccelConfig::unmask_batch`] of every device.
+    pub unmask_batch: u16,
+    /// [`AccelConfig::fast_entries`] of every device.
+    pub fast_entries: u16,
 }
 
 impl Default for RigConfig {
@@ -57,6 +63,9 @@ impl Default for RigConfig {
             maskable: false,
             watchdog: Duration::from_secs(10),
             x2apic_api: true,
+            unmask_coalescing: msix_accel::DEFAULT_UNMASK_COALESCING,
+            unmask_batch: msix_accel::DEFAULT_UNMASK_BATCH,
+            fast_entries: msix_accel::DEFAULT_FAST_ENTRIES,
         }
     }
 }
@@ -154,7 +163,9 @@ impl Rig {
             let accel_config = AccelConfig::new(config.vectors, 0, TABLE_MEMSLOT + u32::from(k))
                 .with_policy(config.policy)
                 .with_source_masking(config.maskable)
-                .with_device_id(u32::from(k));
+                .with_device_id(u32::from(k))
+                .with_fast_entries(config.fast_entries)
+                .with_unmask_coalescing(config.unmask_coalescing, config.unmask_batch);
             let bar = BAR_GPA + u64::from(k) * BAR_STRIDE;
             let events = Arc::new(EventLog::new());
             let accel = Arc::new(MsixAccelerator::new(
