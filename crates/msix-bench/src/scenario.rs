@@ -205,6 +205,26 @@ fn small<T: TryFrom<u64>>(s: &str, what: &str) -> Result<T, String> {
     T::try_from(n).map_err(|_| format!("{what} {n} out of range"))
 }
 
+/// Lowest IDT vector a scenario may use: 0..0x20 are exceptions and 0x20 is
+/// testvm's sentinel ([`testvm::SENTINEL_VECTOR`]), which `expect irq =`
+/// sends to prove that nothing more is on its way.
+pub const FIRST_DEVICE_VECTOR: u8 = testvm::SENTINEL_VECTOR + 1;
+/// Highest IDT vector a scenario may use: 0xFE is testvm's doorbell to an
+/// idle vCPU, 0xFF the APIC's spurious vector.
+pub const LAST_DEVICE_VECTOR: u8 = testvm::DOORBELL_VECTOR - 1;
+
+/// An IDT vector a device interrupt of a scenario may use.
+fn device_vector(s: &str) -> Result<u8, String> {
+    let v: u8 = small(s, "vector")?;
+    if !(FIRST_DEVICE_VECTOR..=LAST_DEVICE_VECTOR).contains(&v) {
+        return Err(format!(
+            "vector {v:#x} is reserved: scenarios use {FIRST_DEVICE_VECTOR:#x}..={LAST_DEVICE_VECTOR:#x} \
+             (0x20 is the sentinel, 0xfe the doorbell, 0xff spurious, below 0x20 exceptions)"
+        ));
+    }
+    Ok(v)
+}
+
 fn width_of(op: &str) -> Option<(bool, Width)> {
     let (write, bits) = if let Some(b) = op.strip_prefix("read") {
         (false, b)
@@ -365,7 +385,7 @@ impl Parser {
             if op == "msg" {
                 need(5)?;
                 let entry = self.entry(words[2])?;
-                let vector: u8 = small(key_value(words[3], "vector")?, "vector")?;
+                let vector = device_vector(key_value(words[3], "vector")?)?;
                 let cpu: u8 = small(key_value(words[4], "cpu")?, "cpu")?;
                 if cpu >= self.vcpus {
                     return Err(format!("cpu {cpu} but the guest has {} vCPUs", self.vcpus));
@@ -379,7 +399,7 @@ impl Parser {
             }
             if op == "window" {
                 need(4)?;
-                let vector: u8 = small(words[2], "vector")?;
+                let vector = device_vector(words[2])?;
                 let open = match words[3] {
                     "open" => true,
                     "close" => false,
@@ -468,7 +488,7 @@ impl Parser {
                         }
                         None => None,
                     };
-                    let vector: u8 = small(words[2], "vector")?;
+                    let vector = device_vector(words[2])?;
                     let cmp = Self::cmp(words[3])?;
                     if cmp == Cmp::Le {
                         return Err("expect irq takes = or >=".into());
@@ -511,7 +531,7 @@ impl Parser {
                             return Err("expect window V = N".into());
                         }
                         Ok(Step::ExpectWindow {
-                            vector: small(words[2], "vector")?,
+                            vector: device_vector(words[2])?,
                             count: number(words[4])?,
                         })
                     }
@@ -677,8 +697,8 @@ struct Run<'a> {
     storm: Option<StormHandle>,
 }
 
-const IRQ_WAIT: Duration = Duration::from_secs(1);
-const IRQ_SETTLE: Duration = Duration::from_millis(20);
+/// How often `expect irq` looks at the guest's counters while it waits.
+const IRQ_POLL: Duration = Duration::from_micros(200);
 
 impl Run<'_> {
     fn irqs(&self, vcpu: Option<u8>, vector: u8) -> u64 {
@@ -767,23 +787,32 @@ impl Run<'_> {
                 cmp,
                 count,
             } => {
-                let deadline = Instant::now() + IRQ_WAIT;
+                // Reach N within the watchdog...
+                let watchdog = rig.vm.watchdog();
+                let deadline = Instant::now() + watchdog;
                 loop {
                     let n = self.irqs(*vcpu, *vector);
                     if n >= *count {
                         break;
                     }
                     if Instant::now() >= deadline {
-                        return Err(format!("IDT vector {vector:#x}: {n} interrupts after 1 s, expected {cmp} {count}"));
+                        return Err(format!(
+                            "IDT vector {vector:#x}: {n} interrupts after the {} ms watchdog, expected {cmp} {count}",
+                            watchdog.as_millis()
+                        ));
                     }
-                    std::thread::sleep(Duration::from_micros(200));
+                    std::thread::sleep(IRQ_POLL);
                 }
                 if *cmp == Cmp::Eq {
-                    std::thread::sleep(IRQ_SETTLE);
+                    // ...then a sentinel on every vCPU: an interrupt that
+                    // already reached a local APIC is taken before it, so a
+                    // count still at N afterwards is exactly N, however late
+                    // the host injects.
+                    rig.vm.sentinel_all().map_err(|e| e.to_string())?;
                     let n = self.irqs(*vcpu, *vector);
                     if n != *count {
                         return Err(format!(
-                            "IDT vector {vector:#x}: {n} interrupts, expected = {count}"
+                            "IDT vector {vector:#x}: {n} interrupts (after a sentinel on every vCPU), expected = {count}"
                         ));
                     }
                 }
@@ -1008,6 +1037,14 @@ mod tests {
             ("policy fastest\n", 1, "unknown policy"),
             ("guest write8 table+0 0x100\n", 1, "does not fit"),
             ("frobnicate\n", 1, "unknown step"),
+            ("vectors 4\nguest msg 0 vector=0x20 cpu=0\n", 2, "reserved"),
+            ("guest msg 0 vector=0x1f cpu=0\n", 1, "reserved"),
+            ("guest msg 0 vector=0xfe cpu=0\n", 1, "reserved"),
+            ("expect irq 0x20 = 1\n", 1, "0x20 is the sentinel"),
+            ("expect irq@0 0 >= 1\n", 1, "reserved"),
+            ("expect irq 0xff = 0\n", 1, "reserved"),
+            ("guest window 0x20 open\n", 1, "reserved"),
+            ("expect window 0xfe = 0\n", 1, "reserved"),
         ];
         for (text, line, needle) in cases {
             let e = parse("f.scn", text).unwrap_err();
@@ -1015,6 +1052,18 @@ mod tests {
             assert!(e.to_string().starts_with(&format!("f.scn:{line}: ")), "{e}");
             assert!(e.message.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn device_vectors_0x21_to_0xfd_are_accepted() {
+        let s = parse(
+            "v.scn",
+            "guest msg 0 vector=0x21 cpu=0\nguest msg 1 vector=0xfd cpu=0\nexpect irq 0x21 = 0\nexpect irq 0xfd >= 0\n",
+        )
+        .unwrap();
+        assert_eq!(s.steps.len(), 4);
+        assert!(matches!(s.steps[1].1, Step::Msg { vector: 0xFD, .. }));
+        assert!(matches!(s.steps[2].1, Step::ExpectIrq { vector: 0x21, .. }));
     }
 
     #[test]
