@@ -11,6 +11,7 @@ use irqfd_routes::{
     eventfd_drain, eventfd_pending, Gsi, GsiRouting, IoctlCounters, IrqchipRoutes, Irqfd,
     MsiMessage, MsiRouteTable,
 };
+use msix_bench::storm::storm_count;
 use testvm::{TestVm, VmConfig};
 use vfio_vectors::software::SoftwareSource;
 use vfio_vectors::MsixSource;
@@ -249,11 +250,10 @@ fn storm_of_100k_fires_across_8_vectors_loses_nothing() {
         b.attach(v);
     }
 
-    let report = b
-        .source
-        .storm_count((0..8).collect(), 100_000)
+    let report = storm_count(&b.source, (0..8).collect(), 100_000)
         .unwrap()
-        .wait();
+        .wait(b.vm.watchdog())
+        .unwrap();
     assert!(report.error.is_none() && !report.panicked, "{report:?}");
     assert_eq!(report.total, 100_000);
     assert_eq!(report.signalled, 100_000, "every fire reached its eventfd");

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use msix_accel::{AccelConfig, MaskPath, Policy};
 use msix_bench::rig::{Rig, RigConfig, TABLE_MEMSLOT};
+use msix_bench::storm::storm;
 use msix_model::{MsixModel, MsixState};
 use testvm::{Program, ResultSlot, TestVm, Width};
 
@@ -361,10 +362,7 @@ fn soak(policy: Policy, maskable: bool, vcpus: u8) {
     let mut reference = reference_model();
     let mut coverage = Coverage::default();
     let rss_before = rss_bytes();
-    let storm = r
-        .source
-        .storm((0..VECTORS).collect(), Some(STORM_RATE))
-        .unwrap();
+    let storm = storm(&r.source, (0..VECTORS).collect(), Some(STORM_RATE)).unwrap();
 
     for round in 0..ROUNDS {
         let programs: Vec<Vec<Access>> = (0..vcpus)

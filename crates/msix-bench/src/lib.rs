@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod rig;
 pub mod scenario;
+pub mod storm;
 
 /// Errors of the rig, the scenario runner and the benchmark.
 #[derive(Debug, thiserror::Error)]

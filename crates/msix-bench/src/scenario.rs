@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use msix_accel::Policy;
 use serde::Serialize;
 use testvm::{Program, Width};
-use vfio_vectors::software::StormHandle;
 
 use crate::rig::{Rig, RigConfig};
+use crate::storm::{self, StormHandle};
 
 /// Which region of the BAR an access targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -759,10 +759,8 @@ impl Run<'_> {
                 if self.storm.is_some() {
                     return Err("a storm is already running".into());
                 }
-                let h = rig
-                    .source
-                    .storm(entries.clone(), None)
-                    .map_err(|e| e.to_string())?;
+                let h =
+                    storm::storm(&rig.source, entries.clone(), None).map_err(|e| e.to_string())?;
                 self.storm = Some(h);
             }
             Step::StormStop => {

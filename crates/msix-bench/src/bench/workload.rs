@@ -239,7 +239,7 @@ pub fn storm(t: &dyn Target, chunks: u64, spin: u64) -> Result<StormResult, Erro
     let irqs = t.vm().irq_count(VECTOR);
     let window = t.vm().window_count(0, VECTOR);
     let late = t.vm().late_count(0, VECTOR);
-    let handle = t.source().storm(vec![0], None)?;
+    let handle = crate::storm::storm(t.source(), vec![0], None)?;
     let mut cycles = 0;
     let run = (|| {
         for _ in 0..chunks {
