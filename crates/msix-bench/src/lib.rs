@@ -6,6 +6,7 @@
 #![deny(missing_debug_implementations)]
 
 pub mod bench;
+pub mod cli;
 pub mod rig;
 pub mod scenario;
 pub mod storm;

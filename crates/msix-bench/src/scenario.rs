@@ -179,17 +179,34 @@ pub struct Scenario {
     pub steps: Vec<(u32, Step)>,
 }
 
-/// A parse error: `FILE:LINE: what is wrong`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}:{line}: {message}")]
+/// A parse error: `FILE:LINE: what is wrong`, or `FILE: what is wrong` for
+/// the file as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseError {
     /// File.
     pub path: String,
-    /// Line (1-based).
-    pub line: u32,
+    /// Line (1-based), or `None` when the whole file is wrong.
+    pub line: Option<u32>,
     /// What is wrong.
     pub message: String,
 }
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Largest `count=` of `device fire`: a million fires take about a second.
+pub const MAX_FIRE_COUNT: u64 = 1_000_000;
+/// Largest `N` of `begin concurrent N`: each repetition is at least one
+/// guest access per line, and most accesses exit to userspace.
+pub const MAX_CONCURRENT_REPEAT: u64 = 100_000;
 
 fn number(s: &str) -> Result<u64, String> {
     let parsed = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -441,6 +458,9 @@ impl Parser {
                         4 => number(key_value(words[3], "count")?)?,
                         _ => return Err("device fire E [count=N]".into()),
                     };
+                    if !(1..=MAX_FIRE_COUNT).contains(&count) {
+                        return Err(format!("count={count}: must be in 1..={MAX_FIRE_COUNT}"));
+                    }
                     Ok(Step::Fire { entry, count })
                 }
                 Some("storm") => match words.get(2).copied() {
@@ -556,7 +576,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ParseError> {
     };
     let err = |line: u32, message: String| ParseError {
         path: path.to_string(),
-        line,
+        line: Some(line),
         message,
     };
     for (i, raw) in text.lines().enumerate() {
@@ -590,6 +610,12 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ParseError> {
                 return Err(err(line, "expected `begin concurrent N`".into()));
             }
             let n = number(words[2]).map_err(|m| err(line, m))?;
+            if !(1..=MAX_CONCURRENT_REPEAT).contains(&n) {
+                return Err(err(
+                    line,
+                    format!("begin concurrent {n}: N must be in 1..={MAX_CONCURRENT_REPEAT}"),
+                ));
+            }
             p.concurrent = Some((line, n, Vec::new()));
             continue;
         }
@@ -628,6 +654,13 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ParseError> {
     }
     if let Some((start, _, _)) = p.concurrent {
         return Err(err(start, "`begin concurrent` without `end`".into()));
+    }
+    if p.steps.is_empty() {
+        return Err(ParseError {
+            path: path.to_string(),
+            line: None,
+            message: "no steps: an empty scenario checks nothing".into(),
+        });
     }
     Ok(Scenario {
         path: path.to_string(),
@@ -878,7 +911,7 @@ pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
     }) {
         Ok(r) => r,
         Err(e) => {
-            outcome.failure = Some(format!("{}:0: cannot build the guest: {e}", scenario.path));
+            outcome.failure = Some(format!("{}: cannot build the guest: {e}", scenario.path));
             return outcome;
         }
     };
@@ -899,7 +932,7 @@ pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
     }
     if outcome.failure.is_none() {
         if let Some(e) = rig.accel.last_error() {
-            outcome.failure = Some(format!("{}:0: accelerator error: {e}", scenario.path));
+            outcome.failure = Some(format!("{}: accelerator error: {e}", scenario.path));
         }
     }
     outcome.passed = outcome.failure.is_none();
@@ -908,69 +941,110 @@ pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
     outcome
 }
 
-const USAGE: &str = "usage: msix-bench scenario [--policy fast|strict|trap] [--json] FILE...";
+const SEE_HELP: &str = "see msix-bench scenario --help";
 
-/// `msix-bench scenario ...`: returns the process exit code (0 only when
-/// every expectation of every file held; 2 for usage or parse errors).
-pub fn run_cli(args: &[String]) -> i32 {
-    let mut policy = None;
-    let mut json = false;
-    let mut files = Vec::new();
+/// `msix-bench scenario --help` (and `msix-bench help scenario`).
+pub const HELP: &str = "\
+usage: msix-bench scenario [--policy fast|strict|trap] [--json] FILE...
+
+Runs each scenario file (format: docs/scenarios.md) in a fresh real KVM
+guest with one accelerated MSI-X device on the software source, under each
+policy the file lists (or only under --policy), and prints one PASS or FAIL
+line per file and policy, then `N passed, N failed`.
+
+OPTIONS:
+    --policy P   run every file under P only (fast, strict or trap)
+    --json       print a JSON array, one object per file and policy run
+    -h, --help   this text
+
+Every file is read and parsed before anything runs: an error is one line
+`FILE:LINE: what is wrong` (or `FILE: what is wrong` for the whole file,
+e.g. unreadable or without steps).
+
+EXIT STATUS:
+    0 every expectation held; 1 an expectation failed; 2 bad usage, a file
+    that does not parse, or /dev/kvm missing or not accessible.
+";
+
+/// What `msix-bench scenario` was asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Args {
+    policy: Option<Policy>,
+    json: bool,
+    files: Vec<String>,
+}
+
+/// Parses the scenario runner's arguments; `Ok(None)` for `--help`.
+fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
+    let mut parsed = Args {
+        policy: None,
+        json: false,
+        files: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--json" => json = true,
-            "--policy" => match it.next().map(|p| p.parse::<Policy>()) {
-                Some(Ok(p)) => policy = Some(p),
-                Some(Err(e)) => {
-                    eprintln!("msix-bench scenario: {e}");
-                    return 2;
-                }
-                None => {
-                    eprintln!("{USAGE}");
-                    return 2;
-                }
-            },
-            "-h" | "--help" => {
-                println!(
-                    "{USAGE}\nRuns each scenario file (docs/scenarios.md) in a real KVM guest."
-                );
-                return 0;
+            "--json" => parsed.json = true,
+            "--policy" => {
+                let p = it
+                    .next()
+                    .ok_or(format!("--policy needs a policy ({SEE_HELP})"))?;
+                parsed.policy = Some(p.parse::<Policy>().map_err(|e| e.to_string())?);
             }
-            f if f.starts_with('-') => {
-                eprintln!("msix-bench scenario: unknown option {f}\n{USAGE}");
-                return 2;
-            }
-            f => files.push(f.to_string()),
+            "-h" | "--help" => return Ok(None),
+            f if f.starts_with('-') => return Err(format!("unknown option {f} ({SEE_HELP})")),
+            f => parsed.files.push(f.to_string()),
         }
     }
-    if files.is_empty() {
-        eprintln!("{USAGE}");
+    if parsed.files.is_empty() {
+        return Err(format!("no FILE given ({SEE_HELP})"));
+    }
+    Ok(Some(parsed))
+}
+
+/// Reads and parses every file; the first error, as one line.
+fn load(files: &[String]) -> Result<Vec<Scenario>, String> {
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: cannot read: {e}"))?;
+            parse(f, &text).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// `msix-bench scenario ...`: returns the process exit code (0 only when
+/// every expectation of every file held; 2 for usage or parse errors or no
+/// usable /dev/kvm, each reported in one line before anything runs).
+pub fn run_cli(args: &[String]) -> i32 {
+    let args = match parse_args(args) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{HELP}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("msix-bench scenario: {e}");
+            return 2;
+        }
+    };
+    let scenarios = match load(&args.files) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    if let Err(e) = crate::bench::sys::check_kvm() {
+        eprintln!("msix-bench scenario: {e}");
         return 2;
-    }
-    let mut scenarios = Vec::new();
-    for f in &files {
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("{f}:0: cannot read: {e}");
-                return 2;
-            }
-        };
-        match parse(f, &text) {
-            Ok(s) => scenarios.push(s),
-            Err(e) => {
-                eprintln!("{e}");
-                return 2;
-            }
-        }
     }
     let mut outcomes = Vec::new();
     for s in &scenarios {
-        let policies = policy.map_or_else(|| s.policies.clone(), |p| vec![p]);
+        let policies = args.policy.map_or_else(|| s.policies.clone(), |p| vec![p]);
         for p in policies {
             let o = run(s, p);
-            if !json {
+            if !args.json {
                 match &o.failure {
                     None => println!(
                         "PASS {} [{} {}] {} steps, {} exits, {} ms",
@@ -983,10 +1057,13 @@ pub fn run_cli(args: &[String]) -> i32 {
         }
     }
     let failed = outcomes.iter().filter(|o| !o.passed).count();
-    if json {
+    if args.json {
         match serde_json::to_string_pretty(&outcomes) {
             Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("cannot encode JSON: {e}"),
+            Err(e) => {
+                eprintln!("msix-bench scenario: cannot encode JSON: {e}");
+                return 1;
+            }
         }
     } else {
         println!("{} passed, {} failed", outcomes.len() - failed, failed);
@@ -1043,13 +1120,86 @@ mod tests {
             ("expect irq 0xff = 0\n", 1, "reserved"),
             ("guest window 0x20 open\n", 1, "reserved"),
             ("expect window 0xfe = 0\n", 1, "reserved"),
+            ("device fire 0 count=99999999999\n", 1, "1..=1000000"),
+            ("device fire 0 count=0\n", 1, "1..=1000000"),
+            (
+                "begin concurrent 99999999999\nguest read32 table+0\nend\n",
+                1,
+                "1..=100000",
+            ),
+            (
+                "begin concurrent 0\nguest read32 table+0\nend\n",
+                1,
+                "1..=100000",
+            ),
         ];
         for (text, line, needle) in cases {
             let e = parse("f.scn", text).unwrap_err();
-            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert_eq!(e.line, Some(line), "{text:?}: {e}");
             assert!(e.to_string().starts_with(&format!("f.scn:{line}: ")), "{e}");
             assert!(e.message.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_file_without_steps_is_an_error_naming_the_file_only() {
+        for text in ["", "# nothing\n\n", "vectors 4\npolicies fast trap\n"] {
+            let e = parse("empty.scn", text).unwrap_err();
+            assert_eq!(e.line, None, "{text:?}");
+            assert_eq!(
+                e.to_string(),
+                "empty.scn: no steps: an empty scenario checks nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_at_their_bounds_are_accepted() {
+        let s = parse(
+            "b.scn",
+            "device fire 0 count=1000000\nbegin concurrent 100000\nguest read32 table+0\nend\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.steps[0].1,
+            Step::Fire {
+                entry: 0,
+                count: MAX_FIRE_COUNT
+            }
+        );
+        assert!(matches!(
+            s.steps[1].1,
+            Step::Concurrent {
+                repeat: MAX_CONCURRENT_REPEAT,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn runner_arguments_are_checked_before_any_file_is_read() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_args(&args(&["--help", "x.scn"])), Ok(None));
+        let parsed = parse_args(&args(&["--policy", "trap", "--json", "a.scn"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.policy, Some(Policy::Trap));
+        assert!(parsed.json);
+        assert_eq!(parsed.files, vec!["a.scn".to_string()]);
+        assert!(parse_args(&args(&[])).unwrap_err().contains("no FILE"));
+        assert!(parse_args(&args(&["--policy"]))
+            .unwrap_err()
+            .contains("needs a policy"));
+        assert!(parse_args(&args(&["--policy", "fastest", "a.scn"])).is_err());
+        assert!(parse_args(&args(&["--frob", "a.scn"]))
+            .unwrap_err()
+            .contains("unknown option --frob"));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named_without_a_line() {
+        let e = load(&["/nonexistent/x.scn".to_string()]).unwrap_err();
+        assert!(e.starts_with("/nonexistent/x.scn: cannot read: "), "{e}");
     }
 
     #[test]
