@@ -2,7 +2,7 @@
 //! `--version`. Each subcommand parses and checks its own arguments before
 //! any work starts.
 
-use crate::{bench, scenario};
+use crate::{bench, scenario, stress};
 
 /// `msix-bench --version`.
 pub const VERSION: &str = concat!("msix-bench ", env!("CARGO_PKG_VERSION"));
@@ -12,6 +12,7 @@ pub const VERSION: &str = concat!("msix-bench ", env!("CARGO_PKG_VERSION"));
 pub fn run(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("scenario") => scenario::run_cli(&args[1..]),
+        Some("stress") => stress::run_cli(&args[1..]),
         Some("help") => help(&args[1..]),
         Some("--version" | "-V") if args.len() == 1 => {
             println!("{VERSION}");
@@ -30,6 +31,10 @@ fn help(args: &[String]) -> i32 {
         }
         [topic] if topic == "scenario" => {
             print!("{}", scenario::HELP);
+            0
+        }
+        [topic] if topic == "stress" => {
+            print!("{}", stress::HELP);
             0
         }
         [topic, ..] => {

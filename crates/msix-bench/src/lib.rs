@@ -10,6 +10,7 @@ pub mod cli;
 pub mod rig;
 pub mod scenario;
 pub mod storm;
+pub mod stress;
 
 /// Errors of the rig, the scenario runner and the benchmark.
 #[derive(Debug, thiserror::Error)]

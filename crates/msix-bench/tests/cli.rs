@@ -189,6 +189,19 @@ fn without_dev_kvm_the_scenario_runner_says_so_once_and_exits_2() {
 }
 
 #[test]
+fn stress_rounds_duration_and_hogs_beyond_their_bounds_are_refused_in_one_line() {
+    for (args, needle) in [
+        (&["stress", "--rounds", "0"][..], "--rounds"),
+        (&["stress", "--rounds", "99999999999"], "--rounds"),
+        (&["stress", "--duration", "99999999999"], "--duration"),
+        (&["stress", "--hogs", "1000"], "--hogs"),
+        (&["stress", "--frobnicate"], "unknown argument"),
+    ] {
+        assert_refused(&msix_bench(args), needle, &format!("{args:?}"));
+    }
+}
+
+#[test]
 fn unknown_arguments_are_refused_in_one_line() {
     assert_refused(&msix_bench(&["--frobnicate"]), "unknown argument", "bench");
     assert_refused(
@@ -212,6 +225,12 @@ fn version_and_help_print_and_exit_0() {
         assert_eq!(ran.code, 0, "{args:?}: {}", ran.stderr);
         assert!(ran.stdout.contains("USAGE:"), "{args:?}");
         assert!(ran.stdout.contains("--cycles N"), "{args:?}");
+    }
+    for args in [&["help", "stress"][..], &["stress", "--help"]] {
+        let ran = msix_bench(args);
+        assert_eq!(ran.code, 0, "{args:?}: {}", ran.stderr);
+        assert!(ran.stdout.contains("usage: msix-bench stress"), "{args:?}");
+        assert!(ran.stdout.contains("--duration SECONDS"), "{args:?}");
     }
     for args in [&["help", "scenario"][..], &["scenario", "--help"]] {
         let ran = msix_bench(args);

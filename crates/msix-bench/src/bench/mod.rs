@@ -104,12 +104,13 @@ impl Options {
 
 /// `msix-bench --help`.
 pub const HELP: &str = "\
-msix-bench: the msix-accel scenario runner and side-by-side MSI-X benchmark
+msix-bench: the msix-accel side-by-side MSI-X benchmark, scenario runner and stress mode
 
 USAGE:
     msix-bench [--quick] [--json] [--plot FILE.svg] [--cycles N]
     msix-bench scenario [--policy fast|strict|trap] [--json] FILE...
-    msix-bench help [scenario]
+    msix-bench stress [--rounds N] [--duration SECONDS] [--hogs N] [--no-load] [--json]
+    msix-bench help [scenario|stress]
     msix-bench --help | --version
 
 With no subcommand, runs the benchmark in a real KVM guest (software MSI-X
@@ -139,7 +140,11 @@ OPTIONS:
 SUBCOMMANDS:
     scenario FILE...  run scenario files (docs/scenarios.md) in a real guest;
                       `msix-bench help scenario` for its options
-    help [scenario]   this text, or the scenario runner's
+    stress            the storm, Linux cycle and pending checks under every
+                      policy, round after round, beside CPU hogs, a guest
+                      churning irqfds and routes, and file I/O;
+                      `msix-bench help stress` for its options
+    help [TOPIC]      this text, or the scenario runner's or stress mode's
 
 EXIT STATUS:
     0 success; 1 a run failed or a check failed (fast not at 1 exit per
