@@ -1,7 +1,7 @@
 //! Scenario files: parse, run in a real KVM guest, report.
 //!
-//! The format is the public contract of `../shared/SCENARIOS.md`, with the
-//! additions documented in `docs/scenarios.md` (`policies`, `begin
+//! The format, a public contract kept stable, is documented in
+//! `docs/scenarios.md`, with its additions marked (`policies`, `begin
 //! concurrent N` ... `end`, `guest window`, `expect window`, `device storm`).
 //! Anything else is refused with `FILE:LINE: what is wrong`.
 

@@ -128,7 +128,7 @@ source) and prints one side-by-side table measured in one run:
   ratios    each peer model against fast (x.xx×)
 
 OPTIONS:
-    --quick         CI run (< 30 s): 200 cycles, 250 ms storm, bring-up 64 only
+    --quick         CI run (< 30 s): 200 cycles, 50-cycle storm, bring-up 64 only
     --json          print one JSON document (fields in docs/performance.md)
     --plot FILE     also write an SVG bar chart (guest time and exits per
                     cycle); FILE must be writable, checked before measuring
