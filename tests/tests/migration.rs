@@ -9,8 +9,6 @@ use msix_accel::{AccelState, MaskPath, Policy, RouteState};
 use msix_bench::rig::{Rig, RigConfig};
 use testvm::{Program, TestVm, Width};
 
-const SETTLE: Duration = Duration::from_millis(20);
-
 /// The device's vectors before migration:
 /// 0 and 2 in use (unmasked), 1 never unmasked since reset, 3 used, then
 /// masked by the driver (the Linux mask cycle) and fired while masked.
@@ -89,7 +87,7 @@ fn migrate_and_resume(maskable: bool) {
     program_device(&source);
     source.source.fire(MASKED_FROM_RESET).unwrap();
     source.source.fire(MASKED_AFTER_USE).unwrap();
-    std::thread::sleep(SETTLE);
+    source.vm.sentinel_all().unwrap();
     assert_eq!(source.vm.irq_count(idt(MASKED_AFTER_USE)), 0);
     assert_eq!(source.vm.irq_count(idt(MASKED_FROM_RESET)), 0);
 
@@ -145,7 +143,7 @@ fn migrate_and_resume(maskable: bool) {
     unmask.write(Width::W32, dest.entry(MASKED_AFTER_USE, 12), 0);
     dest.vm.run(0, &unmask).unwrap();
     assert_eq!(dest.vm.wait_irq_count(idt(MASKED_AFTER_USE), 1).unwrap(), 1);
-    std::thread::sleep(SETTLE);
+    dest.vm.sentinel_all().unwrap();
     assert_eq!(
         dest.vm.irq_count(idt(MASKED_AFTER_USE)),
         1,

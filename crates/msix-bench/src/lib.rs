@@ -6,9 +6,12 @@
 #![deny(missing_debug_implementations)]
 
 pub mod bench;
+pub mod cli;
 pub mod hardware;
 pub mod rig;
 pub mod scenario;
+pub mod storm;
+pub mod stress;
 
 /// Errors of the rig, the scenario runner and the benchmark.
 #[derive(Debug, thiserror::Error)]

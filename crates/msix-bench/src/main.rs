@@ -3,10 +3,5 @@
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.first().map(String::as_str) {
-        Some("scenario") => msix_bench::scenario::run_cli(&args[1..]),
-        _ if args.iter().any(|a| a == "--vfio") => msix_bench::hardware::run_cli(&args),
-        _ => msix_bench::bench::run_cli(&args),
-    };
-    std::process::exit(code);
+    std::process::exit(msix_bench::cli::run(&args));
 }

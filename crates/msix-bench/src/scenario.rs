@@ -1,7 +1,7 @@
 //! Scenario files: parse, run in a real KVM guest, report.
 //!
-//! The format is the public contract of `../shared/SCENARIOS.md`, with the
-//! additions documented in `docs/scenarios.md` (`policies`, `begin
+//! The format, a public contract kept stable, is documented in
+//! `docs/scenarios.md`, with its additions marked (`policies`, `begin
 //! concurrent N` ... `end`, `guest window`, `expect window`, `device storm`).
 //! Anything else is refused with `FILE:LINE: what is wrong`.
 
@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use msix_accel::Policy;
 use serde::Serialize;
 use testvm::{Program, Width};
-use vfio_vectors::software::StormHandle;
 
 use crate::rig::{Rig, RigConfig};
+use crate::storm::{self, StormHandle};
 
 /// Which region of the BAR an access targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,17 +179,34 @@ pub struct Scenario {
     pub steps: Vec<(u32, Step)>,
 }
 
-/// A parse error: `FILE:LINE: what is wrong`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}:{line}: {message}")]
+/// A parse error: `FILE:LINE: what is wrong`, or `FILE: what is wrong` for
+/// the file as a whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseError {
     /// File.
     pub path: String,
-    /// Line (1-based).
-    pub line: u32,
+    /// Line (1-based), or `None` when the whole file is wrong.
+    pub line: Option<u32>,
     /// What is wrong.
     pub message: String,
 }
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Largest `count=` of `device fire`: a million fires take about a second.
+pub const MAX_FIRE_COUNT: u64 = 1_000_000;
+/// Largest `N` of `begin concurrent N`: each repetition is at least one
+/// guest access per line, and most accesses exit to userspace.
+pub const MAX_CONCURRENT_REPEAT: u64 = 100_000;
 
 fn number(s: &str) -> Result<u64, String> {
     let parsed = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -203,6 +220,26 @@ fn number(s: &str) -> Result<u64, String> {
 fn small<T: TryFrom<u64>>(s: &str, what: &str) -> Result<T, String> {
     let n = number(s)?;
     T::try_from(n).map_err(|_| format!("{what} {n} out of range"))
+}
+
+/// Lowest IDT vector a scenario may use: 0..0x20 are exceptions and 0x20 is
+/// testvm's sentinel ([`testvm::SENTINEL_VECTOR`]), which `expect irq =`
+/// sends to prove that nothing more is on its way.
+pub const FIRST_DEVICE_VECTOR: u8 = testvm::SENTINEL_VECTOR + 1;
+/// Highest IDT vector a scenario may use: 0xFE is testvm's doorbell to an
+/// idle vCPU, 0xFF the APIC's spurious vector.
+pub const LAST_DEVICE_VECTOR: u8 = testvm::DOORBELL_VECTOR - 1;
+
+/// An IDT vector a device interrupt of a scenario may use.
+fn device_vector(s: &str) -> Result<u8, String> {
+    let v: u8 = small(s, "vector")?;
+    if !(FIRST_DEVICE_VECTOR..=LAST_DEVICE_VECTOR).contains(&v) {
+        return Err(format!(
+            "vector {v:#x} is reserved: scenarios use {FIRST_DEVICE_VECTOR:#x}..={LAST_DEVICE_VECTOR:#x} \
+             (0x20 is the sentinel, 0xfe the doorbell, 0xff spurious, below 0x20 exceptions)"
+        ));
+    }
+    Ok(v)
 }
 
 fn width_of(op: &str) -> Option<(bool, Width)> {
@@ -365,7 +402,7 @@ impl Parser {
             if op == "msg" {
                 need(5)?;
                 let entry = self.entry(words[2])?;
-                let vector: u8 = small(key_value(words[3], "vector")?, "vector")?;
+                let vector = device_vector(key_value(words[3], "vector")?)?;
                 let cpu: u8 = small(key_value(words[4], "cpu")?, "cpu")?;
                 if cpu >= self.vcpus {
                     return Err(format!("cpu {cpu} but the guest has {} vCPUs", self.vcpus));
@@ -379,7 +416,7 @@ impl Parser {
             }
             if op == "window" {
                 need(4)?;
-                let vector: u8 = small(words[2], "vector")?;
+                let vector = device_vector(words[2])?;
                 let open = match words[3] {
                     "open" => true,
                     "close" => false,
@@ -421,6 +458,9 @@ impl Parser {
                         4 => number(key_value(words[3], "count")?)?,
                         _ => return Err("device fire E [count=N]".into()),
                     };
+                    if !(1..=MAX_FIRE_COUNT).contains(&count) {
+                        return Err(format!("count={count}: must be in 1..={MAX_FIRE_COUNT}"));
+                    }
                     Ok(Step::Fire { entry, count })
                 }
                 Some("storm") => match words.get(2).copied() {
@@ -468,7 +508,7 @@ impl Parser {
                         }
                         None => None,
                     };
-                    let vector: u8 = small(words[2], "vector")?;
+                    let vector = device_vector(words[2])?;
                     let cmp = Self::cmp(words[3])?;
                     if cmp == Cmp::Le {
                         return Err("expect irq takes = or >=".into());
@@ -511,7 +551,7 @@ impl Parser {
                             return Err("expect window V = N".into());
                         }
                         Ok(Step::ExpectWindow {
-                            vector: small(words[2], "vector")?,
+                            vector: device_vector(words[2])?,
                             count: number(words[4])?,
                         })
                     }
@@ -536,7 +576,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ParseError> {
     };
     let err = |line: u32, message: String| ParseError {
         path: path.to_string(),
-        line,
+        line: Some(line),
         message,
     };
     for (i, raw) in text.lines().enumerate() {
@@ -570,6 +610,12 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ParseError> {
                 return Err(err(line, "expected `begin concurrent N`".into()));
             }
             let n = number(words[2]).map_err(|m| err(line, m))?;
+            if !(1..=MAX_CONCURRENT_REPEAT).contains(&n) {
+                return Err(err(
+                    line,
+                    format!("begin concurrent {n}: N must be in 1..={MAX_CONCURRENT_REPEAT}"),
+                ));
+            }
             p.concurrent = Some((line, n, Vec::new()));
             continue;
         }
@@ -608,6 +654,13 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ParseError> {
     }
     if let Some((start, _, _)) = p.concurrent {
         return Err(err(start, "`begin concurrent` without `end`".into()));
+    }
+    if p.steps.is_empty() {
+        return Err(ParseError {
+            path: path.to_string(),
+            line: None,
+            message: "no steps: an empty scenario checks nothing".into(),
+        });
     }
     Ok(Scenario {
         path: path.to_string(),
@@ -677,8 +730,8 @@ struct Run<'a> {
     storm: Option<StormHandle>,
 }
 
-const IRQ_WAIT: Duration = Duration::from_secs(1);
-const IRQ_SETTLE: Duration = Duration::from_millis(20);
+/// How often `expect irq` looks at the guest's counters while it waits.
+const IRQ_POLL: Duration = Duration::from_micros(200);
 
 impl Run<'_> {
     fn irqs(&self, vcpu: Option<u8>, vector: u8) -> u64 {
@@ -739,10 +792,8 @@ impl Run<'_> {
                 if self.storm.is_some() {
                     return Err("a storm is already running".into());
                 }
-                let h = rig
-                    .source
-                    .storm(entries.clone(), None)
-                    .map_err(|e| e.to_string())?;
+                let h =
+                    storm::storm(&rig.source, entries.clone(), None).map_err(|e| e.to_string())?;
                 self.storm = Some(h);
             }
             Step::StormStop => {
@@ -767,23 +818,32 @@ impl Run<'_> {
                 cmp,
                 count,
             } => {
-                let deadline = Instant::now() + IRQ_WAIT;
+                // Reach N within the watchdog...
+                let watchdog = rig.vm.watchdog();
+                let deadline = Instant::now() + watchdog;
                 loop {
                     let n = self.irqs(*vcpu, *vector);
                     if n >= *count {
                         break;
                     }
                     if Instant::now() >= deadline {
-                        return Err(format!("IDT vector {vector:#x}: {n} interrupts after 1 s, expected {cmp} {count}"));
+                        return Err(format!(
+                            "IDT vector {vector:#x}: {n} interrupts after the {} ms watchdog, expected {cmp} {count}",
+                            watchdog.as_millis()
+                        ));
                     }
-                    std::thread::sleep(Duration::from_micros(200));
+                    std::thread::sleep(IRQ_POLL);
                 }
                 if *cmp == Cmp::Eq {
-                    std::thread::sleep(IRQ_SETTLE);
+                    // ...then a sentinel on every vCPU: an interrupt that
+                    // already reached a local APIC is taken before it, so a
+                    // count still at N afterwards is exactly N, however late
+                    // the host injects.
+                    rig.vm.sentinel_all().map_err(|e| e.to_string())?;
                     let n = self.irqs(*vcpu, *vector);
                     if n != *count {
                         return Err(format!(
-                            "IDT vector {vector:#x}: {n} interrupts, expected = {count}"
+                            "IDT vector {vector:#x}: {n} interrupts (after a sentinel on every vCPU), expected = {count}"
                         ));
                     }
                 }
@@ -851,7 +911,7 @@ pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
     }) {
         Ok(r) => r,
         Err(e) => {
-            outcome.failure = Some(format!("{}:0: cannot build the guest: {e}", scenario.path));
+            outcome.failure = Some(format!("{}: cannot build the guest: {e}", scenario.path));
             return outcome;
         }
     };
@@ -881,69 +941,110 @@ pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
     outcome
 }
 
-const USAGE: &str = "usage: msix-bench scenario [--policy fast|strict|trap] [--json] FILE...";
+const SEE_HELP: &str = "see msix-bench scenario --help";
 
-/// `msix-bench scenario ...`: returns the process exit code (0 only when
-/// every expectation of every file held; 2 for usage or parse errors).
-pub fn run_cli(args: &[String]) -> i32 {
-    let mut policy = None;
-    let mut json = false;
-    let mut files = Vec::new();
+/// `msix-bench scenario --help` (and `msix-bench help scenario`).
+pub const HELP: &str = "\
+usage: msix-bench scenario [--policy fast|strict|trap] [--json] FILE...
+
+Runs each scenario file (format: docs/scenarios.md) in a fresh real KVM
+guest with one accelerated MSI-X device on the software source, under each
+policy the file lists (or only under --policy), and prints one PASS or FAIL
+line per file and policy, then `N passed, N failed`.
+
+OPTIONS:
+    --policy P   run every file under P only (fast, strict or trap)
+    --json       print a JSON array, one object per file and policy run
+    -h, --help   this text
+
+Every file is read and parsed before anything runs: an error is one line
+`FILE:LINE: what is wrong` (or `FILE: what is wrong` for the whole file,
+e.g. unreadable or without steps).
+
+EXIT STATUS:
+    0 every expectation held; 1 an expectation failed; 2 bad usage, a file
+    that does not parse, or /dev/kvm missing or not accessible.
+";
+
+/// What `msix-bench scenario` was asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Args {
+    policy: Option<Policy>,
+    json: bool,
+    files: Vec<String>,
+}
+
+/// Parses the scenario runner's arguments; `Ok(None)` for `--help`.
+fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
+    let mut parsed = Args {
+        policy: None,
+        json: false,
+        files: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--json" => json = true,
-            "--policy" => match it.next().map(|p| p.parse::<Policy>()) {
-                Some(Ok(p)) => policy = Some(p),
-                Some(Err(e)) => {
-                    eprintln!("msix-bench scenario: {e}");
-                    return 2;
-                }
-                None => {
-                    eprintln!("{USAGE}");
-                    return 2;
-                }
-            },
-            "-h" | "--help" => {
-                println!(
-                    "{USAGE}\nRuns each scenario file (docs/scenarios.md) in a real KVM guest."
-                );
-                return 0;
+            "--json" => parsed.json = true,
+            "--policy" => {
+                let p = it
+                    .next()
+                    .ok_or(format!("--policy needs a policy ({SEE_HELP})"))?;
+                parsed.policy = Some(p.parse::<Policy>().map_err(|e| e.to_string())?);
             }
-            f if f.starts_with('-') => {
-                eprintln!("msix-bench scenario: unknown option {f}\n{USAGE}");
-                return 2;
-            }
-            f => files.push(f.to_string()),
+            "-h" | "--help" => return Ok(None),
+            f if f.starts_with('-') => return Err(format!("unknown option {f} ({SEE_HELP})")),
+            f => parsed.files.push(f.to_string()),
         }
     }
-    if files.is_empty() {
-        eprintln!("{USAGE}");
+    if parsed.files.is_empty() {
+        return Err(format!("no FILE given ({SEE_HELP})"));
+    }
+    Ok(Some(parsed))
+}
+
+/// Reads and parses every file; the first error, as one line.
+fn load(files: &[String]) -> Result<Vec<Scenario>, String> {
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: cannot read: {e}"))?;
+            parse(f, &text).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// `msix-bench scenario ...`: returns the process exit code (0 only when
+/// every expectation of every file held; 2 for usage or parse errors or no
+/// usable /dev/kvm, each reported in one line before anything runs).
+pub fn run_cli(args: &[String]) -> i32 {
+    let args = match parse_args(args) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{HELP}");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("msix-bench scenario: {e}");
+            return 2;
+        }
+    };
+    let scenarios = match load(&args.files) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    if let Err(e) = crate::bench::sys::check_kvm() {
+        eprintln!("msix-bench scenario: {e}");
         return 2;
-    }
-    let mut scenarios = Vec::new();
-    for f in &files {
-        let text = match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("{f}:0: cannot read: {e}");
-                return 2;
-            }
-        };
-        match parse(f, &text) {
-            Ok(s) => scenarios.push(s),
-            Err(e) => {
-                eprintln!("{e}");
-                return 2;
-            }
-        }
     }
     let mut outcomes = Vec::new();
     for s in &scenarios {
-        let policies = policy.map_or_else(|| s.policies.clone(), |p| vec![p]);
+        let policies = args.policy.map_or_else(|| s.policies.clone(), |p| vec![p]);
         for p in policies {
             let o = run(s, p);
-            if !json {
+            if !args.json {
                 match &o.failure {
                     None => println!(
                         "PASS {} [{} {}] {} steps, {} exits, {} ms",
@@ -956,10 +1057,13 @@ pub fn run_cli(args: &[String]) -> i32 {
         }
     }
     let failed = outcomes.iter().filter(|o| !o.passed).count();
-    if json {
+    if args.json {
         match serde_json::to_string_pretty(&outcomes) {
             Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("cannot encode JSON: {e}"),
+            Err(e) => {
+                eprintln!("msix-bench scenario: cannot encode JSON: {e}");
+                return 1;
+            }
         }
     } else {
         println!("{} passed, {} failed", outcomes.len() - failed, failed);
@@ -1008,13 +1112,106 @@ mod tests {
             ("policy fastest\n", 1, "unknown policy"),
             ("guest write8 table+0 0x100\n", 1, "does not fit"),
             ("frobnicate\n", 1, "unknown step"),
+            ("vectors 4\nguest msg 0 vector=0x20 cpu=0\n", 2, "reserved"),
+            ("guest msg 0 vector=0x1f cpu=0\n", 1, "reserved"),
+            ("guest msg 0 vector=0xfe cpu=0\n", 1, "reserved"),
+            ("expect irq 0x20 = 1\n", 1, "0x20 is the sentinel"),
+            ("expect irq@0 0 >= 1\n", 1, "reserved"),
+            ("expect irq 0xff = 0\n", 1, "reserved"),
+            ("guest window 0x20 open\n", 1, "reserved"),
+            ("expect window 0xfe = 0\n", 1, "reserved"),
+            ("device fire 0 count=99999999999\n", 1, "1..=1000000"),
+            ("device fire 0 count=0\n", 1, "1..=1000000"),
+            (
+                "begin concurrent 99999999999\nguest read32 table+0\nend\n",
+                1,
+                "1..=100000",
+            ),
+            (
+                "begin concurrent 0\nguest read32 table+0\nend\n",
+                1,
+                "1..=100000",
+            ),
         ];
         for (text, line, needle) in cases {
             let e = parse("f.scn", text).unwrap_err();
-            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert_eq!(e.line, Some(line), "{text:?}: {e}");
             assert!(e.to_string().starts_with(&format!("f.scn:{line}: ")), "{e}");
             assert!(e.message.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_file_without_steps_is_an_error_naming_the_file_only() {
+        for text in ["", "# nothing\n\n", "vectors 4\npolicies fast trap\n"] {
+            let e = parse("empty.scn", text).unwrap_err();
+            assert_eq!(e.line, None, "{text:?}");
+            assert_eq!(
+                e.to_string(),
+                "empty.scn: no steps: an empty scenario checks nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn counts_at_their_bounds_are_accepted() {
+        let s = parse(
+            "b.scn",
+            "device fire 0 count=1000000\nbegin concurrent 100000\nguest read32 table+0\nend\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.steps[0].1,
+            Step::Fire {
+                entry: 0,
+                count: MAX_FIRE_COUNT
+            }
+        );
+        assert!(matches!(
+            s.steps[1].1,
+            Step::Concurrent {
+                repeat: MAX_CONCURRENT_REPEAT,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn runner_arguments_are_checked_before_any_file_is_read() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(parse_args(&args(&["--help", "x.scn"])), Ok(None));
+        let parsed = parse_args(&args(&["--policy", "trap", "--json", "a.scn"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.policy, Some(Policy::Trap));
+        assert!(parsed.json);
+        assert_eq!(parsed.files, vec!["a.scn".to_string()]);
+        assert!(parse_args(&args(&[])).unwrap_err().contains("no FILE"));
+        assert!(parse_args(&args(&["--policy"]))
+            .unwrap_err()
+            .contains("needs a policy"));
+        assert!(parse_args(&args(&["--policy", "fastest", "a.scn"])).is_err());
+        assert!(parse_args(&args(&["--frob", "a.scn"]))
+            .unwrap_err()
+            .contains("unknown option --frob"));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named_without_a_line() {
+        let e = load(&["/nonexistent/x.scn".to_string()]).unwrap_err();
+        assert!(e.starts_with("/nonexistent/x.scn: cannot read: "), "{e}");
+    }
+
+    #[test]
+    fn device_vectors_0x21_to_0xfd_are_accepted() {
+        let s = parse(
+            "v.scn",
+            "guest msg 0 vector=0x21 cpu=0\nguest msg 1 vector=0xfd cpu=0\nexpect irq 0x21 = 0\nexpect irq 0xfd >= 0\n",
+        )
+        .unwrap();
+        assert_eq!(s.steps.len(), 4);
+        assert!(matches!(s.steps[1].1, Step::Msg { vector: 0xFD, .. }));
+        assert!(matches!(s.steps[2].1, Step::ExpectIrq { vector: 0x21, .. }));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use crate::entry::MsiMessage;
 /// 5. every [`Change::Unmasked`], ascending vector
 ///
 /// Masks are applied before messages change and unmasks only after the new
-/// messages are in place (DESIGN.md: "on unmask, commit the route before
-/// attaching").
+/// messages are in place: a binding then detaches an irqfd before changing
+/// its route, and commits a route before attaching its irqfd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     /// MSI-X Enable went from 0 to 1.

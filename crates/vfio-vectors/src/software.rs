@@ -8,7 +8,8 @@
 //!
 //! The source is `Clone`: all clones share one state, so the accelerator can
 //! own one clone as `Box<dyn MsixSource>` while a test keeps another one to
-//! [`fire`](SoftwareSource::fire) vectors or run a [`storm`](SoftwareSource::storm).
+//! [`fire`](SoftwareSource::fire) vectors (a bench's storm thread does the
+//! same with a clone of its own).
 //!
 //! State rules (chosen to follow a real function):
 //! - Mask bits belong to the function, not to the enable state: they survive
@@ -25,11 +26,8 @@
 //!   vector by detaching its irqfd, the signals accumulate in the eventfd
 //!   count, which is then the pending state.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -278,63 +276,6 @@ impl SoftwareSource {
         state.masked.fill(false);
         state.pending.fill(false);
     }
-
-    /// Starts a thread firing `vectors` round-robin until stopped, at
-    /// `rate_per_sec` fires per second (paced against a deadline in batches of
-    /// about a millisecond, so the average rate holds at 100k/s) or as fast as
-    /// possible with `None`. `Some(0)` fires nothing. A vector may appear
-    /// several times to weight it; an empty list fires nothing.
-    ///
-    /// Stop it with [`StormHandle::stop`] (dropping the handle stops it too).
-    /// The storm ends early if a fire fails; the report carries the error.
-    ///
-    /// # Panics
-    ///
-    /// If the OS cannot create a thread (as `std::thread::spawn`).
-    pub fn storm(&self, vectors: Vec<u16>, rate_per_sec: Option<u64>) -> Result<StormHandle> {
-        self.start_storm(vectors, rate_per_sec, None)
-    }
-
-    /// Starts a thread firing `vectors` round-robin as fast as possible until
-    /// `total` fires are done; join it with [`StormHandle::wait`].
-    /// An empty list ends at once with no fire.
-    ///
-    /// # Panics
-    ///
-    /// If the OS cannot create a thread (as `std::thread::spawn`).
-    pub fn storm_count(&self, vectors: Vec<u16>, total: u64) -> Result<StormHandle> {
-        self.start_storm(vectors, None, Some(total))
-    }
-
-    fn start_storm(
-        &self,
-        vectors: Vec<u16>,
-        rate_per_sec: Option<u64>,
-        limit: Option<u64>,
-    ) -> Result<StormHandle> {
-        for &vector in &vectors {
-            self.shared.check_vector(vector)?;
-        }
-        let storm = Arc::new(StormShared {
-            fired: vectors.iter().map(|_| AtomicU64::new(0)).collect(),
-            vectors,
-            stop: AtomicBool::new(false),
-            outcomes: Mutex::new(VectorStats::default()),
-            failure: Mutex::new(None),
-            elapsed: Mutex::new(None),
-        });
-        let started = Instant::now();
-        let thread = {
-            let source = Arc::clone(&self.shared);
-            let storm = Arc::clone(&storm);
-            thread::spawn(move || storm.run(&source, rate_per_sec, limit, started))
-        };
-        Ok(StormHandle {
-            storm,
-            thread: Some(thread),
-            started,
-        })
-    }
 }
 
 impl MsixSource for SoftwareSource {
@@ -409,188 +350,6 @@ impl MsixSource for SoftwareSource {
     fn pending(&self, vector: u16) -> Result<bool> {
         let index = self.shared.check_vector(vector)?;
         Ok(self.shared.state().pending[index])
-    }
-}
-
-/// State shared between a [`StormHandle`] and its thread.
-#[derive(Debug)]
-struct StormShared {
-    vectors: Vec<u16>,
-    /// Fires per position in `vectors`.
-    fired: Vec<AtomicU64>,
-    stop: AtomicBool,
-    outcomes: Mutex<VectorStats>,
-    failure: Mutex<Option<Error>>,
-    elapsed: Mutex<Option<Duration>>,
-}
-
-/// Longest single sleep of a paced storm, so that a stop is seen quickly.
-const STORM_MAX_SLEEP: Duration = Duration::from_millis(5);
-/// Fires between two checks of the stop flag of an unpaced storm.
-const STORM_UNPACED_BATCH: u64 = 256;
-
-impl StormShared {
-    fn run(
-        &self,
-        source: &Shared,
-        rate_per_sec: Option<u64>,
-        limit: Option<u64>,
-        started: Instant,
-    ) {
-        let mut outcomes = VectorStats::default();
-        let result = self.fire_loop(source, rate_per_sec, limit, started, &mut outcomes);
-        *lock(&self.outcomes) = outcomes;
-        if let Err(error) = result {
-            *lock(&self.failure) = Some(error);
-        }
-        *lock(&self.elapsed) = Some(started.elapsed());
-    }
-
-    fn fire_loop(
-        &self,
-        source: &Shared,
-        rate_per_sec: Option<u64>,
-        limit: Option<u64>,
-        started: Instant,
-        outcomes: &mut VectorStats,
-    ) -> Result<()> {
-        if self.vectors.is_empty() {
-            return Ok(());
-        }
-        // About one millisecond of fires per batch when paced.
-        let batch = match rate_per_sec {
-            Some(rate) => (rate / 1000).max(1),
-            None => STORM_UNPACED_BATCH,
-        };
-        let mut position = 0;
-        let mut total = 0u64;
-        while !self.stop.load(Ordering::Relaxed) {
-            if rate_per_sec == Some(0) {
-                thread::sleep(STORM_MAX_SLEEP);
-                continue;
-            }
-            for _ in 0..batch {
-                if limit.is_some_and(|limit| total >= limit) {
-                    return Ok(());
-                }
-                outcomes.count(source.fire(self.vectors[position])?);
-                self.fired[position].fetch_add(1, Ordering::Relaxed);
-                total += 1;
-                position = (position + 1) % self.vectors.len();
-            }
-            if let Some(rate) = rate_per_sec {
-                // Pace against the deadline of the fires done so far, not
-                // the batch length, so sleep overshoot does not accumulate.
-                let due = started + Duration::from_secs_f64(total as f64 / rate as f64);
-                let now = Instant::now();
-                if due > now {
-                    thread::sleep((due - now).min(STORM_MAX_SLEEP));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Storm bookkeeping holds whole values, written in one assignment.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A running storm started by [`SoftwareSource::storm`] or
-/// [`SoftwareSource::storm_count`]. Dropping it stops the storm and joins
-/// its thread.
-#[derive(Debug)]
-pub struct StormHandle {
-    storm: Arc<StormShared>,
-    thread: Option<JoinHandle<()>>,
-    started: Instant,
-}
-
-impl StormHandle {
-    /// Whether the storm thread has ended (count reached, stopped, or failed).
-    pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
-    }
-
-    /// Stops the storm and reports what it fired.
-    pub fn stop(mut self) -> StormReport {
-        self.storm.stop.store(true, Ordering::Relaxed);
-        self.join()
-    }
-
-    /// Waits until the storm ends by itself (a [`SoftwareSource::storm_count`]
-    /// reaching its count, or a failed fire) and reports what it fired.
-    /// A storm without a count only ends through [`StormHandle::stop`].
-    pub fn wait(mut self) -> StormReport {
-        self.join()
-    }
-
-    fn join(&mut self) -> StormReport {
-        // A panicked storm thread still leaves its per-vector counts behind;
-        // the report is built from those.
-        let panicked = self
-            .thread
-            .take()
-            .is_some_and(|thread| thread.join().is_err());
-        let mut per_vector = BTreeMap::new();
-        for (vector, fired) in self.storm.vectors.iter().zip(&self.storm.fired) {
-            *per_vector.entry(*vector).or_insert(0) += fired.load(Ordering::Relaxed);
-        }
-        let outcomes = *lock(&self.storm.outcomes);
-        let elapsed = lock(&self.storm.elapsed).unwrap_or_else(|| self.started.elapsed());
-        StormReport {
-            total: per_vector.values().sum(),
-            per_vector,
-            signalled: outcomes.signalled,
-            latched: outcomes.latched,
-            dropped: outcomes.dropped,
-            elapsed,
-            error: lock(&self.storm.failure).take(),
-            panicked,
-        }
-    }
-}
-
-impl Drop for StormHandle {
-    fn drop(&mut self) {
-        if self.thread.is_some() {
-            self.storm.stop.store(true, Ordering::Relaxed);
-            self.join();
-        }
-    }
-}
-
-/// What a storm fired.
-#[derive(Debug)]
-pub struct StormReport {
-    /// Fires per vector (a vector listed twice is summed).
-    pub per_vector: BTreeMap<u16, u64>,
-    /// All fires: the sum of `per_vector`.
-    pub total: u64,
-    /// Fires that wrote a trigger eventfd.
-    pub signalled: u64,
-    /// Fires latched in a pending bit.
-    pub latched: u64,
-    /// Fires dropped by a disabled source or vector.
-    pub dropped: u64,
-    /// From the start of the storm to its end.
-    pub elapsed: Duration,
-    /// The error that ended the storm early, if any.
-    pub error: Option<Error>,
-    /// The storm thread panicked (outcome counts are then zero).
-    pub panicked: bool,
-}
-
-impl StormReport {
-    /// Average fires per second over the storm.
-    pub fn rate_per_sec(&self) -> f64 {
-        let seconds = self.elapsed.as_secs_f64();
-        if seconds > 0.0 {
-            self.total as f64 / seconds
-        } else {
-            0.0
-        }
     }
 }
 
@@ -788,7 +547,6 @@ mod tests {
         out_of_range(source.pending(4).map(drop));
         out_of_range(source.mask(4));
         out_of_range(source.unmask(4));
-        out_of_range(source.storm(vec![0, 4], None).map(drop));
         for count in [0, 5] {
             assert!(matches!(
                 source.enable(count),
@@ -812,80 +570,5 @@ mod tests {
         assert!(owned.pending(1).unwrap());
         owned.unmask(1).unwrap();
         assert_eq!(owned.trigger(1).unwrap().read().unwrap(), 1);
-    }
-
-    #[test]
-    fn storm_count_fires_exactly_total_round_robin() {
-        let source = enabled_plain(4);
-        let report = source.storm_count(vec![0, 1, 2], 1000).unwrap().wait();
-        assert!(report.error.is_none());
-        assert!(!report.panicked);
-        assert_eq!(report.total, 1000);
-        assert_eq!(report.per_vector.get(&0), Some(&334));
-        assert_eq!(report.per_vector.get(&1), Some(&333));
-        assert_eq!(report.per_vector.get(&2), Some(&333));
-        assert_eq!(report.signalled, 1000);
-        assert_eq!(drain(&source, 0), 334);
-        assert_eq!(source.stats(2).unwrap().signalled, 333);
-    }
-
-    #[test]
-    fn storm_outcomes_add_up_with_masked_and_disabled_vectors() {
-        let mut source = SoftwareSource::maskable(4).unwrap();
-        source.enable(2).unwrap();
-        source.mask(1).unwrap();
-        let report = source.storm_count(vec![0, 1, 3], 300).unwrap().wait();
-        assert_eq!(report.signalled, 100);
-        assert_eq!(report.latched, 100);
-        assert_eq!(report.dropped, 100);
-        assert_eq!(
-            report.signalled + report.latched + report.dropped,
-            report.total
-        );
-        let fired: u64 = [0, 1, 3]
-            .iter()
-            .map(|&v| source.stats(v).unwrap().fired)
-            .sum();
-        assert_eq!(fired, report.total);
-    }
-
-    #[test]
-    fn unpaced_storm_stops_and_counts_add_up() {
-        let source = enabled_plain(2);
-        let storm = source.storm(vec![0, 1], None).unwrap();
-        thread::sleep(Duration::from_millis(20));
-        let report = storm.stop();
-        assert!(report.total > 0);
-        assert_eq!(report.per_vector.values().sum::<u64>(), report.total);
-        assert_eq!(drain(&source, 0) + drain(&source, 1), report.total);
-    }
-
-    #[test]
-    fn paced_storm_holds_its_rate() {
-        let source = enabled_plain(1);
-        let storm = source.storm(vec![0], Some(100_000)).unwrap();
-        thread::sleep(Duration::from_millis(200));
-        let report = storm.stop();
-        // Deadline pacing never runs ahead (beyond one 1 ms batch); a loaded
-        // machine (2 shared cores, debug build) may lag behind.
-        let rate = report.rate_per_sec();
-        assert!(rate <= 101_000.0, "rate {rate}");
-        assert!(rate >= 30_000.0, "rate {rate}");
-    }
-
-    #[test]
-    fn dropping_a_storm_handle_stops_it() {
-        let source = enabled_plain(1);
-        drop(source.storm(vec![0], None).unwrap());
-        let fired = source.stats(0).unwrap().fired;
-        thread::sleep(Duration::from_millis(5));
-        assert_eq!(source.stats(0).unwrap().fired, fired);
-    }
-
-    #[test]
-    fn empty_storm_fires_nothing() {
-        let source = enabled_plain(1);
-        let report = source.storm_count(Vec::new(), 10).unwrap().wait();
-        assert_eq!(report.total, 0);
     }
 }

@@ -21,6 +21,11 @@ use peer::{PeerModel, PeerRig};
 use report::{Host, Report, Row, RowKind};
 use workload::Target;
 
+/// Largest `--cycles`: up to about ten seconds of Linux mask cycles per row
+/// on a nested host (some 80 µs per `trap` cycle), so that a typo cannot
+/// start a run of hours.
+pub const MAX_CYCLES: u64 = 100_000;
+
 /// What to run, from the command line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
@@ -85,8 +90,10 @@ impl Options {
                     o.cycles = n
                         .parse()
                         .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| format!("--cycles: {n:?} is not a positive number"))?;
+                        .filter(|n| (1..=MAX_CYCLES).contains(n))
+                        .ok_or_else(|| {
+                            format!("--cycles: {n:?} is not a number in 1..={MAX_CYCLES}")
+                        })?;
                 }
                 other => return Err(format!("unknown argument {other:?} (see --help)")),
             }
@@ -97,12 +104,14 @@ impl Options {
 
 /// `msix-bench --help`.
 pub const HELP: &str = "\
-msix-bench: the msix-accel scenario runner and side-by-side MSI-X benchmark
+msix-bench: the msix-accel side-by-side MSI-X benchmark, scenario runner and stress mode
 
 USAGE:
     msix-bench [--quick] [--json] [--plot FILE.svg] [--cycles N]
     msix-bench scenario [--policy fast|strict|trap] [--json] FILE...
-    msix-bench --help
+    msix-bench stress [--rounds N] [--duration SECONDS] [--hogs N] [--no-load] [--json]
+    msix-bench help [scenario|stress]
+    msix-bench --help | --version
 
 With no subcommand, runs the benchmark in a real KVM guest (software MSI-X
 source) and prints one side-by-side table measured in one run:
@@ -119,21 +128,30 @@ source) and prints one side-by-side table measured in one run:
   ratios    each peer model against fast (x.xx×)
 
 OPTIONS:
-    --quick         CI run (< 30 s): 200 cycles, 250 ms storm, bring-up 64 only
+    --quick         CI run (< 30 s): 200 cycles, 50-cycle storm, bring-up 64 only
     --json          print one JSON document (fields in docs/performance.md)
-    --plot FILE     also write an SVG bar chart (guest time and exits per cycle)
-    --cycles N      Linux mask cycles per row (default 2000, quick 200)
+    --plot FILE     also write an SVG bar chart (guest time and exits per
+                    cycle); FILE must be writable, checked before measuring
+    --cycles N      Linux mask cycles per row, 1..=100000 (default 2000,
+                    quick 200)
     -h, --help      this text
+    -V, --version   the version
 
 SUBCOMMANDS:
     scenario FILE...  run scenario files (docs/scenarios.md) in a real guest;
-                      `msix-bench scenario` alone prints its usage
+                      `msix-bench help scenario` for its options
+    stress            the storm, Linux cycle and pending checks under every
+                      policy, round after round, beside CPU hogs, a guest
+                      churning irqfds and routes, and file I/O;
+                      `msix-bench help stress` for its options
+    help [TOPIC]      this text, or the scenario runner's or stress mode's
 
 EXIT STATUS:
     0 success; 1 a run failed or a check failed (fast not at 1 exit per
     cycle, strict 2, trap 3; any of ours delivering while masked, losing an
-    interrupt, or not delivering a pending one exactly once); 2 bad usage or
-    /dev/kvm missing or not accessible.
+    interrupt, or not delivering a pending one exactly once); 2 bad usage,
+    an unwritable --plot FILE, or /dev/kvm missing or not accessible (one
+    line on stderr, before any measurement).
 ";
 
 /// Runs the bench from the command line (flags after the program name);
@@ -150,6 +168,13 @@ pub fn run_cli(args: &[String]) -> i32 {
             return 2;
         }
     };
+    if let Some(path) = &options.plot {
+        // Checked before measuring, not after a run of minutes.
+        if let Err(e) = plot::check_writable(path) {
+            eprintln!("msix-bench: --plot {path}: {e}");
+            return 2;
+        }
+    }
     if let Err(e) = sys::check_kvm() {
         eprintln!("msix-bench: {e}");
         return 2;
@@ -365,5 +390,38 @@ pub fn run(options: &Options) -> Report {
         rows,
         wall_s: start.elapsed().as_secs_f64(),
         failures,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn cycles_must_be_1_to_the_bound() {
+        let max = MAX_CYCLES.to_string();
+        assert_eq!(
+            Options::parse(&args(&["--cycles", &max])).map(|o| o.cycles),
+            Ok(MAX_CYCLES)
+        );
+        assert_eq!(
+            Options::parse(&args(&["--quick", "--cycles", "1"])).map(|o| o.cycles),
+            Ok(1)
+        );
+        let over = (MAX_CYCLES + 1).to_string();
+        for bad in ["0", over.as_str(), "99999999999", "-3", "x"] {
+            let e = Options::parse(&args(&["--cycles", bad])).unwrap_err();
+            assert!(e.contains(&format!("1..={MAX_CYCLES}")), "{bad}: {e}");
+        }
+        assert!(Options::parse(&args(&["--cycles"])).is_err());
+    }
+
+    #[test]
+    fn help_states_the_cycles_bound() {
+        assert!(HELP.contains(&format!("1..={MAX_CYCLES}")));
     }
 }

@@ -11,6 +11,28 @@ type Metric = fn(&Row) -> f64;
 const OURS: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 const PEER: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 
+/// Whether `path` can be written, without changing it: an existing file is
+/// opened for writing (not truncated); a new one is created and removed.
+pub fn check_writable(path: &str) -> Result<(), String> {
+    let p = std::path::Path::new(path);
+    if p.is_dir() {
+        return Err("is a directory".into());
+    }
+    if p.exists() {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .map(drop)
+            .map_err(|e| format!("cannot write it: {e}"));
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(p)
+        .map_err(|e| format!("cannot create it: {e}"))?;
+    std::fs::remove_file(p).map_err(|e| format!("cannot remove the probe file: {e}"))
+}
+
 /// Writes the chart of `report` to `path` (SVG).
 pub fn write_svg(report: &Report, path: &str) -> Result<(), String> {
     let rows = &report.rows;
@@ -84,4 +106,31 @@ pub fn write_svg(report: &Report, path: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writable_check_refuses_missing_directories_and_directories_and_leaves_no_file() {
+        let dir = std::env::temp_dir().join(format!("msix-bench-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let new = dir.join("new.svg");
+        let new = new.to_str().unwrap();
+        assert_eq!(check_writable(new), Ok(()));
+        assert!(!std::path::Path::new(new).exists(), "the probe is removed");
+        let existing = dir.join("old.svg");
+        std::fs::write(&existing, "keep").unwrap();
+        assert_eq!(check_writable(existing.to_str().unwrap()), Ok(()));
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "keep");
+        assert_eq!(
+            check_writable(dir.to_str().unwrap()),
+            Err("is a directory".into())
+        );
+        assert!(check_writable("/nonexistent-msix-bench/x.svg")
+            .unwrap_err()
+            .starts_with("cannot create it"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

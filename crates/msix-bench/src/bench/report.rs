@@ -47,7 +47,7 @@ pub struct Row {
     /// Storm deliveries inside the masked window that were raised before
     /// the mask took effect (pending in the local APIC when it returned).
     pub storm_late_before_mask: u64,
-    /// 1 if a fire after the storm was not delivered within a second.
+    /// 1 if a fire after the storm was not delivered before the watchdog.
     pub storm_lost: u64,
     /// Interrupts taken while masked in the pending check (three fires).
     pub pending_delivered_while_masked: u64,
@@ -115,7 +115,7 @@ pub struct Report {
     pub quick: bool,
     /// Linux mask cycles per row.
     pub cycles: u64,
-    /// Storm duration per row, milliseconds.
+    /// Mask cycles of the storm per row.
     pub storm_cycles: u64,
     /// Bring-up table sizes.
     pub bring_up_sizes: Vec<u16>,

@@ -1,0 +1,244 @@
+//! The built `msix-bench` refuses bad input before any work starts: one
+//! line on stderr, a nonzero exit, no panic or backtrace. Each of these
+//! inputs used to start a run of minutes or hours (or fail only after one),
+//! so a watchdog far shorter than such a run, and far longer than any
+//! refusal, tells them apart without timing anything.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A refusal takes milliseconds; the runs these inputs used to start take
+/// minutes at least.
+const WATCHDOG: Duration = Duration::from_secs(20);
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_msix-bench"))
+}
+
+/// Runs `command` to its end, or fails the test at the watchdog.
+fn run(mut command: Command) -> Ran {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_BACKTRACE", "1")
+        .spawn()
+        .expect("msix-bench starts");
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        if child.try_wait().expect("wait for msix-bench").is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} still running after {WATCHDOG:?}: the input was not refused up front"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().expect("msix-bench output");
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn msix_bench(args: &[&str]) -> Ran {
+    let mut c = bench();
+    c.args(args);
+    run(c)
+}
+
+/// Exit code 2 and exactly one line on stderr that contains `needle`.
+fn assert_refused(ran: &Ran, needle: &str, what: &str) {
+    assert_eq!(ran.code, 2, "{what}: exit code; stderr: {}", ran.stderr);
+    let lines: Vec<&str> = ran.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: one line on stderr, got {lines:?}");
+    assert!(
+        lines[0].contains(needle),
+        "{what}: {:?} lacks {needle:?}",
+        lines[0]
+    );
+    assert!(
+        !ran.stderr.contains("panicked") && !ran.stderr.contains("backtrace"),
+        "{what}: {}",
+        ran.stderr
+    );
+}
+
+/// A scratch directory of one test, removed when the test ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("msix-bench-cli-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+
+    fn scenario(&self, name: &str, text: &str) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write scenario");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn cycles_beyond_the_bound_are_refused_in_one_line() {
+    for n in ["99999999999", "100001", "0", "many"] {
+        let ran = msix_bench(&["--quick", "--cycles", n]);
+        assert_refused(&ran, "--cycles", &format!("--cycles {n}"));
+        assert!(ran.stderr.contains("1..=100000"), "{}", ran.stderr);
+    }
+}
+
+#[test]
+fn an_unwritable_plot_path_is_refused_before_measuring() {
+    let dir = Scratch::new("plot");
+    let missing_dir = "/nonexistent-msix-bench-dir/out.svg".to_string();
+    let a_directory = dir.path("");
+    for path in [missing_dir, a_directory] {
+        let ran = msix_bench(&["--plot", &path]);
+        assert_refused(&ran, &format!("--plot {path}"), &path);
+    }
+}
+
+#[test]
+fn a_fire_count_beyond_the_bound_is_a_file_and_line_error() {
+    let dir = Scratch::new("count");
+    let f = dir.scenario(
+        "big-count.scn",
+        "msix enable\ndevice fire 0 count=99999999999\n",
+    );
+    let ran = msix_bench(&["scenario", &f]);
+    assert_refused(&ran, &format!("{f}:2: count=99999999999"), "count=");
+}
+
+#[test]
+fn a_concurrent_repeat_beyond_the_bound_is_a_file_and_line_error() {
+    let dir = Scratch::new("repeat");
+    let f = dir.scenario(
+        "big-repeat.scn",
+        "msix enable\nbegin concurrent 99999999999\nguest read32 table+0\nend\n",
+    );
+    let ran = msix_bench(&["scenario", &f]);
+    assert_refused(
+        &ran,
+        &format!("{f}:2: begin concurrent"),
+        "begin concurrent",
+    );
+}
+
+#[test]
+fn a_reserved_vector_is_a_file_and_line_error() {
+    let dir = Scratch::new("vector");
+    let f = dir.scenario("sentinel.scn", "msix enable\nexpect irq 0x20 = 0\n");
+    let ran = msix_bench(&["scenario", &f]);
+    assert_refused(&ran, &format!("{f}:2: vector 0x20 is reserved"), "0x20");
+}
+
+#[test]
+fn file_level_errors_name_the_file_without_a_line() {
+    let dir = Scratch::new("file");
+    let empty = dir.scenario("empty.scn", "# only a comment\n");
+    let ran = msix_bench(&["scenario", &empty]);
+    assert_refused(&ran, &format!("{empty}: no steps"), "empty file");
+    assert!(!ran.stderr.contains(":0"), "{}", ran.stderr);
+
+    let missing = dir.path("missing.scn");
+    let ran = msix_bench(&["scenario", &missing]);
+    assert_refused(&ran, &format!("{missing}: cannot read"), "missing file");
+    assert!(!ran.stderr.contains(":0"), "{}", ran.stderr);
+}
+
+#[test]
+fn without_dev_kvm_the_scenario_runner_says_so_once_and_exits_2() {
+    let dir = Scratch::new("kvm");
+    let a = dir.scenario("a.scn", "policies fast strict trap\nmsix enable\n");
+    let b = dir.scenario("b.scn", "policies fast strict trap\nmsix enable\n");
+    // A private mount namespace whose /dev is an empty tmpfs: no /dev/kvm.
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--map-root-user", "sh", "-c"])
+        .arg(r#"mount -t tmpfs tmpfs /dev && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_msix-bench"))
+        .args(["scenario", &a, &b]);
+    let ran = run(c);
+    assert_refused(&ran, "/dev/kvm", "no /dev/kvm");
+    assert!(ran.stdout.is_empty(), "no PASS/FAIL lines: {}", ran.stdout);
+}
+
+#[test]
+fn stress_rounds_duration_and_hogs_beyond_their_bounds_are_refused_in_one_line() {
+    for (args, needle) in [
+        (&["stress", "--rounds", "0"][..], "--rounds"),
+        (&["stress", "--rounds", "99999999999"], "--rounds"),
+        (&["stress", "--duration", "99999999999"], "--duration"),
+        (&["stress", "--hogs", "1000"], "--hogs"),
+        (&["stress", "--frobnicate"], "unknown argument"),
+    ] {
+        assert_refused(&msix_bench(args), needle, &format!("{args:?}"));
+    }
+}
+
+#[test]
+fn unknown_arguments_are_refused_in_one_line() {
+    assert_refused(&msix_bench(&["--frobnicate"]), "unknown argument", "bench");
+    assert_refused(
+        &msix_bench(&["scenario", "--frobnicate", "x.scn"]),
+        "unknown option --frobnicate",
+        "scenario",
+    );
+    assert_refused(&msix_bench(&["help", "frob"]), "no help on", "help");
+}
+
+#[test]
+fn version_and_help_print_and_exit_0() {
+    let ran = msix_bench(&["--version"]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(
+        ran.stdout.trim(),
+        format!("msix-bench {}", env!("CARGO_PKG_VERSION"))
+    );
+    for args in [&["help"][..], &["--help"], &["-h"]] {
+        let ran = msix_bench(args);
+        assert_eq!(ran.code, 0, "{args:?}: {}", ran.stderr);
+        assert!(ran.stdout.contains("USAGE:"), "{args:?}");
+        assert!(ran.stdout.contains("--cycles N"), "{args:?}");
+    }
+    for args in [&["help", "stress"][..], &["stress", "--help"]] {
+        let ran = msix_bench(args);
+        assert_eq!(ran.code, 0, "{args:?}: {}", ran.stderr);
+        assert!(ran.stdout.contains("usage: msix-bench stress"), "{args:?}");
+        assert!(ran.stdout.contains("--duration SECONDS"), "{args:?}");
+    }
+    for args in [&["help", "scenario"][..], &["scenario", "--help"]] {
+        let ran = msix_bench(args);
+        assert_eq!(ran.code, 0, "{args:?}: {}", ran.stderr);
+        assert!(
+            ran.stdout.contains("usage: msix-bench scenario"),
+            "{args:?}"
+        );
+        assert!(ran.stdout.contains("--policy P"), "{args:?}");
+    }
+}
