@@ -113,8 +113,12 @@ phase "phase 3: building vfio-vm-test and msix-bench (static, release)"
 (cd "$root" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_RELEASE_DEBUG=false \
     cargo build -q --release -p vfio-vm-test -p msix-bench --target x86_64-unknown-linux-gnu) ||
     die "cargo build of vfio-vm-test and msix-bench failed"
-testbin="$root/target/x86_64-unknown-linux-gnu/release/vfio-vm-test"
-benchbin="$root/target/x86_64-unknown-linux-gnu/release/msix-bench"
+# The build directory cargo uses (CARGO_TARGET_DIR or the workspace's target/).
+target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])') ||
+    die "cargo metadata failed"
+testbin="$target_dir/x86_64-unknown-linux-gnu/release/vfio-vm-test"
+benchbin="$target_dir/x86_64-unknown-linux-gnu/release/msix-bench"
 [ -x "$testbin" ] || die "test binary missing: $testbin"
 [ -x "$benchbin" ] || die "msix-bench binary missing: $benchbin"
 # crates/vfio-vectors/tests/hardware.rs runs in the guest too.
