@@ -135,12 +135,17 @@ impl Device {
     }
 
     /// Whether `vector` holds an interrupt: the source's latch or the
-    /// eventfd's count, read without consuming it.
+    /// eventfd's count, read without consuming it. A vector the source has
+    /// not enabled yet (the host holds it masked) latches at the source
+    /// whatever its path.
     pub(crate) fn pending_at(&self, vector: u16, path: MaskPath) -> Result<bool> {
         Ok(match path {
             MaskPath::Unmasked => false,
             MaskPath::Source => self.source.pending(vector)?,
-            MaskPath::IrqfdDetached => eventfd_pending(self.source.trigger(vector)?)?,
+            MaskPath::IrqfdDetached => {
+                eventfd_pending(self.source.trigger(vector)?)?
+                    || (vector >= self.source.enabled_count() && self.source.pending(vector)?)
+            }
         })
     }
 

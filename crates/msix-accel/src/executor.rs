@@ -201,8 +201,16 @@ impl Device {
         }
     }
 
+    /// MSI-X enable at the source, with only the vectors in use: up to the
+    /// highest one unmasked now (one at least: the host needs one to enable
+    /// MSI-X). The others are added as the guest unmasks them (see
+    /// [`Device::grow_source`]): a host IRQ for each of a 2048-entry table
+    /// would be taken for nothing.
     fn enable_source(&mut self) -> Result<(), Error> {
-        let count = self.model.table_size();
+        let count = (0..self.model.table_size())
+            .rev()
+            .find(|&v| !self.model.is_masked(v).unwrap_or(true))
+            .map_or(1, |v| v + 1);
         self.source.enable(count).map_err(|e| {
             self.reporter.report(
                 None,
@@ -250,6 +258,17 @@ impl Device {
                 self.mark_retry(vector, true);
                 return held;
             }
+        }
+        if let Err(e) = self.grow_source(vector) {
+            // Not enabled at the source: it cannot signal, nothing to hold.
+            self.reporter.report(
+                Some(vector),
+                EventKind::SourceFailed,
+                None,
+                format!("adding the vector at the source: {e}"),
+            );
+            self.mark_retry(vector, true);
+            return Err(e);
         }
         let path = self.vectors[i].mask;
         if path == MaskPath::Unmasked {
@@ -306,6 +325,40 @@ impl Device {
         if was_pending {
             Counters::bump(&self.counters.pending_deliveries);
         }
+        Ok(())
+    }
+}
+
+impl Device {
+    /// Makes sure `vector` is enabled at the source before it may deliver.
+    /// A source that can add vectors while MSI-X stays enabled does so; one
+    /// that cannot (VFIO without dynamic MSI-X allocation) is disabled and
+    /// enabled again with more, which forgets what it held: each vector
+    /// held at the source with an interrupt pending is moved first to the
+    /// irqfd path with the interrupt parked in its eventfd, so none is lost.
+    /// The source puts its masks back after every (re)enable.
+    pub(crate) fn grow_source(&mut self, vector: u16) -> Result<(), Error> {
+        if vector < self.source.enabled_count() {
+            return Ok(());
+        }
+        if !self.source.features().dynamic {
+            for v in 0..self.model.table_size() {
+                if !self.source.pending(v).unwrap_or(false) {
+                    continue;
+                }
+                match self.vectors[usize::from(v)].mask {
+                    MaskPath::Source => self.make_pending(v)?,
+                    // Not enabled yet, held by the host: park it the same way.
+                    MaskPath::IrqfdDetached => self
+                        .source
+                        .trigger(v)?
+                        .write(1)
+                        .map_err(|e| Error::Source(vfio_vectors::Error::EventFd(e)))?,
+                    MaskPath::Unmasked => {}
+                }
+            }
+        }
+        self.source.grow(vector + 1)?;
         Ok(())
     }
 }

@@ -40,6 +40,9 @@ pub struct RigConfig {
     pub policy: Policy,
     /// Whether the software source can mask vectors itself.
     pub maskable: bool,
+    /// A maskable source whose vector count is fixed while enabled (growing
+    /// re-enables and forgets pending bits, as VFIO without dynamic MSI-X).
+    pub fixed_size: bool,
     /// Watchdog for every wait on the guest.
     pub watchdog: Duration,
     /// KVM_CAP_X2APIC_API as cloud-hypervisor enables it (see
@@ -61,6 +64,7 @@ impl Default for RigConfig {
             vcpus: 1,
             policy: Policy::Fast,
             maskable: false,
+            fixed_size: false,
             watchdog: Duration::from_secs(10),
             x2apic_api: true,
             unmask_coalescing: msix_accel::DEFAULT_UNMASK_COALESCING,
@@ -155,7 +159,9 @@ impl Rig {
         let routes: SharedRouting = table.clone();
         let mut devices = Vec::new();
         for k in 0..config.devices {
-            let source = if config.maskable {
+            let source = if config.maskable && config.fixed_size {
+                SoftwareSource::maskable_fixed(config.vectors)?
+            } else if config.maskable {
                 SoftwareSource::maskable(config.vectors)?
             } else {
                 SoftwareSource::new(config.vectors)?
