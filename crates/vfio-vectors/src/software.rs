@@ -464,7 +464,7 @@ mod tests {
 
     #[test]
     fn fire_while_disabled_is_dropped_and_past_the_enabled_count_is_held_until_grown() {
-        let mut source = SoftwareSource::new(4).unwrap();
+        let mut source = SoftwareSource::maskable(4).unwrap();
         assert_eq!(source.fire(0).unwrap(), FireOutcome::Dropped);
         source.enable(2).unwrap();
         assert_eq!(source.fire(3).unwrap(), FireOutcome::Latched);
@@ -480,6 +480,19 @@ mod tests {
         assert_eq!(drain(&source, 1), 0);
         assert_eq!(source.stats(0).unwrap().dropped, 1);
         assert_eq!(source.stats(3).unwrap().latched, 1);
+
+        // A fixed-size source grows by enabling again: nothing stays pending.
+        for mut fixed in [
+            SoftwareSource::new(4).unwrap(),
+            SoftwareSource::maskable_fixed(4).unwrap(),
+        ] {
+            assert!(!fixed.features().dynamic);
+            fixed.enable(2).unwrap();
+            assert_eq!(fixed.fire(3).unwrap(), FireOutcome::Latched);
+            fixed.grow(4).unwrap();
+            assert!(!fixed.pending(3).unwrap());
+            assert_eq!(drain(&fixed, 3), 0);
+        }
     }
 
     #[test]
