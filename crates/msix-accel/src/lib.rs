@@ -50,10 +50,14 @@ mod device;
 mod error;
 mod event;
 mod executor;
+mod exits;
+mod fast_path;
 mod migration;
 mod plan;
+mod relocation;
 mod report;
 mod service;
+mod source_masking;
 mod stats;
 mod vector;
 
