@@ -382,6 +382,31 @@ impl TablePlacement {
         }
     }
 
+    /// Whether a table at `to` would be mapped read-only: the policy maps
+    /// it, its address is page aligned, and its pages hold neither the PBA
+    /// nor other registers.
+    fn maps(&self, to: &Location) -> bool {
+        let pages = page_align_up(self.config.table_len);
+        let pba_overlaps_pages = to.pba_gpa.is_some_and(|pba| {
+            let pba_end = pba.saturating_add(self.config.pba_len);
+            let first_page = to.table_gpa / PAGE_SIZE * PAGE_SIZE;
+            pba < to.table_gpa.saturating_add(pages) && pba_end > first_page
+        });
+        self.config.policy.at_most(self.limit).maps_table()
+            && to.table_gpa % PAGE_SIZE == 0
+            && !pba_overlaps_pages
+            && !to.table_pages_shared
+    }
+
+    /// Whether a table at `to` would absorb unmasks, so that its unmask
+    /// ioeventfds are worth registering ahead with
+    /// [`TablePlacement::prepare_unmasks`]: registrations prepared for a
+    /// table that does not absorb would have to be taken back into service
+    /// (one left retired would swallow the guest's unmask writes).
+    pub fn would_absorb(&self, to: &Location) -> bool {
+        self.maps(to) && self.config.policy.at_most(self.limit).absorbs_unmask()
+    }
+
     /// The first phase of placing, moving or removing the table, for the
     /// caller's lock: decode switches to `to` at once (or to nothing), the
     /// old unmask ioeventfds are retired, the new ones (registered ahead by
@@ -428,17 +453,12 @@ impl TablePlacement {
                 to: None,
             };
         };
-        let asked = self.config.policy.at_most(self.limit);
-        let pba_overlaps_pages = to.pba_gpa.is_some_and(|pba| {
-            let pba_end = pba.saturating_add(self.config.pba_len);
-            let first_page = to.table_gpa / PAGE_SIZE * PAGE_SIZE;
-            pba < to.table_gpa.saturating_add(pages) && pba_end > first_page
-        });
-        let maps = asked.maps_table()
-            && to.table_gpa % PAGE_SIZE == 0
-            && !pba_overlaps_pages
-            && !to.table_pages_shared;
-        self.effective = if maps { asked } else { Policy::Trap };
+        let maps = self.maps(&to);
+        self.effective = if maps {
+            self.config.policy.at_most(self.limit)
+        } else {
+            Policy::Trap
+        };
         let prepared = match prepared {
             Some(p) if p.table_gpa == to.table_gpa => Some(p),
             Some(p) => {

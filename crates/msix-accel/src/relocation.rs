@@ -68,10 +68,13 @@ impl MsixAccelerator {
     /// The caller holds the BAR bases' lock, which serialises relocations.
     fn relocate(&self, table_gpa: Option<u64>, pba_gpa: Option<u64>) -> Result<Policy> {
         let to = table_gpa.map(|table| self.location(table, pba_gpa));
-        let current = self.lock().placement.table_address();
-        let prepared = to
-            .filter(|to| Some(to.table_gpa) != current)
-            .and_then(|to| self.prepare(to.table_gpa));
+        let worth_preparing = {
+            let mut device = self.lock();
+            self.limit_policy(&mut device);
+            let current = device.placement.table_address();
+            to.filter(|to| Some(to.table_gpa) != current && device.placement.would_absorb(to))
+        };
+        let prepared = worth_preparing.and_then(|to| self.prepare(to.table_gpa));
         let elapsed_ns = |since: Instant| since.elapsed().as_nanos() as u64;
         let work = {
             let mut device = self.lock();
