@@ -383,7 +383,7 @@ impl TablePlacement {
     }
 
     /// Whether a table at `to` would be mapped read-only: the policy maps
-    /// it, its address is page aligned, and its pages hold neither the PBA
+    /// it, host pages are 4 KiB, its address is page aligned, and its pages hold neither the PBA
     /// nor other registers.
     fn maps(&self, to: &Location) -> bool {
         let pages = page_align_up(self.config.table_len);
@@ -393,6 +393,7 @@ impl TablePlacement {
             pba < to.table_gpa.saturating_add(pages) && pba_end > first_page
         });
         self.config.policy.at_most(self.limit).maps_table()
+            && crate::host_pages_are_4k()
             && to.table_gpa % PAGE_SIZE == 0
             && !pba_overlaps_pages
             && !to.table_pages_shared
