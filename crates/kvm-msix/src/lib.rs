@@ -64,3 +64,8 @@ pub fn host_pages_are_4k() -> bool {
 pub fn page_align_up(value: u64) -> u64 {
     value.div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
+
+/// The README's examples, compiled (and run unless marked `no_run`) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
