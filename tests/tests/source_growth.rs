@@ -7,7 +7,7 @@
 //! held by the host and shows in the PBA. With kernel VFIO each wired
 //! vector is a host IRQ (`tests/vfio-vm` counts them in /proc/interrupts).
 
-use msix_accel::Policy;
+use msix_accel::{MaskPath, Policy};
 use msix_bench::rig::{Rig, RigConfig};
 use testvm::{Program, TestVm, Width};
 use vfio_vectors::MsixSource;
@@ -105,4 +105,46 @@ fn a_source_that_grows_while_enabled_wires_only_the_vectors_in_use() {
 #[test]
 fn a_fixed_size_source_is_enabled_again_to_grow_and_keeps_what_it_held() {
     wires_only_the_vectors_in_use(true, true);
+}
+
+/// A fixed-size source is disabled and enabled again to grow; the host
+/// unmasks every wired entry at enable before the source can mask it
+/// again. So a vector masked at the source leaves the source for that
+/// moment: its irqfd is detached (nothing can reach the guest), what it
+/// raises waits in its eventfd, and it goes back to source masking at its
+/// next mask after an unmask.
+#[test]
+fn growing_a_fixed_size_source_takes_masked_vectors_off_it_first() {
+    let r = rig(true, true);
+    r.accel.write_message_control(0x8000).unwrap();
+    unmask(&r, 2);
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(2, 12), 1);
+    r.vm.run(0, &p).unwrap();
+    let debug = r.accel.debug();
+    assert_eq!(debug.mask_path(2).unwrap(), MaskPath::Source);
+    assert!(debug.irqfd_attached(2).unwrap(), "masked at the source");
+
+    unmask(&r, 9); // grows the source from 3 to 10 vectors by re-enabling it
+    assert_eq!(r.source.enabled_count(), 10);
+    assert_eq!(debug.mask_path(2).unwrap(), MaskPath::IrqfdDetached);
+    assert!(!debug.irqfd_attached(2).unwrap());
+
+    r.source.fire(2).unwrap();
+    r.vm.sentinel(0).unwrap();
+    assert_eq!(r.vm.irq_count(0x52), 0, "nothing while masked");
+    assert_eq!(pba(&r) & (1 << 2), 1 << 2, "held, and the guest sees it");
+    unmask(&r, 2);
+    assert_eq!(r.vm.wait_irq_count(0x52, 1).unwrap(), 1);
+    r.vm.sentinel(0).unwrap();
+    assert_eq!(r.vm.irq_count(0x52), 1, "the held interrupt, once");
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(2, 12), 1);
+    r.vm.run(0, &p).unwrap();
+    assert_eq!(
+        debug.mask_path(2).unwrap(),
+        MaskPath::Source,
+        "back on the source"
+    );
+    assert_eq!(r.take_events(), vec![]);
 }

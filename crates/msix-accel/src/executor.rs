@@ -334,31 +334,61 @@ impl Device {
     /// A source that can add vectors while MSI-X stays enabled does so; one
     /// that cannot (VFIO without dynamic MSI-X allocation) is disabled and
     /// enabled again with more, which forgets what it held: each vector
-    /// held at the source with an interrupt pending is moved first to the
-    /// irqfd path with the interrupt parked in its eventfd, so none is lost.
-    /// The source puts its masks back after every (re)enable.
+    /// masked at the source is moved first to the irqfd path (irqfd
+    /// detached), with its pending interrupt parked in its eventfd, so none
+    /// is lost and none reaches the guest while the host has the entry
+    /// unmasked; it returns to source masking at its next mask after an
+    /// unmask.
     pub(crate) fn grow_source(&mut self, vector: u16) -> Result<(), Error> {
         if vector < self.source.enabled_count() {
             return Ok(());
         }
         if !self.source.features().dynamic {
             for v in 0..self.model.table_size() {
-                if !self.source.pending(v).unwrap_or(false) {
-                    continue;
-                }
+                let pending = self.source.pending(v).unwrap_or(false);
                 match self.vectors[usize::from(v)].mask {
-                    MaskPath::Source => self.make_pending(v)?,
+                    // Off the source for the re-enable: the host unmasks every
+                    // wired entry at enable, before the source can mask it
+                    // again, so an attached irqfd could deliver meanwhile.
+                    MaskPath::Source => self.hold_on_eventfd(v, pending)?,
                     // Not enabled yet, held by the host: park it the same way.
-                    MaskPath::IrqfdDetached => self
+                    MaskPath::IrqfdDetached if pending => self
                         .source
                         .trigger(v)?
                         .write(1)
                         .map_err(|e| Error::Source(vfio_vectors::Error::EventFd(e)))?,
-                    MaskPath::Unmasked => {}
+                    MaskPath::IrqfdDetached | MaskPath::Unmasked => {}
                 }
             }
         }
         self.source.grow(vector + 1)?;
+        Ok(())
+    }
+
+    /// Moves `vector` to the irqfd path (irqfd detached, source mask
+    /// released) and, when `park`, leaves an interrupt in its eventfd to be
+    /// delivered at its unmask.
+    pub(crate) fn hold_on_eventfd(&mut self, vector: u16, park: bool) -> Result<(), Error> {
+        let i = usize::from(vector);
+        if self.vectors[i].irqfd.is_attached() {
+            let trigger = self.source.trigger(vector)?;
+            self.vectors[i].irqfd.detach(trigger)?;
+        }
+        if self.vectors[i].mask == MaskPath::Source {
+            // The source's own latch cannot be set from outside; the eventfd
+            // path owns this vector until its next mask.
+            match self.source.unmask(vector) {
+                Ok(()) | Err(vfio_vectors::Error::MaskUnsupported { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.vectors[i].mask = MaskPath::IrqfdDetached;
+        if park {
+            self.source
+                .trigger(vector)?
+                .write(1)
+                .map_err(|e| Error::Source(vfio_vectors::Error::EventFd(e)))?;
+        }
         Ok(())
     }
 }
