@@ -4,8 +4,10 @@
 #
 # Phases: install host packages if missing -> fetch and unpack the guest
 # kernel -> build the static test binary -> build the initramfs -> boot ->
-# check the guest's summary line. Exits 0 only when the guest printed a final
-# line "N passed, 0 failed" with N > 0. See tests/vfio-vm/README.md.
+# check the guest's summary lines. Exits 0 only when the guest printed final
+# lines "N passed, 0 failed", "end-to-end: N passed, 0 failed" and
+# "scenarios: N passed, 0 failed, K skipped", each with N > 0. See
+# tests/vfio-vm/README.md.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -170,6 +172,9 @@ phase "modules: $(tr '\n' ' ' <"$ird/etc/modules" | sed 's#/lib/modules/[^ ]*/##
 cp "$testbin" "$ird/bin/vfio-vm-test"
 cp "$hwbin" "$ird/bin/vfio-vectors-hardware"
 cp "$benchbin" "$ird/bin/msix-bench"
+# The checked-in scenarios, run on each NIC with `msix-bench scenario --vfio`.
+mkdir -p "$ird/scenarios"
+cp "$root"/tests/scenarios/*.scn "$ird/scenarios/"
 cat >"$ird/init" <<'EOF'
 #!/bin/sh
 # Guest init: load VFIO and KVM, bind every igb/e1000e to vfio-pci, test
@@ -182,6 +187,7 @@ for m in $(cat /etc/modules); do
     insmod "$m" || echo "GUEST: insmod $m failed"
 done
 total_pass=0; total_fail=0; nics=0; e2e_pass=0; e2e_fail=0
+scn_pass=0; scn_fail=0; scn_skip=0
 if [ -c /dev/kvm ]; then
     kvm=1
     echo "GUEST: /dev/kvm present"
@@ -249,6 +255,23 @@ for dev in /sys/bus/pci/devices/*; do
         skipped=${skipped:-0}
         echo "GUEST: $bdf ($id) end to end: $p passed, $f failed, $skipped skipped in $(awk -v t0=$t0 '{printf "%.1f", $1 - t0}' /proc/uptime) s"
         e2e_pass=$((e2e_pass + p)); e2e_fail=$((e2e_fail + f))
+        if [ $nic -eq 1 ]; then
+            # The checked-in scenarios on the NIC's own vectors; files the
+            # device cannot run are reported SKIP with the reason.
+            t0=$(awk '{print $1}' /proc/uptime)
+            /bin/msix-bench scenario --vfio $bdf /scenarios/*.scn > /tmp.scn 2>&1; rc=$?
+            cat /tmp.scn
+            line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' /tmp.scn | tail -1)
+            if [ -n "$line" ]; then
+                p=$(echo "$line" | awk '{print $1}'); f=$(echo "$line" | awk '{print $3}' | tr -d ,)
+                s=$(echo "$line" | awk '{print $5}'); s=${s:-0}
+            else
+                p=0; f=1; s=0; echo "FAIL $bdf: msix-bench scenario --vfio printed no summary (exit $rc)"
+            fi
+            [ $rc -ne 0 ] && [ "$f" -eq 0 ] && { f=1; echo "FAIL $bdf: msix-bench scenario --vfio exited $rc"; }
+            echo "GUEST: $bdf ($id) scenarios: $p passed, $f failed, $s skipped in $(awk -v t0=$t0 '{printf "%.1f", $1 - t0}' /proc/uptime) s"
+            scn_pass=$((scn_pass + p)); scn_fail=$((scn_fail + f)); scn_skip=$((scn_skip + s))
+        fi
         if [ $nic -eq 0 ]; then
             # --json on the quickest device: the same checks as one document.
             /bin/msix-bench --vfio $bdf --json > /tmp.json 2>&1
@@ -262,8 +285,10 @@ for dev in /sys/bus/pci/devices/*; do
     fi
 done
 [ $nics -eq 0 ] && { echo "FAIL no igb/e1000e found"; total_fail=$((total_fail + 1)); }
+[ $kvm -eq 1 ] && [ $scn_pass -eq 0 ] && { echo "FAIL scenarios: none ran"; scn_fail=$((scn_fail + 1)); }
 echo "GUEST-DONE"
 echo "end-to-end: $e2e_pass passed, $e2e_fail failed"
+echo "scenarios: $scn_pass passed, $scn_fail failed, $scn_skip skipped"
 echo "$total_pass passed, $total_fail failed"
 poweroff -f
 EOF
@@ -281,7 +306,7 @@ timeout -k 10 "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel tcg -cpu qemu6
     -no-reboot -nic none -kernel "$vmlinuz" -initrd "$initrd" \
     -append 'console=ttyS0 intel_iommu=on irqaffinity=0 panic=-1' \
     -device intel-iommu,intremap=on -device igb -device e1000e -device virtio-net-pci \
-    </dev/null 2>&1 | tr -d '\r' | tee "$log" | grep -E '^(PASS|FAIL|SKIP|GUEST|TIMING|INFO)|passed, [0-9]+ failed$|Kernel panic'
+    </dev/null 2>&1 | tr -d '\r' | tee "$log" | grep -E '^(PASS|FAIL|SKIP|GUEST|TIMING|INFO)|passed, [0-9]+ failed(, [0-9]+ skipped)?$|Kernel panic'
 qemu_rc=${PIPESTATUS[0]}
 set -e
 phase "QEMU exited ($qemu_rc); console log: $log"
@@ -296,7 +321,8 @@ if grep -q 'Kernel panic' "$log"; then
 fi
 summary=$(sed -n '/^GUEST-DONE$/,$p' "$log" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -1 || true)
 e2e=$(sed -n '/^GUEST-DONE$/,$p' "$log" | grep -E '^end-to-end: [0-9]+ passed, [0-9]+ failed$' | tail -1 || true)
-if [ -z "$summary" ] || [ -z "$e2e" ]; then
+scn=$(sed -n '/^GUEST-DONE$/,$p' "$log" | grep -E '^scenarios: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' | tail -1 || true)
+if [ -z "$summary" ] || [ -z "$e2e" ] || [ -z "$scn" ]; then
     tail -20 "$log" >&2
     die "no summary line from the guest (QEMU exit $qemu_rc; see $log)"
 fi
@@ -304,7 +330,10 @@ phase "done in $(( $(date +%s) - start_s ))s"
 grep -E '^FAIL' "$log" || true
 grep -q '^FAIL kvm_in_guest' "$log" && die "/dev/kvm missing in the guest (kvm-amd did not load; see $log)"
 echo "$e2e"
+echo "$scn"
 echo "$summary"
 read -r passed _ failed _ <<<"$summary"
 read -r _ e2e_passed _ e2e_failed _ <<<"$e2e"
-[ "$passed" -gt 0 ] && [ "$failed" -eq 0 ] && [ "$e2e_passed" -gt 0 ] && [ "$e2e_failed" -eq 0 ]
+read -r _ scn_passed _ scn_failed _ <<<"$scn"
+[ "$passed" -gt 0 ] && [ "$failed" -eq 0 ] && [ "$e2e_passed" -gt 0 ] && [ "$e2e_failed" -eq 0 ] &&
+    [ "$scn_passed" -gt 0 ] && [ "$scn_failed" -eq 0 ]

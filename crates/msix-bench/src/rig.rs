@@ -61,6 +61,24 @@ impl RigLayout {
         let span = self.bar_size.unwrap_or(BIR_STRIDE);
         BAR_GPA + u64::from(device) * BAR_STRIDE + u64::from(bir) * span
     }
+
+    /// Guest physical address of device `device`'s table.
+    pub fn table_gpa(&self, device: u8) -> u64 {
+        self.bar_gpa(device, self.table.bir) + u64::from(self.table.offset)
+    }
+
+    /// Guest physical address of device `device`'s PBA.
+    pub fn pba_gpa(&self, device: u8) -> u64 {
+        self.bar_gpa(device, self.pba.bir) + u64::from(self.pba.offset)
+    }
+
+    /// Reports the BARs of the table and the PBA of device `device` to its
+    /// accelerator, as a VMM does once the guest programmed them.
+    pub fn place(&self, accel: &MsixAccelerator, device: u8) -> Result<(), Error> {
+        accel.set_bar(self.table.bir, Some(self.bar_gpa(device, self.table.bir)))?;
+        accel.set_bar(self.pba.bir, Some(self.bar_gpa(device, self.pba.bir)))?;
+        Ok(())
+    }
 }
 
 /// The hypervisor stack of a rig: KVM, with faults injectable, every call
@@ -117,8 +135,25 @@ impl Default for RigConfig {
     }
 }
 
+impl RigConfig {
+    /// The accelerator configuration of device `device` with `layout`.
+    pub fn accel_config(&self, layout: &RigLayout, device: u8) -> AccelConfig {
+        let config = AccelConfig::new(self.vectors, 0, TABLE_MEMSLOT + u32::from(device))
+            .with_layout(layout.table, layout.pba)
+            .with_policy(self.policy)
+            .with_source_masking(self.maskable)
+            .with_device_id(u32::from(device))
+            .with_fast_entries(self.fast_entries)
+            .with_unmask_coalescing(self.unmask_coalescing, self.unmask_batch);
+        match layout.bar_size {
+            Some(size) => config.with_table_bar_size(size),
+            None => config,
+        }
+    }
+}
+
 /// The VM's MMIO exits go to whichever device claims the address.
-struct AccelMmio(Vec<Arc<MsixAccelerator>>);
+pub(crate) struct AccelMmio(pub(crate) Vec<Arc<MsixAccelerator>>);
 
 impl MmioHandler for AccelMmio {
     fn mmio_read(&self, _vcpu: u8, addr: u64, data: &mut [u8]) -> bool {
@@ -230,17 +265,7 @@ impl Rig {
             } else {
                 SoftwareSource::new(config.vectors)?
             };
-            let mut accel_config =
-                AccelConfig::new(config.vectors, 0, TABLE_MEMSLOT + u32::from(k))
-                    .with_layout(layout.table, layout.pba)
-                    .with_policy(config.policy)
-                    .with_source_masking(config.maskable)
-                    .with_device_id(u32::from(k))
-                    .with_fast_entries(config.fast_entries)
-                    .with_unmask_coalescing(config.unmask_coalescing, config.unmask_batch);
-            if let Some(size) = layout.bar_size {
-                accel_config = accel_config.with_table_bar_size(size);
-            }
+            let accel_config = config.accel_config(&layout, k);
             let events = Arc::new(EventLog::new());
             let accel = Arc::new(MsixAccelerator::new(
                 hv.clone(),
@@ -253,8 +278,8 @@ impl Rig {
                 accel,
                 source,
                 events,
-                table_gpa: layout.bar_gpa(k, layout.table.bir) + u64::from(layout.table.offset),
-                pba_gpa: layout.bar_gpa(k, layout.pba.bir) + u64::from(layout.pba.offset),
+                table_gpa: layout.table_gpa(k),
+                pba_gpa: layout.pba_gpa(k),
                 layout,
                 index: k,
             });
@@ -263,14 +288,7 @@ impl Rig {
         // The servicer first: a table under `fast` needs one.
         let service = ServiceThread::spawn(&accels)?;
         for d in &devices {
-            d.accel.set_bar(
-                layout.table.bir,
-                Some(layout.bar_gpa(d.index, layout.table.bir)),
-            )?;
-            d.accel.set_bar(
-                layout.pba.bir,
-                Some(layout.bar_gpa(d.index, layout.pba.bir)),
-            )?;
+            layout.place(&d.accel, d.index)?;
         }
         vm.set_mmio_handler(Arc::new(AccelMmio(accels)));
         let first = &devices[0];

@@ -189,6 +189,30 @@ fn without_dev_kvm_the_scenario_runner_says_so_once_and_exits_2() {
 }
 
 #[test]
+fn without_dev_vfio_a_scenario_run_on_a_device_says_so_once_and_exits_2() {
+    let dir = Scratch::new("vfio");
+    let a = dir.scenario("a.scn", "msix enable\ndevice fire 0\n");
+    // A private mount namespace whose /dev is an empty tmpfs: no /dev/vfio
+    // (nor /dev/kvm: the device is checked first, before any guest).
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--map-root-user", "sh", "-c"])
+        .arg(r#"mount -t tmpfs tmpfs /dev && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_msix-bench"))
+        .args(["scenario", "--vfio", "0000:00:03.0", &a]);
+    let ran = run(c);
+    assert_refused(
+        &ran,
+        "--vfio 0000:00:03.0: /dev/vfio/vfio missing",
+        "no /dev/vfio",
+    );
+    assert!(
+        ran.stdout.is_empty(),
+        "no PASS/FAIL/SKIP lines: {}",
+        ran.stdout
+    );
+}
+
+#[test]
 fn stress_rounds_duration_and_hogs_beyond_their_bounds_are_refused_in_one_line() {
     for (args, needle) in [
         (&["stress", "--rounds", "0"][..], "--rounds"),

@@ -12,6 +12,9 @@ use super::nic::{Nic, NicFamily, PciIds};
 use super::regs::DeviceRegs;
 use crate::Error;
 
+/// The VFIO container device every assigned device is opened through.
+const VFIO_CONTAINER: &str = "/dev/vfio/vfio";
+
 /// A vfio-pci device opened for the checks.
 pub struct AssignedDevice {
     /// The device's sysfs path (`/sys/bus/pci/devices/BDF`).
@@ -49,6 +52,11 @@ impl AssignedDevice {
     /// its identity and, for a known family, sets the NIC up so that its
     /// vectors can be raised.
     pub fn open(bdf: &Path) -> Result<AssignedDevice, Error> {
+        if !Path::new(VFIO_CONTAINER).exists() {
+            return Err(Error::Check(format!(
+                "{VFIO_CONTAINER} missing: load vfio-pci and bind the device to it (docs/hardware.md)"
+            )));
+        }
         let sysfs = if bdf.components().count() == 1 && !bdf.has_root() {
             Path::new("/sys/bus/pci/devices").join(bdf)
         } else {

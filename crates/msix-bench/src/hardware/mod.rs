@@ -7,6 +7,7 @@ pub mod checks;
 pub mod counted_source;
 pub mod cycle;
 pub mod device;
+pub mod first_vectors;
 pub mod handler;
 pub mod host_irqs;
 pub mod nic;
@@ -14,6 +15,8 @@ pub mod peers;
 pub mod regs;
 pub mod report;
 pub mod rig;
+pub mod scenario_rig;
+pub mod trigger_counts;
 pub mod vfio_irqs;
 
 use std::path::PathBuf;

@@ -10,7 +10,7 @@ use msix_accel::{
 };
 use msix_hypervisor::{CountingVm, IoctlCounters, KvmVm};
 use msix_model::BarOffset;
-use testvm::{MmioHandler, TestVm, VmConfig};
+use testvm::{TestVm, VmConfig};
 use vfio_vectors::kernel::MsixCapability;
 
 use super::checks::exits_per_cycle;
@@ -19,7 +19,7 @@ use super::cycle::{CycleTarget, Work};
 use super::device::AssignedDevice;
 use super::handler::Handler;
 use super::nic::Nic;
-use crate::rig::{BAR_GPA, TABLE_MEMSLOT};
+use crate::rig::{AccelMmio, BAR_GPA, TABLE_MEMSLOT};
 use crate::Error;
 
 /// vCPUs of the guest: deliveries alternate between them, so a message
@@ -32,17 +32,6 @@ pub const MSIX_ENABLE: u16 = 0x8000;
 /// Watchdog of every wait on the guest. Generous: under an emulated host
 /// one exit takes ~0.2 ms and a guest program a few ms.
 pub const WATCHDOG: Duration = Duration::from_secs(20);
-
-struct AccelMmio(Arc<MsixAccelerator>);
-
-impl MmioHandler for AccelMmio {
-    fn mmio_read(&self, _vcpu: u8, addr: u64, data: &mut [u8]) -> bool {
-        self.0.mmio_read(addr, data)
-    }
-    fn mmio_write(&self, _vcpu: u8, addr: u64, data: &[u8]) -> bool {
-        self.0.mmio_write(addr, data)
-    }
-}
 
 /// Guest, accelerator on the device's kernel VFIO source, service thread.
 /// Fields drop in order: service, accelerator (which disables the
@@ -157,7 +146,7 @@ impl HwRig {
                 "the accelerator placed the table under {effective}, not {policy}"
             )));
         }
-        vm.set_mmio_handler(Arc::new(AccelMmio(accel.clone())));
+        vm.set_mmio_handler(Arc::new(AccelMmio(vec![accel.clone()])));
         Ok(HwRig {
             service: Some(service),
             accel,

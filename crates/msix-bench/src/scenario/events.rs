@@ -4,7 +4,7 @@
 
 use msix_accel::{AccelEvent, EventKind};
 
-use crate::rig::Rig;
+use super::target::Target;
 
 /// The scenario name of `kind`: its Rust name in kebab case.
 pub fn kind_name(kind: EventKind) -> String {
@@ -40,8 +40,8 @@ pub(super) struct Ledger {
 
 impl Ledger {
     /// Takes what the rig's devices reported since the last call.
-    pub fn collect(&mut self, rig: &Rig) {
-        self.unconsumed.extend(rig.take_all_events());
+    pub fn collect(&mut self, rig: &dyn Target) {
+        self.unconsumed.extend(rig.take_events());
     }
 
     /// Removes every collected event of `kind` from `device` (about

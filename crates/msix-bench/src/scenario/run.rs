@@ -1,6 +1,7 @@
-//! The runner: carries a parsed scenario out, step by step, in a fresh
-//! [`Rig`] (a real KVM guest with the file's devices), and says whether
-//! every expectation held.
+//! The runner: carries a parsed scenario out, step by step, on a fresh
+//! [`Target`] (a real KVM guest with the file's devices: the software
+//! [`Rig`], or a real assigned device), and says whether every expectation
+//! held.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ use testvm::{Program, Width};
 
 use super::events::{self, Ledger};
 use super::step::{Cmp, MsixAction, Region, Scenario, Step};
-use crate::rig::{Rig, RigConfig, RigDevice};
-use crate::storm::{self, StormHandle};
+use super::target::{Storm, Target};
+use crate::rig::{Rig, RigConfig};
+use crate::Error;
 
 /// The outcome of one scenario under one policy.
 #[derive(Clone, Debug, Serialize)]
@@ -32,17 +34,51 @@ pub struct Outcome {
     pub exits: u64,
     /// Wall time in milliseconds.
     pub millis: u128,
+    /// Why the file did not run on this target (a real device lacks what
+    /// it needs); absent when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+impl Outcome {
+    /// A run not started yet: not passed, nothing done.
+    fn new(scenario: &Scenario, policy: Policy) -> Outcome {
+        Outcome {
+            file: scenario.path.clone(),
+            policy: policy.to_string(),
+            source: if scenario.maskable {
+                "maskable"
+            } else {
+                "plain"
+            }
+            .into(),
+            passed: false,
+            failure: None,
+            steps_run: 0,
+            exits: 0,
+            millis: 0,
+            skipped: None,
+        }
+    }
+
+    /// `scenario` under `policy` was not run, for `reason`.
+    pub fn skipped(scenario: &Scenario, policy: Policy, reason: String) -> Outcome {
+        Outcome {
+            skipped: Some(reason),
+            ..Outcome::new(scenario, policy)
+        }
+    }
 }
 
 /// Adds a guest step's accesses to `p`.
-fn program_step(p: &mut Program, rig: &Rig, step: &Step) {
+fn program_step(p: &mut Program, rig: &dyn Target, step: &Step) {
     match *step {
         Step::Guest { access, .. } => {
-            let d = &rig.devices[usize::from(access.device)];
+            let k = access.device;
             let base = match access.region {
-                Region::Table => d.table_gpa,
-                Region::Pba => d.pba_gpa,
-                Region::Bar(b) => d.bar_gpa(b),
+                Region::Table => rig.table_gpa(k),
+                Region::Pba => rig.pba_gpa(k),
+                Region::Bar(b) => rig.bar_gpa(k, b),
             };
             if access.write {
                 p.write(access.width, base + access.offset, access.value);
@@ -57,14 +93,13 @@ fn program_step(p: &mut Program, rig: &Rig, step: &Step) {
             cpu,
             ..
         } => {
-            let d = &rig.devices[usize::from(device)];
             p.write(
                 Width::W32,
-                d.entry(entry, 0),
+                rig.entry(device, entry, 0),
                 testvm::TestVm::msi_address(cpu),
             );
-            p.write(Width::W32, d.entry(entry, 4), 0);
-            p.write(Width::W32, d.entry(entry, 8), u64::from(vector));
+            p.write(Width::W32, rig.entry(device, entry, 4), 0);
+            p.write(Width::W32, rig.entry(device, entry, 8), u64::from(vector));
         }
         Step::Window { vector, open, .. } => {
             p.masked_window(vector, open);
@@ -74,10 +109,10 @@ fn program_step(p: &mut Program, rig: &Rig, step: &Step) {
 }
 
 struct Run<'a> {
-    rig: &'a Rig,
+    rig: &'a dyn Target,
     exits_mark: u64,
     unclaimed_mark: u64,
-    storm: Option<StormHandle>,
+    storm: Option<Box<dyn Storm>>,
     events: Ledger,
 }
 
@@ -87,14 +122,9 @@ const POLL: Duration = Duration::from_micros(200);
 impl Run<'_> {
     fn irqs(&self, vcpu: Option<u8>, vector: u8) -> u64 {
         match vcpu {
-            Some(c) => self.rig.vm.irq_count_on(c, vector),
-            None => self.rig.vm.irq_count(vector),
+            Some(c) => self.rig.vm().irq_count_on(c, vector),
+            None => self.rig.vm().irq_count(vector),
         }
-    }
-
-    fn device(&self, k: u8) -> &RigDevice {
-        // The parser refuses a device the file does not have.
-        &self.rig.devices[usize::from(k)]
     }
 
     fn exec(&mut self, step: &Step) -> Result<(), String> {
@@ -103,7 +133,7 @@ impl Run<'_> {
             Step::Guest { vcpu, access } => {
                 let mut p = Program::new();
                 program_step(&mut p, rig, step);
-                let out = rig.vm.run(*vcpu, &p).map_err(|e| e.to_string())?;
+                let out = rig.vm().run(*vcpu, &p).map_err(|e| e.to_string())?;
                 if let (Some(expect), Some(&got)) = (access.expect, out.values().first()) {
                     if got != expect {
                         return Err(format!("read {got:#x}, expected {expect:#x}"));
@@ -113,33 +143,26 @@ impl Run<'_> {
             Step::Msg { vcpu, .. } | Step::Window { vcpu, .. } => {
                 let mut p = Program::new();
                 program_step(&mut p, rig, step);
-                rig.vm.run(*vcpu, &p).map_err(|e| e.to_string())?;
+                rig.vm().run(*vcpu, &p).map_err(|e| e.to_string())?;
             }
             Step::Concurrent { repeat, steps } => self.concurrent(*repeat, steps)?,
             Step::Fire {
                 device,
                 entry,
                 count,
-            } => {
-                self.device(*device)
-                    .source
-                    .fire_n(*entry, *count)
-                    .map_err(|e| e.to_string())?;
-            }
+            } => rig.fire(*device, *entry, *count)?,
             Step::StormStart { device, entries } => {
                 if self.storm.is_some() {
                     return Err("a storm is already running".into());
                 }
-                let source = &self.device(*device).source;
-                let h = storm::storm(source, entries.clone(), None).map_err(|e| e.to_string())?;
-                self.storm = Some(h);
+                self.storm = Some(rig.storm(*device, entries.clone())?);
             }
             Step::StormStop => {
                 let h = self.storm.take().ok_or("no storm is running")?;
                 h.stop();
             }
             Step::Msix { device, action } => {
-                let accel = &self.device(*device).accel;
+                let accel = rig.accel(*device);
                 let mc = accel.message_control();
                 let value = match action {
                     MsixAction::Enable => mc | 0x8000,
@@ -158,15 +181,15 @@ impl Run<'_> {
                 count,
             } => self.expect_irq(*vcpu, *vector, *cmp, *count)?,
             Step::ExpectWindow { vector, count } => {
-                let n: u64 = (0..rig.vm.vcpus())
-                    .map(|c| rig.vm.window_count(c, *vector))
+                let n: u64 = (0..rig.vm().vcpus())
+                    .map(|c| rig.vm().window_count(c, *vector))
                     .sum();
                 if n != *count {
                     return Err(format!("IDT vector {vector:#x}: {n} interrupts inside the masked window, expected {count}"));
                 }
             }
             Step::ExpectExits { cmp, count } => {
-                let now = rig.vm.exits().mmio();
+                let now = rig.vm().exits().mmio();
                 let n = now - self.exits_mark;
                 self.exits_mark = now;
                 if !cmp.holds(n, *count) {
@@ -174,7 +197,7 @@ impl Run<'_> {
                 }
             }
             Step::ExpectUnclaimed { cmp, count } => {
-                let now = rig.vm.exits().mmio_unclaimed;
+                let now = rig.vm().exits().mmio_unclaimed;
                 let n = now - self.unclaimed_mark;
                 self.unclaimed_mark = now;
                 if !cmp.holds(n, *count) {
@@ -188,9 +211,8 @@ impl Run<'_> {
                 entry,
                 pending,
             } => {
-                let got = self
-                    .device(*device)
-                    .accel
+                let got = rig
+                    .accel(*device)
                     .pending(*entry)
                     .map_err(|e| e.to_string())?;
                 if got != *pending {
@@ -213,7 +235,7 @@ impl Run<'_> {
     /// Whether `done` holds before the guest's watchdog runs out (looked
     /// at again every [`POLL`]).
     fn within_watchdog(&mut self, mut done: impl FnMut(&mut Self) -> bool) -> bool {
-        let deadline = Instant::now() + self.rig.vm.watchdog();
+        let deadline = Instant::now() + self.rig.vm().watchdog();
         loop {
             if done(self) {
                 return true;
@@ -237,14 +259,14 @@ impl Run<'_> {
             return Err(format!(
                 "IDT vector {vector:#x}: {} interrupts after the {} ms watchdog, expected {cmp} {count}",
                 self.irqs(vcpu, vector),
-                self.rig.vm.watchdog().as_millis()
+                self.rig.vm().watchdog().as_millis()
             ));
         }
         if cmp == Cmp::Eq {
             // ...then a sentinel on every vCPU: an interrupt that already
             // reached a local APIC is taken before it, so a count still at
             // N afterwards is exactly N, however late the host injects.
-            self.rig.vm.sentinel_all().map_err(|e| e.to_string())?;
+            self.rig.vm().sentinel_all().map_err(|e| e.to_string())?;
             let n = self.irqs(vcpu, vector);
             if n != count {
                 return Err(format!(
@@ -274,7 +296,7 @@ impl Run<'_> {
         Err(format!(
             "no {} event from device {device}{about} within the {} ms watchdog (unconsumed: {})",
             events::kind_name(kind),
-            rig.vm.watchdog().as_millis(),
+            rig.vm().watchdog().as_millis(),
             self.events.describe()
         ))
     }
@@ -283,7 +305,7 @@ impl Run<'_> {
     fn concurrent(&self, repeat: u64, steps: &[(u32, Step)]) -> Result<(), String> {
         let rig = self.rig;
         let mut used = Vec::new();
-        for c in 0..rig.vm.vcpus() {
+        for c in 0..rig.vm().vcpus() {
             let mine: Vec<&Step> = steps
                 .iter()
                 .map(|(_, s)| s)
@@ -298,35 +320,20 @@ impl Run<'_> {
                     program_step(p, rig, s);
                 }
             });
-            rig.vm.start(c, &p).map_err(|e| e.to_string())?;
+            rig.vm().start(c, &p).map_err(|e| e.to_string())?;
             used.push(c);
         }
         for c in used {
-            rig.vm.wait(c).map_err(|e| e.to_string())?;
+            rig.vm().wait(c).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
 }
 
-/// Runs `scenario` under `policy` in a fresh guest.
-pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
-    let started = Instant::now();
-    let mut outcome = Outcome {
-        file: scenario.path.clone(),
-        policy: policy.to_string(),
-        source: if scenario.maskable {
-            "maskable"
-        } else {
-            "plain"
-        }
-        .into(),
-        passed: false,
-        failure: None,
-        steps_run: 0,
-        exits: 0,
-        millis: 0,
-    };
-    let rig = match Rig::new(RigConfig {
+/// How the software rig is configured for `scenario` under `policy`: its
+/// devices, table size, vCPUs, layout, source kind and x2APIC API.
+pub fn rig_config(scenario: &Scenario, policy: Policy) -> RigConfig {
+    RigConfig {
         devices: scenario.devices,
         vectors: scenario.vectors,
         vcpus: scenario.vcpus,
@@ -335,15 +342,34 @@ pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
         x2apic_api: scenario.x2apic_api,
         layout: scenario.layout,
         ..RigConfig::default()
-    }) {
-        Ok(r) => r,
+    }
+}
+
+/// Runs `scenario` under `policy` in a fresh guest on software sources.
+pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
+    run_on(scenario, policy, Rig::new)
+}
+
+/// Runs `scenario` under `policy` on the target `build` makes from the
+/// file's rig configuration ([`rig_config`]); a target that cannot be built
+/// fails the run.
+pub fn run_on<T: Target>(
+    scenario: &Scenario,
+    policy: Policy,
+    build: impl FnOnce(RigConfig) -> Result<T, Error>,
+) -> Outcome {
+    let started = Instant::now();
+    let mut outcome = Outcome::new(scenario, policy);
+    let target = match build(rig_config(scenario, policy)) {
+        Ok(t) => t,
         Err(e) => {
             outcome.failure = Some(format!("{}: cannot build the guest: {e}", scenario.path));
             return outcome;
         }
     };
+    let rig: &dyn Target = &target;
     let mut run = Run {
-        rig: &rig,
+        rig,
         exits_mark: 0,
         unclaimed_mark: 0,
         storm: None,
@@ -362,13 +388,13 @@ pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
     if outcome.failure.is_none() {
         // Whatever the accelerator reported and no `expect event` consumed
         // fails the run.
-        run.events.collect(&rig);
+        run.events.collect(rig);
         if let Some(e) = run.events.first() {
             outcome.failure = Some(format!("{}: accelerator event: {e}", scenario.path));
         }
     }
     outcome.passed = outcome.failure.is_none();
-    outcome.exits = rig.vm.exits().mmio();
+    outcome.exits = rig.vm().exits().mmio();
     outcome.millis = started.elapsed().as_millis();
     outcome
 }
