@@ -617,7 +617,10 @@ mod tests {
         assert_eq!(source.repoints(), 2);
         assert!(matches!(
             source.repoint(2, None),
-            Err(Error::VectorOutOfRange { vector: 2, count: 2 })
+            Err(Error::VectorOutOfRange {
+                vector: 2,
+                count: 2
+            })
         ));
         assert_eq!(source.repoints(), 2, "a refused re-point is not counted");
     }

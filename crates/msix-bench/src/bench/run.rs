@@ -7,6 +7,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use msix_accel::Policy;
 
+use super::floor::FloorKind;
 use super::report::{Host, LatencyReport, Percentiles, RatioReport, Report, RowReport};
 use super::rounds::{self, RoundPlan, RoundRow, RowSamples};
 use super::stats::{self, median, median_ci95, paired_ratio, RatioEstimate, Rng};
@@ -207,7 +208,7 @@ pub fn run(options: &Options) -> Report {
 
     let floor = subjects
         .iter()
-        .position(|s| *s == Subject::Floor(super::floor::FloorKind::OneExit))
+        .position(|s| *s == Subject::Floor(FloorKind::OneExit))
         .and_then(|i| samples[i].as_ref());
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
@@ -224,7 +225,7 @@ pub fn run(options: &Options) -> Report {
             (Subject::Peer(_), _) | (_, None) => None,
             (_, Some(f)) => Some(ratio(m, f, &name, "floor-1exit")),
         };
-        if let Some(r) = vs_floor {
+        if let Some(r) = vs_floor.filter(|_| !matches!(s, Subject::Floor(FloorKind::OneExit))) {
             ratios.push(RatioReport::new(&name, "floor-1exit", r));
         }
         let (storm, pending) = semantics[i].map_or((None, None), |(s, p)| (Some(s), Some(p)));
