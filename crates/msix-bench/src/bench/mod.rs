@@ -69,8 +69,8 @@ impl Options {
             quick: false,
             json: false,
             plot: None,
-            cycles: 16_000,
-            rounds: 400,
+            cycles: 32_000,
+            rounds: 800,
             latency_per_round: 1,
             storm_chunks: 16,
             bring_up: vec![64, 512, 2048],
@@ -172,9 +172,9 @@ OPTIONS:
     --plot FILE     also write an SVG chart (guest time per cycle with 95%
                     intervals, exits per cycle); FILE must be writable,
                     checked before measuring
-    --rounds N      rounds, 1..=2000 (default 400, quick 40)
+    --rounds N      rounds, 1..=2000 (default 800, quick 40)
     --cycles N      Linux mask cycles per row over the run, 1..=100000,
-                    split evenly over the rounds (default 16000, quick 1600)
+                    split evenly over the rounds (default 32000, quick 1600)
     -h, --help      this text
     -V, --version   the version
 

@@ -382,7 +382,7 @@ impl Report {
         let bases = ["fast", "fast+srcmask"];
         let _ = writeln!(
             s,
-            "Peers against ours: guest time per cycle, median of per-round ratios [bootstrap 95% CI]"
+            "Peers against ours: guest time per cycle, median of per-round ratios [95% CI, block bootstrap over rounds]"
         );
         let _ = writeln!(
             s,

@@ -219,8 +219,14 @@ pub fn run(options: &Options) -> Report {
         };
         calibrations.extend_from_slice(&m.calibration_ns);
         let name = s.name();
-        let (guest_median, guest_ci) = median_ci95(&m.guest_ns);
-        let (host_median, host_ci) = median_ci95(&m.host_cpu_ns);
+        let (guest_median, guest_ci) = median_ci95(
+            &m.guest_ns,
+            &mut Rng::from_text(SEED, &format!("{name}/guest")),
+        );
+        let (host_median, host_ci) = median_ci95(
+            &m.host_cpu_ns,
+            &mut Rng::from_text(SEED, &format!("{name}/host")),
+        );
         let vs_floor = match (s, floor) {
             (Subject::Peer(_), _) | (_, None) => None,
             (_, Some(f)) => Some(ratio(m, f, &name, "floor-1exit")),

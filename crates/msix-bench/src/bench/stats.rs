@@ -1,18 +1,26 @@
-//! Statistics over rounds: medians with distribution-free 95% intervals,
-//! paired ratios with a seeded bootstrap interval, and latency percentiles.
+//! Statistics over rounds: medians and ratios with seeded block-bootstrap
+//! 95% intervals, and latency percentiles.
 //!
 //! A row's samples are its per-round values (one per round, every row
 //! measured once per round in a shuffled order), so drift and neighbours on
 //! a shared host hit every row alike. A ratio is taken per round (the two
 //! rows of the same round) and summarised by the median of these paired
-//! ratios; its interval comes from resampling whole rounds with replacement,
-//! which keeps the pairing. The bootstrap's generator is seeded from the two
-//! rows' names, so the same measurements always give the same intervals.
+//! ratios. Consecutive rounds are not independent on a shared host (its
+//! load drifts over seconds: the two halves of one run can differ by tens
+//! of percent), so intervals come from a circular block bootstrap: each
+//! resample strings together [`BLOCKS`] runs of consecutive rounds drawn at
+//! random, which keeps the pairing and carries the drift within the run
+//! into the interval (an interval over independent rounds would be several
+//! times narrower and state orders that the next run reverses). The
+//! generator is seeded from the rows' names, so the same measurements
+//! always give the same intervals.
 
 use serde::Serialize;
 
 /// Resamples of the bootstrap.
 pub const BOOTSTRAP_RESAMPLES: usize = 4000;
+/// Blocks per resample: a block is a tenth of the run's rounds.
+pub const BLOCKS: usize = 10;
 
 /// SplitMix64: a small, fast, seedable generator (reproducible shuffles and
 /// bootstrap resamples; nothing here needs cryptographic quality).
@@ -78,42 +86,46 @@ pub fn median(xs: &[f64]) -> f64 {
     median_of_sorted(&sorted(xs))
 }
 
-/// P(X <= k) for X ~ Binomial(n, 1/2).
-fn binomial_half_cdf(n: usize, k: usize) -> f64 {
-    // Summed in log space: n is at most a few thousand rounds.
-    let ln_half_n = -(n as f64) * std::f64::consts::LN_2;
-    let mut ln_choose = 0.0_f64; // ln C(n, 0)
-    let mut total = 0.0;
-    for i in 0..=k.min(n) {
-        if i > 0 {
-            ln_choose += ((n - i + 1) as f64).ln() - (i as f64).ln();
-        }
-        total += (ln_choose + ln_half_n).exp();
-    }
-    total.min(1.0)
+/// Rounds per block for `n` rounds: a tenth, at least one.
+pub fn block_len(n: usize) -> usize {
+    n.div_ceil(BLOCKS).max(1)
 }
 
-/// A median with its 95% confidence interval `[low, high]`: the
-/// distribution-free interval from order statistics (the `k`-th smallest and
-/// `k`-th largest sample, with the largest `k` for which a Binomial(n, 1/2)
-/// puts at most 2.5% below `k`). It assumes only that the rounds are
-/// independent draws; with fewer than 6 samples it is the whole range, whose
-/// coverage is then below 95%.
-pub fn median_ci95(xs: &[f64]) -> (f64, [f64; 2]) {
-    let v = sorted(xs);
-    let n = v.len();
+/// Percentile interval `[2.5%, 97.5%]` of the median over
+/// [`BOOTSTRAP_RESAMPLES`] circular block resamples of `xs` (in round
+/// order).
+fn block_bootstrap_median_ci95(xs: &[f64], rng: &mut Rng) -> [f64; 2] {
+    let n = xs.len();
     if n == 0 {
-        return (f64::NAN, [f64::NAN, f64::NAN]);
+        return [f64::NAN, f64::NAN];
     }
-    // The largest 0-based rank k with P(Bin(n, 1/2) <= k) <= 2.5%; none
-    // for n <= 5, and then the whole range.
-    let k = (0..n / 2)
-        .take_while(|&k| binomial_half_cdf(n, k) <= 0.025)
-        .last()
-        .unwrap_or(0);
-    let lo = v[k];
-    let hi = v[n - 1 - k];
-    (median_of_sorted(&v), [lo, hi])
+    let b = block_len(n);
+    let mut medians = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
+    let mut sample = Vec::with_capacity(n);
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        sample.clear();
+        while sample.len() < n {
+            let start = rng.below(n);
+            for k in 0..b.min(n - sample.len()) {
+                sample.push(xs[(start + k) % n]);
+            }
+        }
+        sample.sort_by(f64::total_cmp);
+        medians.push(median_of_sorted(&sample));
+    }
+    medians.sort_by(f64::total_cmp);
+    [
+        percentile_of_sorted(&medians, 0.025),
+        percentile_of_sorted(&medians, 0.975),
+    ]
+}
+
+/// A median with its 95% interval `[low, high]` (circular block bootstrap
+/// over the values in round order, drawn with `rng`). Non-finite values
+/// are left out.
+pub fn median_ci95(xs: &[f64], rng: &mut Rng) -> (f64, [f64; 2]) {
+    let v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    (median(&v), block_bootstrap_median_ci95(&v, rng))
 }
 
 /// A ratio and its 95% interval.
@@ -147,10 +159,9 @@ impl RatioEstimate {
 }
 
 /// The ratio `num / den` over paired rounds (`num[r]` and `den[r]` measured
-/// in the same round): the median of the per-round ratios, and a percentile
-/// bootstrap interval from [`BOOTSTRAP_RESAMPLES`] resamples of whole rounds
-/// drawn with `rng`. Rounds where either value is not a positive finite
-/// number are left out.
+/// in the same round): the median of the per-round ratios, with a circular
+/// block bootstrap interval over the rounds drawn with `rng`. Rounds where
+/// either value is not a positive finite number are left out.
 pub fn paired_ratio(num: &[f64], den: &[f64], rng: &mut Rng) -> RatioEstimate {
     let ratios: Vec<f64> = num
         .iter()
@@ -164,23 +175,9 @@ pub fn paired_ratio(num: &[f64], den: &[f64], rng: &mut Rng) -> RatioEstimate {
             ci95: [f64::NAN, f64::NAN],
         };
     }
-    let n = ratios.len();
-    let mut medians = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
-    let mut sample = vec![0.0; n];
-    for _ in 0..BOOTSTRAP_RESAMPLES {
-        for s in sample.iter_mut() {
-            *s = ratios[rng.below(n)];
-        }
-        sample.sort_by(f64::total_cmp);
-        medians.push(median_of_sorted(&sample));
-    }
-    medians.sort_by(f64::total_cmp);
     RatioEstimate {
         ratio: median(&ratios),
-        ci95: [
-            percentile_of_sorted(&medians, 0.025),
-            percentile_of_sorted(&medians, 0.975),
-        ],
+        ci95: block_bootstrap_median_ci95(&ratios, rng),
     }
 }
 
@@ -231,17 +228,22 @@ mod tests {
     }
 
     #[test]
-    fn median_ci_uses_the_binomial_order_statistics() {
-        // n = 10: P(Bin <= 1) = 11/1024 <= 2.5% < P(Bin <= 2) = 56/1024,
-        // so the interval is the 2nd smallest to the 2nd largest.
-        let xs: Vec<f64> = (1..=10).map(f64::from).collect();
-        assert_eq!(median_ci95(&xs), (5.5, [2.0, 9.0]));
-        // n = 5: no rank qualifies; the whole range.
-        assert_eq!(median_ci95(&[5.0, 1.0, 3.0, 2.0, 4.0]), (3.0, [1.0, 5.0]));
-        // n = 100: ranks 40 and 61 (1-based), the textbook values.
-        let xs: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(median_ci95(&xs).1, [40.0, 61.0]);
-        assert!(median_ci95(&[]).0.is_nan());
+    fn median_ci_brackets_the_median_and_widens_with_drift_within_the_run() {
+        let flat: Vec<f64> = (0..100).map(|i| 100.0 + f64::from(i % 7)).collect();
+        let (m, ci) = median_ci95(&flat, &mut Rng::new(4));
+        assert!(ci[0] <= m && m <= ci[1], "{m} {ci:?}");
+        assert!(ci[1] - ci[0] <= 3.0, "{ci:?}");
+        // The same values, but the host got slower halfway through: blocks
+        // of consecutive rounds keep that, and the interval covers both.
+        let drift: Vec<f64> = (0..100)
+            .map(|i| 100.0 + f64::from(i % 7) + if i < 50 { 0.0 } else { 20.0 })
+            .collect();
+        let (_, wide) = median_ci95(&drift, &mut Rng::new(4));
+        assert!(wide[1] - wide[0] > 10.0, "{wide:?}");
+        assert_eq!(block_len(40), 4);
+        assert_eq!(block_len(400), 40);
+        assert_eq!(block_len(3), 1);
+        assert!(median_ci95(&[], &mut Rng::new(1)).0.is_nan());
     }
 
     #[test]
