@@ -149,9 +149,9 @@ source) and prints side-by-side tables measured in one run:
             by an ioeventfd, a do-nothing handler: 1 exit per cycle) and
             floor-trap (everything trapped: 3) (see docs/performance.md)
   rounds    every row measured once per round in a shuffled order (fixed
-            seed); per row the median over rounds and its 95% interval;
-            ratios paired by round with a bootstrap 95% interval, and
-            \"order not established\" when it contains 1
+            seed); per row the median over rounds; ratios paired by round;
+            95% intervals by a block bootstrap over consecutive rounds, and
+            \"order not established\" when a ratio's interval contains 1
   cycle     Linux mask cycle on entry 0 (mask, flush read, unmask): exits,
             KVM ioctls and SET_IRQS re-points by kind, guest TSC time and
             process CPU time per cycle, ours against floor-1exit
