@@ -39,10 +39,33 @@ pub use policy::{Policy, UnknownPolicy};
 pub use retired::{Retired, RetiredIoevents};
 pub use shadow::TableShadow;
 
-/// Size of a guest page, the granule of memslots.
+/// Size of a page as the table layout and the memslots use it: 4 KiB, the
+/// granule of PCI's MSI-X layout rules and of memslots on hosts with 4 KiB
+/// pages (x86). On a host with larger pages (some aarch64 kernels use 64
+/// KiB) a memslot covering one 4 KiB table page cannot exist: see
+/// [`host_pages_are_4k`].
 pub const PAGE_SIZE: u64 = 4096;
+
+/// Whether the host's page size is [`PAGE_SIZE`]. When it is not, the
+/// table is never mapped (a memslot would have to span a whole host page,
+/// which may hold the PBA or other registers): placements fall back to
+/// `trap`.
+pub fn host_pages_are_4k() -> bool {
+    static HOST_PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = *HOST_PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => PAGE_SIZE,
+    });
+    page == PAGE_SIZE
+}
 
 /// Rounds `value` up to a multiple of [`PAGE_SIZE`].
 pub fn page_align_up(value: u64) -> u64 {
     value.div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
+
+/// The README's examples, compiled (and run unless marked `no_run`) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

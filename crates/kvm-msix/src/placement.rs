@@ -45,7 +45,6 @@ pub enum BarRegion {
 #[derive(Debug)]
 struct Placed {
     table_gpa: u64,
-    pba_gpa: u64,
     mapped: bool,
     /// Other registers share the table's pages: claim only the table bytes.
     shared: bool,
@@ -84,8 +83,10 @@ pub struct TablePlacement {
 pub struct Location {
     /// Guest physical address of the table (BAR base + table offset).
     pub table_gpa: u64,
-    /// Guest physical address of the PBA.
-    pub pba_gpa: u64,
+    /// Guest physical address of the PBA, when its BAR decodes: a PBA on
+    /// the table's pages keeps them from being mapped (the PBA's bits must
+    /// be computed at every read). The PBA itself is decoded by the caller.
+    pub pba_gpa: Option<u64>,
     /// Other device registers share the table's pages: the table cannot
     /// be mapped read-only, and only its own bytes are decoded.
     pub table_pages_shared: bool,
@@ -328,9 +329,9 @@ impl TablePlacement {
         self.placed.is_some() && self.unmask.get(vector).is_some()
     }
 
-    /// Guest physical addresses of the table and PBA, when placed.
-    pub fn addresses(&self) -> Option<(u64, u64)> {
-        self.placed.as_ref().map(|p| (p.table_gpa, p.pba_gpa))
+    /// Guest physical address of the table, when placed.
+    pub fn table_address(&self) -> Option<u64> {
+        self.placed.as_ref().map(|p| p.table_gpa)
     }
 
     /// Whether a memslot the hypervisor refused to delete still maps the
@@ -354,7 +355,7 @@ impl TablePlacement {
         let work = self.relocate(
             Some(Location {
                 table_gpa,
-                pba_gpa,
+                pba_gpa: Some(pba_gpa),
                 table_pages_shared,
             }),
             None,
@@ -379,6 +380,32 @@ impl TablePlacement {
                 Ok(())
             }
         }
+    }
+
+    /// Whether a table at `to` would be mapped read-only: the policy maps
+    /// it, host pages are 4 KiB, its address is page aligned, and its pages hold neither the PBA
+    /// nor other registers.
+    fn maps(&self, to: &Location) -> bool {
+        let pages = page_align_up(self.config.table_len);
+        let pba_overlaps_pages = to.pba_gpa.is_some_and(|pba| {
+            let pba_end = pba.saturating_add(self.config.pba_len);
+            let first_page = to.table_gpa / PAGE_SIZE * PAGE_SIZE;
+            pba < to.table_gpa.saturating_add(pages) && pba_end > first_page
+        });
+        self.config.policy.at_most(self.limit).maps_table()
+            && crate::host_pages_are_4k()
+            && to.table_gpa % PAGE_SIZE == 0
+            && !pba_overlaps_pages
+            && !to.table_pages_shared
+    }
+
+    /// Whether a table at `to` would absorb unmasks, so that its unmask
+    /// ioeventfds are worth registering ahead with
+    /// [`TablePlacement::prepare_unmasks`]: registrations prepared for a
+    /// table that does not absorb would have to be taken back into service
+    /// (one left retired would swallow the guest's unmask writes).
+    pub fn would_absorb(&self, to: &Location) -> bool {
+        self.maps(to) && self.config.policy.at_most(self.limit).absorbs_unmask()
     }
 
     /// The first phase of placing, moving or removing the table, for the
@@ -427,15 +454,12 @@ impl TablePlacement {
                 to: None,
             };
         };
-        let asked = self.config.policy.at_most(self.limit);
-        let pba_end = to.pba_gpa.saturating_add(self.config.pba_len);
-        let pba_overlaps_pages =
-            to.pba_gpa < to.table_gpa.saturating_add(pages) && pba_end > to.table_gpa;
-        let maps = asked.maps_table()
-            && to.table_gpa % PAGE_SIZE == 0
-            && !pba_overlaps_pages
-            && !to.table_pages_shared;
-        self.effective = if maps { asked } else { Policy::Trap };
+        let maps = self.maps(&to);
+        self.effective = if maps {
+            self.config.policy.at_most(self.limit)
+        } else {
+            Policy::Trap
+        };
         let prepared = match prepared {
             Some(p) if p.table_gpa == to.table_gpa => Some(p),
             Some(p) => {
@@ -471,7 +495,6 @@ impl TablePlacement {
         }
         self.placed = Some(Placed {
             table_gpa: to.table_gpa,
-            pba_gpa: to.pba_gpa,
             mapped: false,
             shared: to.table_pages_shared,
         });
@@ -590,18 +613,15 @@ impl TablePlacement {
         self.retire_set(&mut prepared.set, prepared.table_gpa);
     }
 
-    /// Decodes a guest physical access into table or PBA, or None when it is
-    /// not ours (or the table is not placed). The table's and the PBA's own
-    /// bytes come first, so a PBA on the table's page decodes as PBA; the
-    /// rest of the table's pages is ours only when nothing else shares them.
+    /// Decodes a guest physical access into the table, or None when it is
+    /// not the table's (or the table is not placed). The caller decodes the
+    /// PBA first, so a PBA on the table's page decodes as PBA; the rest of
+    /// the table's pages is the table's only when nothing else shares them.
     pub fn decode(&self, gpa: u64) -> Option<BarRegion> {
         let placed = self.placed.as_ref()?;
         let in_range = |base: u64, len: u64| gpa >= base && gpa - base < len;
         if in_range(placed.table_gpa, self.config.table_len) {
             return Some(BarRegion::Table(gpa - placed.table_gpa));
-        }
-        if in_range(placed.pba_gpa, self.config.pba_len) {
-            return Some(BarRegion::Pba(gpa - placed.pba_gpa));
         }
         if !placed.shared && in_range(placed.table_gpa, page_align_up(self.config.table_len)) {
             return Some(BarRegion::Table(gpa - placed.table_gpa));
@@ -652,28 +672,26 @@ mod tests {
     }
 
     #[test]
-    fn a_pba_on_the_table_page_traps_and_decodes_as_pba() {
+    fn a_pba_on_the_table_page_keeps_it_unmapped() {
         let vm = Arc::new(FakeVm::new(4096));
         let mut t = TablePlacement::new(vm.clone(), config(Policy::Fast, 8)).unwrap();
         assert_eq!(t.place(0x1000, 0x1800, false).unwrap(), Policy::Trap);
         assert_eq!(t.decode(0x1000 + 0x7C), Some(BarRegion::Table(0x7C)));
-        assert_eq!(t.decode(0x1800), Some(BarRegion::Pba(0)));
-        assert_eq!(t.decode(0x1804), Some(BarRegion::Pba(4)));
+        // The PBA's own bytes are the caller's to decode first.
         assert_eq!(t.decode(0x1900), Some(BarRegion::Table(0x900)));
         assert!(vm.memory_slots().is_empty());
         assert_eq!(vm.ioeventfd_count(), 0);
     }
 
     #[test]
-    fn on_a_shared_page_only_the_table_and_pba_bytes_are_claimed() {
+    fn on_a_shared_page_only_the_table_bytes_are_claimed() {
         let vm = Arc::new(FakeVm::new(4096));
         let mut t = TablePlacement::new(vm, config(Policy::Fast, 4)).unwrap();
         assert_eq!(t.place(0x1200, 0x1400, true).unwrap(), Policy::Trap);
         assert_eq!(t.decode(0x11FC), None);
         assert_eq!(t.decode(0x1200), Some(BarRegion::Table(0)));
         assert_eq!(t.decode(0x1240), None);
-        assert_eq!(t.decode(0x1400), Some(BarRegion::Pba(0)));
-        assert_eq!(t.decode(0x1408), None);
+        assert_eq!(t.decode(0x1400), None);
     }
 
     #[test]
@@ -755,7 +773,7 @@ mod reclaim_tests {
         .unwrap();
         let at = |table: u64| Location {
             table_gpa: table,
-            pba_gpa: table + 0x1000,
+            pba_gpa: Some(table + 0x1000),
             table_pages_shared: false,
         };
         for table in [0x1000_0000u64, 0x1200_0000, 0x1000_0000] {

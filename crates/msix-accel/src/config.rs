@@ -39,6 +39,10 @@ pub struct AccelConfig {
     /// The table's pages also hold other device registers: the table cannot
     /// be mapped read-only and the policy falls back to `trap`.
     pub table_pages_shared: bool,
+    /// Size of the table's BAR, when known: a BAR smaller than a page
+    /// cannot have the table's page mapped (the page would cover addresses
+    /// outside the BAR), so only the table's bytes are decoded, under `trap`.
+    pub table_bar_size: Option<u64>,
     /// The capability's Next Pointer byte (config-space offset of the next
     /// capability, 0 for none).
     pub next_pointer: u8,
@@ -73,6 +77,7 @@ impl AccelConfig {
             fast_entries: DEFAULT_FAST_ENTRIES,
             source_masking: true,
             table_pages_shared: false,
+            table_bar_size: None,
             next_pointer: 0,
             device_id: 0,
             msi_devid: None,
@@ -116,6 +121,27 @@ impl AccelConfig {
     /// The same setup with `entries` unmask ioeventfds under `fast`.
     pub fn with_fast_entries(mut self, entries: u16) -> Self {
         self.fast_entries = entries;
+        self
+    }
+
+    /// The same setup with the table at `table` and the PBA at `pba` (BAR
+    /// index and offset of each, as the capability states them).
+    pub fn with_layout(mut self, table: BarOffset, pba: BarOffset) -> Self {
+        self.table = table;
+        self.pba = pba;
+        self
+    }
+
+    /// The same setup with the table's BAR `size` bytes long.
+    pub fn with_table_bar_size(mut self, size: u64) -> Self {
+        self.table_bar_size = Some(size);
+        self
+    }
+
+    /// The same setup with the table's pages holding other registers (or
+    /// not): see [`AccelConfig::table_pages_shared`].
+    pub fn with_table_pages_shared(mut self, shared: bool) -> Self {
+        self.table_pages_shared = shared;
         self
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use irqfd_routes::{eventfd_pending, RouteState, SharedRouting};
-use kvm_msix::TablePlacement;
+use kvm_msix::{BarRegion, TablePlacement};
 use msix_hypervisor::MsiMessage;
 use msix_model::{Change, MsixModel};
 use vfio_vectors::MsixSource;
@@ -26,6 +26,9 @@ pub(crate) struct Device {
     pub(crate) source: Box<dyn MsixSource>,
     pub(crate) vectors: Vec<Vector>,
     pub(crate) source_masking: bool,
+    /// Where the PBA decodes (None: its BAR does not). Decoded before the
+    /// table, so a PBA on the table's pages reads as PBA.
+    pub(crate) pba_gpa: Option<u64>,
     /// Device ID carried by every MSI route (GICv3 ITS); None on x86.
     pub(crate) msi_devid: Option<u32>,
     pub(crate) reporter: Reporter,
@@ -46,6 +49,17 @@ pub(crate) struct Outcome {
 }
 
 impl Device {
+    /// Decodes a guest physical access into PBA or table, or None when it
+    /// is neither's.
+    pub(crate) fn decode(&self, gpa: u64) -> Option<BarRegion> {
+        if let Some(pba) = self.pba_gpa {
+            if gpa >= pba && gpa - pba < self.model.pba_len() {
+                return Some(BarRegion::Pba(gpa - pba));
+            }
+        }
+        self.placement.decode(gpa)
+    }
+
     /// The message the hypervisor must route for `vector`: its entry's, with
     /// the device's ID when it has one.
     pub(crate) fn route_message(&self, vector: u16) -> Result<MsiMessage> {
@@ -135,12 +149,17 @@ impl Device {
     }
 
     /// Whether `vector` holds an interrupt: the source's latch or the
-    /// eventfd's count, read without consuming it.
+    /// eventfd's count, read without consuming it. A vector the source has
+    /// not enabled yet (the host holds it masked) latches at the source
+    /// whatever its path.
     pub(crate) fn pending_at(&self, vector: u16, path: MaskPath) -> Result<bool> {
         Ok(match path {
             MaskPath::Unmasked => false,
             MaskPath::Source => self.source.pending(vector)?,
-            MaskPath::IrqfdDetached => eventfd_pending(self.source.trigger(vector)?)?,
+            MaskPath::IrqfdDetached => {
+                eventfd_pending(self.source.trigger(vector)?)?
+                    || (vector >= self.source.enabled_count() && self.source.pending(vector)?)
+            }
         })
     }
 

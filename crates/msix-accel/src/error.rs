@@ -33,6 +33,9 @@ pub enum Error {
     /// a guest's doing).
     #[error("internal state missing: {0}")]
     NotReady(&'static str),
+    /// A BAR index (BIR) past the six a function has.
+    #[error("BAR {0} does not exist (a function has BARs 0 to 5)")]
+    InvalidBar(u8),
     /// The service thread could not be started.
     #[error("service thread: {0}")]
     Service(String),

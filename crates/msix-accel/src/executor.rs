@@ -201,8 +201,16 @@ impl Device {
         }
     }
 
+    /// MSI-X enable at the source, with only the vectors in use: up to the
+    /// highest one unmasked now (one at least: the host needs one to enable
+    /// MSI-X). The others are added as the guest unmasks them (see
+    /// [`Device::grow_source`]): a host IRQ for each of a 2048-entry table
+    /// would be taken for nothing.
     fn enable_source(&mut self) -> Result<(), Error> {
-        let count = self.model.table_size();
+        let count = (0..self.model.table_size())
+            .rev()
+            .find(|&v| !self.model.is_masked(v).unwrap_or(true))
+            .map_or(1, |v| v + 1);
         self.source.enable(count).map_err(|e| {
             self.reporter.report(
                 None,
@@ -250,6 +258,17 @@ impl Device {
                 self.mark_retry(vector, true);
                 return held;
             }
+        }
+        if let Err(e) = self.grow_source(vector) {
+            // Not enabled at the source: it cannot signal, nothing to hold.
+            self.reporter.report(
+                Some(vector),
+                EventKind::SourceFailed,
+                None,
+                format!("adding the vector at the source: {e}"),
+            );
+            self.mark_retry(vector, true);
+            return Err(e);
         }
         let path = self.vectors[i].mask;
         if path == MaskPath::Unmasked {
@@ -305,6 +324,70 @@ impl Device {
         Counters::bump(&self.counters.unmasks);
         if was_pending {
             Counters::bump(&self.counters.pending_deliveries);
+        }
+        Ok(())
+    }
+}
+
+impl Device {
+    /// Makes sure `vector` is enabled at the source before it may deliver.
+    /// A source that can add vectors while MSI-X stays enabled does so; one
+    /// that cannot (VFIO without dynamic MSI-X allocation) is disabled and
+    /// enabled again with more, which forgets what it held: each vector
+    /// masked at the source is moved first to the irqfd path (irqfd
+    /// detached), with its pending interrupt parked in its eventfd, so none
+    /// is lost and none reaches the guest while the host has the entry
+    /// unmasked; it returns to source masking at its next mask after an
+    /// unmask.
+    pub(crate) fn grow_source(&mut self, vector: u16) -> Result<(), Error> {
+        if vector < self.source.enabled_count() {
+            return Ok(());
+        }
+        if !self.source.features().dynamic {
+            for v in 0..self.model.table_size() {
+                let pending = self.source.pending(v).unwrap_or(false);
+                match self.vectors[usize::from(v)].mask {
+                    // Off the source for the re-enable: the host unmasks every
+                    // wired entry at enable, before the source can mask it
+                    // again, so an attached irqfd could deliver meanwhile.
+                    MaskPath::Source => self.hold_on_eventfd(v, pending)?,
+                    // Not enabled yet, held by the host: park it the same way.
+                    MaskPath::IrqfdDetached if pending => self
+                        .source
+                        .trigger(v)?
+                        .write(1)
+                        .map_err(|e| Error::Source(vfio_vectors::Error::EventFd(e)))?,
+                    MaskPath::IrqfdDetached | MaskPath::Unmasked => {}
+                }
+            }
+        }
+        self.source.grow(vector + 1)?;
+        Ok(())
+    }
+
+    /// Moves `vector` to the irqfd path (irqfd detached, source mask
+    /// released) and, when `park`, leaves an interrupt in its eventfd to be
+    /// delivered at its unmask.
+    pub(crate) fn hold_on_eventfd(&mut self, vector: u16, park: bool) -> Result<(), Error> {
+        let i = usize::from(vector);
+        if self.vectors[i].irqfd.is_attached() {
+            let trigger = self.source.trigger(vector)?;
+            self.vectors[i].irqfd.detach(trigger)?;
+        }
+        if self.vectors[i].mask == MaskPath::Source {
+            // The source's own latch cannot be set from outside; the eventfd
+            // path owns this vector until its next mask.
+            match self.source.unmask(vector) {
+                Ok(()) | Err(vfio_vectors::Error::MaskUnsupported { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.vectors[i].mask = MaskPath::IrqfdDetached;
+        if park {
+            self.source
+                .trigger(vector)?
+                .write(1)
+                .map_err(|e| Error::Source(vfio_vectors::Error::EventFd(e)))?;
         }
         Ok(())
     }

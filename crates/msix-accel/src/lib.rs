@@ -50,10 +50,14 @@ mod device;
 mod error;
 mod event;
 mod executor;
+mod exits;
+mod fast_path;
 mod migration;
 mod plan;
+mod relocation;
 mod report;
 mod service;
+mod source_masking;
 mod stats;
 mod vector;
 
@@ -73,3 +77,8 @@ pub use service::{FastPathSubscriber, ServiceThread};
 pub use stats::AccelStats;
 pub use vector::MaskPath;
 pub use vfio_vectors::{MsixSource, SourceFeatures};
+
+/// The README's examples, compiled (and run unless marked `no_run`) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -90,21 +90,6 @@ impl crate::device::Device {
     /// Parks an interrupt for a held vector after a restore: in its eventfd
     /// with the irqfd detached, delivered on its unmask.
     pub(crate) fn make_pending(&mut self, vector: u16) -> Result<()> {
-        let i = usize::from(vector);
-        if self.vectors[i].irqfd.is_attached() {
-            let trigger = self.source.trigger(vector)?;
-            self.vectors[i].irqfd.detach(trigger)?;
-        }
-        if self.vectors[i].mask == MaskPath::Source {
-            // The source's own latch cannot be set from outside; the eventfd
-            // path owns this vector until its next mask.
-            self.source.unmask(vector)?;
-        }
-        self.vectors[i].mask = MaskPath::IrqfdDetached;
-        self.source
-            .trigger(vector)?
-            .write(1)
-            .map_err(|e| Error::Source(vfio_vectors::Error::EventFd(e)))?;
-        Ok(())
+        self.hold_on_eventfd(vector, true)
     }
 }

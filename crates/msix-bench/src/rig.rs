@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use irqfd_routes::{GsiRouting, IrqchipRoutes, SharedRouting};
-use msix_accel::{AccelConfig, AccelEvent, EventLog, MsixAccelerator, Policy, ServiceThread};
+use msix_accel::{
+    AccelConfig, AccelEvent, BarOffset, EventLog, MsixAccelerator, Policy, ServiceThread,
+};
 use msix_hypervisor::{CountingVm, FaultyVm, IoctlCounts, KvmVm};
 use testvm::{MmioHandler, TestVm, VmConfig};
 
@@ -20,8 +22,46 @@ pub const BAR_STRIDE: u64 = 0x10_0000;
 /// Memslot of device 0's table shadow (testvm's RAM is slot 0); device k
 /// uses `TABLE_MEMSLOT + k`.
 pub const TABLE_MEMSLOT: u32 = 1;
+/// Distance between consecutive BARs of one device when their size is not
+/// given ([`RigLayout::bar_size`]): BAR `b` of device `k` is at
+/// `BAR_GPA + k * BAR_STRIDE + b * BIR_STRIDE`.
+pub const BIR_STRIDE: u64 = 0x2_0000;
 /// Most devices a rig holds.
 pub const MAX_DEVICES: u8 = 4;
+
+/// Where each device's table and PBA sit: the capability's BAR indexes and
+/// offsets, and optionally the size of every BAR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RigLayout {
+    /// Table BIR and offset.
+    pub table: BarOffset,
+    /// PBA BIR and offset.
+    pub pba: BarOffset,
+    /// Size of each BAR (a power of two, at most [`BIR_STRIDE`]); BARs of
+    /// one device are then packed back to back (BAR `b` at `b * bar_size`
+    /// from the device's first), so BARs smaller than a page share one.
+    /// None: BARs [`BIR_STRIDE`] apart.
+    pub bar_size: Option<u64>,
+}
+
+impl RigLayout {
+    /// Today's layout for `vectors` entries: table at BAR 0 offset 0, PBA
+    /// in the same BAR on the next page boundary.
+    pub fn standard(vectors: u16) -> Self {
+        let config = AccelConfig::new(vectors, 0, 0);
+        RigLayout {
+            table: config.table,
+            pba: config.pba,
+            bar_size: None,
+        }
+    }
+
+    /// Guest physical address of BAR `bir` of device `device`.
+    pub fn bar_gpa(&self, device: u8, bir: u8) -> u64 {
+        let span = self.bar_size.unwrap_or(BIR_STRIDE);
+        BAR_GPA + u64::from(device) * BAR_STRIDE + u64::from(bir) * span
+    }
+}
 
 /// The hypervisor stack of a rig: KVM, with faults injectable, every call
 /// counted (injected failures included).
@@ -40,6 +80,9 @@ pub struct RigConfig {
     pub policy: Policy,
     /// Whether the software source can mask vectors itself.
     pub maskable: bool,
+    /// A maskable source whose vector count is fixed while enabled (growing
+    /// re-enables and forgets pending bits, as VFIO without dynamic MSI-X).
+    pub fixed_size: bool,
     /// Watchdog for every wait on the guest.
     pub watchdog: Duration,
     /// KVM_CAP_X2APIC_API as cloud-hypervisor enables it (see
@@ -51,6 +94,8 @@ pub struct RigConfig {
     pub unmask_batch: u16,
     /// [`AccelConfig::fast_entries`] of every device.
     pub fast_entries: u16,
+    /// Where every device's table and PBA sit; None: [`RigLayout::standard`].
+    pub layout: Option<RigLayout>,
 }
 
 impl Default for RigConfig {
@@ -61,11 +106,13 @@ impl Default for RigConfig {
             vcpus: 1,
             policy: Policy::Fast,
             maskable: false,
+            fixed_size: false,
             watchdog: Duration::from_secs(10),
             x2apic_api: true,
             unmask_coalescing: msix_accel::DEFAULT_UNMASK_COALESCING,
             unmask_batch: msix_accel::DEFAULT_UNMASK_BATCH,
             fast_entries: msix_accel::DEFAULT_FAST_ENTRIES,
+            layout: None,
         }
     }
 }
@@ -95,9 +142,18 @@ pub struct RigDevice {
     pub table_gpa: u64,
     /// Guest physical address of the PBA.
     pub pba_gpa: u64,
+    /// Where its table and PBA sit.
+    pub layout: RigLayout,
+    /// Its index in the rig.
+    pub index: u8,
 }
 
 impl RigDevice {
+    /// Guest physical address of its BAR `bir` as placed at start.
+    pub fn bar_gpa(&self, bir: u8) -> u64 {
+        self.layout.bar_gpa(self.index, bir)
+    }
+
     /// Guest physical address of entry `e`'s dword at `offset`.
     pub fn entry(&self, e: u16, offset: u64) -> u64 {
         self.table_gpa + u64::from(e) * 16 + offset
@@ -153,20 +209,38 @@ impl Rig {
             IrqchipRoutes::X86KernelIrqchip,
         )?);
         let routes: SharedRouting = table.clone();
+        let layout = config
+            .layout
+            .unwrap_or_else(|| RigLayout::standard(config.vectors));
+        if layout
+            .bar_size
+            .is_some_and(|size| !size.is_power_of_two() || size > BIR_STRIDE)
+        {
+            return Err(Error::Check(format!(
+                "BAR size {:?}: a power of two up to {BIR_STRIDE:#x}",
+                layout.bar_size
+            )));
+        }
         let mut devices = Vec::new();
         for k in 0..config.devices {
-            let source = if config.maskable {
+            let source = if config.maskable && config.fixed_size {
+                SoftwareSource::maskable_fixed(config.vectors)?
+            } else if config.maskable {
                 SoftwareSource::maskable(config.vectors)?
             } else {
                 SoftwareSource::new(config.vectors)?
             };
-            let accel_config = AccelConfig::new(config.vectors, 0, TABLE_MEMSLOT + u32::from(k))
-                .with_policy(config.policy)
-                .with_source_masking(config.maskable)
-                .with_device_id(u32::from(k))
-                .with_fast_entries(config.fast_entries)
-                .with_unmask_coalescing(config.unmask_coalescing, config.unmask_batch);
-            let bar = BAR_GPA + u64::from(k) * BAR_STRIDE;
+            let mut accel_config =
+                AccelConfig::new(config.vectors, 0, TABLE_MEMSLOT + u32::from(k))
+                    .with_layout(layout.table, layout.pba)
+                    .with_policy(config.policy)
+                    .with_source_masking(config.maskable)
+                    .with_device_id(u32::from(k))
+                    .with_fast_entries(config.fast_entries)
+                    .with_unmask_coalescing(config.unmask_coalescing, config.unmask_batch);
+            if let Some(size) = layout.bar_size {
+                accel_config = accel_config.with_table_bar_size(size);
+            }
             let events = Arc::new(EventLog::new());
             let accel = Arc::new(MsixAccelerator::new(
                 hv.clone(),
@@ -179,15 +253,24 @@ impl Rig {
                 accel,
                 source,
                 events,
-                table_gpa: bar + u64::from(accel_config.table.offset),
-                pba_gpa: bar + u64::from(accel_config.pba.offset),
+                table_gpa: layout.bar_gpa(k, layout.table.bir) + u64::from(layout.table.offset),
+                pba_gpa: layout.bar_gpa(k, layout.pba.bir) + u64::from(layout.pba.offset),
+                layout,
+                index: k,
             });
         }
         let accels: Vec<Arc<MsixAccelerator>> = devices.iter().map(|d| d.accel.clone()).collect();
         // The servicer first: a table under `fast` needs one.
         let service = ServiceThread::spawn(&accels)?;
         for d in &devices {
-            d.accel.place(d.table_gpa, d.pba_gpa)?;
+            d.accel.set_bar(
+                layout.table.bir,
+                Some(layout.bar_gpa(d.index, layout.table.bir)),
+            )?;
+            d.accel.set_bar(
+                layout.pba.bir,
+                Some(layout.bar_gpa(d.index, layout.pba.bir)),
+            )?;
         }
         vm.set_mmio_handler(Arc::new(AccelMmio(accels)));
         let first = &devices[0];

@@ -242,3 +242,25 @@ fn version_and_help_print_and_exit_0() {
         assert!(ran.stdout.contains("--policy P"), "{args:?}");
     }
 }
+
+#[test]
+fn a_device_or_layout_the_file_cannot_have_is_a_file_and_line_error() {
+    let dir = Scratch::new("devices");
+    let f = dir.scenario(
+        "devices.scn",
+        "devices 2\nmsix enable\ndevice fire 0 dev=2\n",
+    );
+    let ran = msix_bench(&["scenario", &f]);
+    assert_refused(&ran, &format!("{f}:3: device 2 but the VM has 2"), "dev=2");
+
+    let f = dir.scenario(
+        "layout.scn",
+        "vectors 8\nlayout table=0:0 pba=0:0x40\nmsix enable\n",
+    );
+    let ran = msix_bench(&["scenario", &f]);
+    assert_refused(
+        &ran,
+        &format!("{f}:2: the table and the PBA overlap"),
+        "layout",
+    );
+}

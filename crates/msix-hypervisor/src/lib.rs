@@ -46,3 +46,8 @@ pub use fault::{FaultyVm, InjectedFault, Trigger};
 pub use kvm::{kvm_routing_entry, KvmVm};
 pub use route::{x86, Gsi, MsiMessage, RouteKind, RoutingEntry};
 pub use vm::MsixVm;
+
+/// The README's examples, compiled (and run unless marked `no_run`) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -28,3 +28,8 @@ pub use layout::{
 };
 pub use program::{Program, ResultSlot, Width};
 pub use vm::{ExitCounts, MmioHandler, ProgramOutput, TestVm, VmConfig};
+
+/// The README's examples, compiled (and run unless marked `no_run`) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -33,6 +33,7 @@
 //! [`Error::MaskUnsupported`]; the accelerator then masks by detaching the
 //! irqfd, and the eventfd count is the pending state.
 
+mod device;
 mod irq_set;
 mod msix_cap;
 mod region;
@@ -42,53 +43,25 @@ pub use self::msix_cap::MsixCapability;
 pub use self::region::RegionInfo;
 
 use std::fmt;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio::{
-    vfio_irq_info, vfio_irq_set, VFIO_BASE, VFIO_IRQ_INFO_NORESIZE, VFIO_PCI_CONFIG_REGION_INDEX,
-    VFIO_PCI_MSIX_IRQ_INDEX, VFIO_TYPE,
+    VFIO_IRQ_INFO_NORESIZE, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX,
 };
-use vfio_ioctls::{VfioContainer, VfioDevice};
+use vfio_ioctls::VfioDevice;
 use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::ioctl::{ioctl_with_mut_ref, ioctl_with_ptr};
-use vmm_sys_util::ioctl_io_nr;
 
+use self::device::{irq_info, open_vfio_device, set_irqs, DeviceHandle};
 use self::irq_set::IrqSetBuf;
-use self::region::{errno, region_info, region_read, region_write};
-use self::table::{Mapping, MsixTableMap};
+use self::region::{region_info, region_read, region_write};
+use self::table::MsixTableMap;
 use crate::{Error, MsixSource, Result, SourceFeatures};
-
-/// Request numbers of the VFIO device ioctls (`_IO(VFIO_TYPE, VFIO_BASE + n)`).
-mod ioctls {
-    use super::{ioctl_io_nr, VFIO_BASE, VFIO_TYPE};
-    ioctl_io_nr!(VFIO_DEVICE_GET_IRQ_INFO, VFIO_TYPE as u32, VFIO_BASE + 9);
-    ioctl_io_nr!(VFIO_DEVICE_SET_IRQS, VFIO_TYPE as u32, VFIO_BASE + 10);
-}
-use self::ioctls::{VFIO_DEVICE_GET_IRQ_INFO, VFIO_DEVICE_SET_IRQS};
 
 const MSIX_INDEX: u32 = VFIO_PCI_MSIX_IRQ_INDEX;
 /// Bytes of PCI config space we parse (the capability list lives in it).
 const CONFIG_BYTES: usize = 256;
-
-/// How the source reaches the device fd.
-enum DeviceHandle {
-    /// Opened by [`VfioMsixSource::open`] or handed over as a vfio-ioctls
-    /// device; the `Arc` keeps the device (and its group) open.
-    Vfio(Arc<VfioDevice>),
-    /// A duplicate of a VMM's device fd.
-    Fd(OwnedFd),
-}
-
-impl DeviceHandle {
-    fn raw_fd(&self) -> RawFd {
-        match self {
-            DeviceHandle::Vfio(device) => device.as_raw_fd(),
-            DeviceHandle::Fd(fd) => fd.as_raw_fd(),
-        }
-    }
-}
 
 /// MSI-X vectors of a vfio-pci device, with source-side masking through the
 /// physical MSI-X table when the host allows mapping it.
@@ -164,14 +137,6 @@ impl fmt::Debug for VfioMsixSource {
     }
 }
 
-fn resolve_sysfs_path(path_or_bdf: &Path) -> PathBuf {
-    if path_or_bdf.components().count() == 1 && !path_or_bdf.has_root() {
-        Path::new("/sys/bus/pci/devices").join(path_or_bdf)
-    } else {
-        path_or_bdf.to_path_buf()
-    }
-}
-
 impl VfioMsixSource {
     /// Opens the vfio-pci device at `sysfs_path_or_bdf`
     /// (`/sys/bus/pci/devices/0000:00:02.0` or `0000:00:02.0`): creates a
@@ -183,12 +148,8 @@ impl VfioMsixSource {
     /// vfio-pci, group not viable, /dev/vfio missing), [`Error::NoMsix`]
     /// when the device has no MSI-X.
     pub fn open(sysfs_path_or_bdf: &Path) -> Result<Self> {
-        let path = resolve_sysfs_path(sysfs_path_or_bdf);
-        let container =
-            VfioContainer::new(None).map_err(|e| Error::Vfio(format!("VFIO container: {e}")))?;
-        let device = VfioDevice::new(&path, Arc::new(container), false)
-            .map_err(|e| Error::Vfio(format!("VFIO device {}: {e}", path.display())))?;
-        let mut source = Self::from_vfio_device(Arc::new(device))?;
+        let (path, device) = open_vfio_device(sysfs_path_or_bdf)?;
+        let mut source = Self::from_vfio_device(device)?;
         source.sysfs_path = Some(path);
         Ok(source)
     }
@@ -294,7 +255,14 @@ impl VfioMsixSource {
         if self.table.is_some() {
             return true;
         }
-        match self.try_map_table() {
+        let mapped = MsixTableMap::map(
+            self.device.raw_fd(),
+            &self.msix,
+            &self.table_region,
+            &self.pba_region,
+            self.vector_count,
+        );
+        match mapped {
             Ok(table) => {
                 self.table = Some(table);
                 self.unmapped_reason = None;
@@ -306,70 +274,6 @@ impl VfioMsixSource {
                 false
             }
         }
-    }
-
-    fn try_map_table(&self) -> std::result::Result<MsixTableMap, String> {
-        let region = &self.table_region;
-        let msix = &self.msix;
-        if u64::from(msix.table_offset) + msix.table_bytes() > region.size
-            || u64::from(msix.pba_offset) + msix.pba_bytes() > self.pba_region.size
-        {
-            return Err(format!(
-                "table {:#x}+{:#x} in BAR{} ({:#x} bytes) or PBA {:#x}+{:#x} in BAR{} ({:#x} bytes) out of bounds",
-                msix.table_offset,
-                msix.table_bytes(),
-                msix.table_bir,
-                region.size,
-                msix.pba_offset,
-                msix.pba_bytes(),
-                msix.pba_bir,
-                self.pba_region.size
-            ));
-        }
-        if !region.msix_mappable() {
-            return Err(format!(
-                "BAR{} has no VFIO_REGION_INFO_CAP_MSIX_MAPPABLE (caps {:?})",
-                region.index, region.caps
-            ));
-        }
-        if !region.mmap() {
-            return Err(format!("BAR{} region is not mmap-able", region.index));
-        }
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-            n if n > 0 => n as u64,
-            _ => 4096,
-        };
-        let table_start = u64::from(self.msix.table_offset);
-        let mut start = table_start / page * page;
-        let mut end = (table_start + self.msix.table_bytes()).div_ceil(page) * page;
-        let pba_here = self.msix.pba_bir == self.msix.table_bir;
-        if pba_here {
-            let pba = u64::from(self.msix.pba_offset);
-            start = start.min(pba / page * page);
-            end = end.max((pba + self.msix.pba_bytes()).div_ceil(page) * page);
-        }
-        // vfio-pci allows mmap up to the page-aligned BAR size.
-        if end > region.size.div_ceil(page) * page {
-            return Err(format!(
-                "table/PBA pages {start:#x}..{end:#x} exceed BAR{} ({:#x} bytes)",
-                region.index, region.size
-            ));
-        }
-        let mapping = Mapping::device(
-            self.device.raw_fd(),
-            region.offset + start,
-            (end - start) as usize,
-        )
-        .map_err(|e| format!("mmap of BAR{} {start:#x}..{end:#x}: {e}", region.index))?;
-        let pba = pba_here.then(|| (u64::from(self.msix.pba_offset) - start) as usize);
-        MsixTableMap::new(
-            mapping,
-            (table_start - start) as usize,
-            self.vector_count,
-            pba,
-        )
-        .map_err(|e| e.to_string())
     }
 
     /// Drops the table mapping: masks and unmasks then fail with
@@ -471,20 +375,7 @@ impl VfioMsixSource {
     }
 
     fn set_irqs(&self, buf: &IrqSetBuf) -> Result<()> {
-        // SAFETY: `buf` is a complete vfio_irq_set whose argsz covers the
-        // header and its data; the kernel only reads argsz bytes of it.
-        let ret =
-            unsafe { ioctl_with_ptr(&self.device.raw_fd(), VFIO_DEVICE_SET_IRQS(), buf.as_ptr()) };
-        if ret < 0 {
-            // SAFETY: `as_ptr` points at an initialised, aligned header.
-            let header: vfio_irq_set = unsafe { std::ptr::read(buf.as_ptr()) };
-            return Err(Error::SetIrqs {
-                start: header.start,
-                count: header.count,
-                errno: errno(),
-            });
-        }
-        Ok(())
+        set_irqs(self.device.raw_fd(), buf)
     }
 
     /// Disables (when enabled) and enables MSI-X with vectors `0..count`.
@@ -604,9 +495,6 @@ impl MsixSource for VfioMsixSource {
         self.set_mask(vector, false)
     }
 
-    /// The device's Pending bit: through the mapping when the PBA is in it,
-    /// else with a pread of the PBA dword (vfio-pci lets pread reach the
-    /// PBA, unlike the table).
     fn suspend_masking(&mut self) {
         self.unmap_table();
     }
@@ -615,6 +503,9 @@ impl MsixSource for VfioMsixSource {
         self.map_table()
     }
 
+    /// The device's Pending bit: through the mapping when the PBA is in it,
+    /// else with a pread of the PBA dword (vfio-pci lets pread reach the
+    /// PBA, unlike the table).
     fn pending(&self, vector: u16) -> Result<bool> {
         self.check_vector(vector)?;
         if let Some(bit) = self.table.as_ref().and_then(|t| t.pending(vector)) {
@@ -634,44 +525,10 @@ impl Drop for VfioMsixSource {
     }
 }
 
-fn irq_info(fd: RawFd, index: u32) -> Result<vfio_irq_info> {
-    let mut info = vfio_irq_info {
-        argsz: std::mem::size_of::<vfio_irq_info>() as u32,
-        index,
-        ..Default::default()
-    };
-    // SAFETY: `info` is a correctly sized vfio_irq_info the kernel fills.
-    let ret = unsafe { ioctl_with_mut_ref(&fd, VFIO_DEVICE_GET_IRQ_INFO(), &mut info) };
-    if ret < 0 {
-        return Err(Error::IrqInfo { errno: errno() });
-    }
-    Ok(info)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bdf_resolves_to_sysfs_device_path() {
-        assert_eq!(
-            resolve_sysfs_path(Path::new("0000:00:02.0")),
-            PathBuf::from("/sys/bus/pci/devices/0000:00:02.0")
-        );
-        assert_eq!(
-            resolve_sysfs_path(Path::new("/sys/bus/pci/devices/0000:00:03.0")),
-            PathBuf::from("/sys/bus/pci/devices/0000:00:03.0")
-        );
-    }
-
-    #[test]
-    fn ioctl_numbers_match_the_uapi_header() {
-        // _IO(';', 100 + n): type 0x3b in bits 15:8, nr in 7:0.
-        assert_eq!(VFIO_DEVICE_GET_IRQ_INFO(), 0x3b6d);
-        assert_eq!(VFIO_DEVICE_SET_IRQS(), 0x3b6e);
-        assert_eq!(region::VFIO_DEVICE_GET_REGION_INFO(), 0x3b6c);
-    }
 
     #[test]
     fn open_without_vfio_reports_a_vfio_error() {

@@ -19,3 +19,8 @@ pub mod source;
 
 pub use error::{Error, Result};
 pub use source::{MsixSource, SourceFeatures};
+
+/// The README's examples, compiled (and run unless marked `no_run`) as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -21,10 +21,14 @@
 //! - Pending bits exist only while enabled: [`disable`](MsixSource::disable)
 //!   and [`enable`](MsixSource::enable) (a fresh enable, like SET_IRQS)
 //!   clear them; [`grow`](MsixSource::grow) keeps them.
-//! - A plain (non-maskable) source never latches: a fire on an enabled vector
-//!   always writes the trigger eventfd. When the accelerator masks such a
-//!   vector by detaching its irqfd, the signals accumulate in the eventfd
-//!   count, which is then the pending state.
+//! - A vector past the enabled count while MSI-X is enabled is held masked
+//!   by the host (as a VFIO host masks every entry it has not wired): a fire
+//!   latches its pending bit, and [`grow`](MsixSource::grow) sends what
+//!   such a vector latched once it is enabled and not masked.
+//! - A plain (non-maskable) source never latches an enabled vector: a fire
+//!   on it always writes the trigger eventfd. When the accelerator masks
+//!   such a vector by detaching its irqfd, the signals accumulate in the
+//!   eventfd count, which is then the pending state.
 //! - A vector's messages can be re-pointed at another eventfd
 //!   ([`SoftwareSource::repoint`]), as a VMM re-points a VFIO trigger with
 //!   `VFIO_DEVICE_SET_IRQS` (QEMU and crosvm do on every mask and unmask):
@@ -123,6 +127,10 @@ struct VectorState {
 struct Shared {
     vector_count: u16,
     maskable: bool,
+    /// Vectors can be added while MSI-X stays enabled; otherwise growing
+    /// re-enables, which forgets the pending bits (VFIO without dynamic
+    /// MSI-X allocation).
+    dynamic: bool,
     triggers: Vec<EventFd>,
     counters: Vec<VectorCounters>,
     repoints: AtomicU64,
@@ -170,9 +178,9 @@ impl Shared {
     fn fire(&self, vector: u16) -> Result<FireOutcome> {
         let index = self.check_vector(vector)?;
         let mut state = self.state();
-        let outcome = if vector >= state.enabled_count {
+        let outcome = if state.enabled_count == 0 {
             FireOutcome::Dropped
-        } else if state.masked[index] {
+        } else if vector >= state.enabled_count || state.masked[index] {
             state.pending[index] = true;
             FireOutcome::Latched
         } else {
@@ -217,17 +225,24 @@ impl SoftwareSource {
     /// (its [`MsixSource::mask`] returns [`Error::MaskUnsupported`]).
     /// MSI-X starts disabled.
     pub fn new(vector_count: u16) -> Result<Self> {
-        Self::build(vector_count, false)
+        Self::build(vector_count, false, false)
     }
 
     /// A source with `vector_count` vectors (1..=2048) that masks vectors
     /// itself, latching a pending bit while masked; it reports
     /// `maskable` and `dynamic`. MSI-X starts disabled, every vector unmasked.
     pub fn maskable(vector_count: u16) -> Result<Self> {
-        Self::build(vector_count, true)
+        Self::build(vector_count, true, true)
     }
 
-    fn build(vector_count: u16, maskable: bool) -> Result<Self> {
+    /// A maskable source whose vector count is fixed while MSI-X is enabled,
+    /// as VFIO without dynamic MSI-X allocation (`NORESIZE`): growing it
+    /// disables and enables MSI-X again, which forgets every pending bit.
+    pub fn maskable_fixed(vector_count: u16) -> Result<Self> {
+        Self::build(vector_count, true, false)
+    }
+
+    fn build(vector_count: u16, maskable: bool, dynamic: bool) -> Result<Self> {
         if !(1..=MAX_VECTORS).contains(&vector_count) {
             return Err(Error::InvalidCount {
                 count: vector_count,
@@ -242,6 +257,7 @@ impl SoftwareSource {
             shared: Arc::new(Shared {
                 vector_count,
                 maskable,
+                dynamic,
                 triggers,
                 counters: (0..count).map(|_| VectorCounters::default()).collect(),
                 repoints: AtomicU64::new(0),
@@ -321,7 +337,7 @@ impl MsixSource for SoftwareSource {
     fn features(&self) -> SourceFeatures {
         SourceFeatures {
             maskable: self.shared.maskable,
-            dynamic: self.shared.maskable,
+            dynamic: self.shared.dynamic,
         }
     }
 
@@ -345,7 +361,24 @@ impl MsixSource for SoftwareSource {
     fn grow(&mut self, count: u16) -> Result<()> {
         self.shared.check_count(count)?;
         let mut state = self.shared.state();
-        state.enabled_count = state.enabled_count.max(count);
+        let from = state.enabled_count;
+        state.enabled_count = from.max(count);
+        if from == 0 || count <= from {
+            return Ok(());
+        }
+        if !self.shared.dynamic {
+            // Disabled and enabled again with more: nothing stays pending.
+            state.pending.fill(false);
+            return Ok(());
+        }
+        // Newly wired vectors send what they latched while the host held
+        // them masked (unless masked here too).
+        for v in usize::from(from)..usize::from(state.enabled_count) {
+            if state.pending[v] && !state.masked[v] {
+                state.pending[v] = false;
+                self.shared.signal(&state, v)?;
+            }
+        }
         Ok(())
     }
 
@@ -465,19 +498,36 @@ mod tests {
     }
 
     #[test]
-    fn fire_while_disabled_or_past_enabled_count_is_dropped() {
-        let mut source = SoftwareSource::new(4).unwrap();
+    fn fire_while_disabled_is_dropped_and_past_the_enabled_count_is_held_until_grown() {
+        let mut source = SoftwareSource::maskable(4).unwrap();
         assert_eq!(source.fire(0).unwrap(), FireOutcome::Dropped);
         source.enable(2).unwrap();
-        assert_eq!(source.fire(3).unwrap(), FireOutcome::Dropped);
+        assert_eq!(source.fire(3).unwrap(), FireOutcome::Latched);
+        assert!(source.pending(3).unwrap());
+        assert_eq!(drain(&source, 3), 0);
+        source.grow(4).unwrap();
+        assert_eq!(drain(&source, 3), 1, "sent once the vector is wired");
+        assert!(!source.pending(3).unwrap());
         source.disable().unwrap();
         assert_eq!(source.enabled_count(), 0);
         assert_eq!(source.fire(1).unwrap(), FireOutcome::Dropped);
         assert_eq!(drain(&source, 0), 0);
         assert_eq!(drain(&source, 1), 0);
-        assert_eq!(drain(&source, 3), 0);
         assert_eq!(source.stats(0).unwrap().dropped, 1);
-        assert_eq!(source.stats(3).unwrap().dropped, 1);
+        assert_eq!(source.stats(3).unwrap().latched, 1);
+
+        // A fixed-size source grows by enabling again: nothing stays pending.
+        for mut fixed in [
+            SoftwareSource::new(4).unwrap(),
+            SoftwareSource::maskable_fixed(4).unwrap(),
+        ] {
+            assert!(!fixed.features().dynamic);
+            fixed.enable(2).unwrap();
+            assert_eq!(fixed.fire(3).unwrap(), FireOutcome::Latched);
+            fixed.grow(4).unwrap();
+            assert!(!fixed.pending(3).unwrap());
+            assert_eq!(drain(&fixed, 3), 0);
+        }
     }
 
     #[test]

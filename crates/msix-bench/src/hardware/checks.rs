@@ -22,6 +22,7 @@ use testvm::{Program, TestVm, Width, DOORBELL_VECTOR, SENTINEL_VECTOR};
 use super::cycle::{linux_cycles, CycleCost};
 use super::device::AssignedDevice;
 use super::handler::Handler;
+use super::host_irqs::host_msix_vectors;
 use super::nic::Nic;
 use super::rig::{HwRig, VCPUS};
 use crate::Error;
@@ -40,7 +41,15 @@ pub const CYCLES_PER_BATCH: u64 = 40;
 const LATCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The checks of one run, in order.
-pub const CHECKS: [&str; 5] = [PROGRAM, DELIVER, MASKED, MESSAGE_CHANGE, LINUX_CYCLE];
+pub const CHECKS: [&str; 6] = [
+    HOST_IRQS,
+    PROGRAM,
+    DELIVER,
+    MASKED,
+    MESSAGE_CHANGE,
+    LINUX_CYCLE,
+];
+const HOST_IRQS: &str = "host_irqs_follow_the_vectors_the_guest_unmasks";
 const PROGRAM: &str = "guest_programs_and_unmasks_every_vector";
 const DELIVER: &str = "each_raise_delivered_once_to_its_vector_and_vcpu_with_0_exits";
 const MASKED: &str = "masked_raise_held_guest_reads_pba_unmask_delivers_once";
@@ -161,6 +170,12 @@ pub fn run_on(
         nic: device.nic.as_ref(),
         vectors: device.vectors(),
         expected: BTreeMap::new(),
+        bdf: device
+            .sysfs
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        dynamic: device.features.dynamic,
     };
     let outcomes = g.all(&mut result);
     result.checks = CHECKS
@@ -178,6 +193,10 @@ struct Guest<'a> {
     vectors: u16,
     /// Deliveries that must have been counted, per (vCPU, IDT vector).
     expected: BTreeMap<(u8, u8), u64>,
+    /// The device's PCI address, as the host names its IRQs.
+    bdf: String,
+    /// VFIO lets vectors be added while MSI-X is enabled (no NORESIZE).
+    dynamic: bool,
 }
 
 fn target(v: u16) -> (u8, u8) {
@@ -191,6 +210,12 @@ fn err(e: impl std::fmt::Display) -> String {
 impl Guest<'_> {
     fn all(&mut self, result: &mut RunResult) -> Vec<Outcome> {
         let mut out = Vec::new();
+        out.push(match self.h.source_enabled() {
+            Some(_) => outcome(self.host_irqs_follow_unmasks()),
+            None => Outcome::Skipped(
+                "a peer handler wires the device's vectors its own way: host IRQs are checked for ours".into(),
+            ),
+        });
         match self.program_every_vector() {
             Ok(exits) => {
                 result.program_exits = Some(exits);
@@ -224,6 +249,59 @@ impl Guest<'_> {
             }
         });
         out
+    }
+
+    /// The host holds an IRQ only for the vectors in use: MSI-X Enable wires
+    /// one vector, and each unmask of a higher entry (with a valid message)
+    /// adds up to it, while MSI-X stays enabled on a device with dynamic
+    /// MSI-X. The host's own list (/proc/interrupts) must match the source's
+    /// count after each step.
+    fn host_irqs_follow_unmasks(&mut self) -> Result<(), String> {
+        let h = self.h;
+        let expect = |count: u16, when: &str| -> Result<(), String> {
+            let listed = host_msix_vectors(&self.bdf)?;
+            let wanted: Vec<u16> = (0..count).collect();
+            let enabled = h.source_enabled();
+            if listed != wanted || enabled != Some(count) {
+                return Err(format!(
+                    "{when}: host IRQs for vectors {listed:?}, source enabled {enabled:?}; \
+                     expected vectors 0..{count}"
+                ));
+            }
+            Ok(())
+        };
+        h.enable_msix().map_err(err)?;
+        h.settle().map_err(err)?;
+        expect(1, "after MSI-X Enable, nothing unmasked")?;
+        let mut steps = vec![0u16];
+        if self.vectors > 1 {
+            steps.push(1);
+        }
+        if self.vectors > 2 {
+            steps.push(self.vectors - 1);
+        }
+        for v in steps {
+            let (vcpu, idt) = target(v);
+            let mut p = Program::new();
+            p.write(Width::W32, h.entry(v, 0), TestVm::msi_address(vcpu));
+            p.write(Width::W32, h.entry(v, 4), 0);
+            p.write(Width::W32, h.entry(v, 8), u64::from(idt));
+            p.write(Width::W32, h.entry(v, 12), 0);
+            h.vm().run(0, &p).map_err(err)?;
+            h.settle().map_err(err)?;
+            expect(v + 1, &format!("after the guest unmasked entry {v}"))?;
+        }
+        println!(
+            "INFO {}: host IRQs followed the unmasked vectors up to {} ({})",
+            self.bdf,
+            self.vectors,
+            if self.dynamic {
+                "grown while MSI-X stayed enabled"
+            } else {
+                "NORESIZE: grown by disable and re-enable"
+            }
+        );
+        self.verify("after the host-IRQ steps (nothing raised yet)")
     }
 
     /// Enables MSI-X (the VMM forwards the config write) and has the guest

@@ -2,7 +2,7 @@
 //! asks of it, so a report can show the VFIO work per Linux cycle next to
 //! the KVM ioctls. It forwards every call to the real source unchanged.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -15,6 +15,8 @@ pub struct SourceCalls {
     set_irqs: AtomicU64,
     masks: AtomicU64,
     unmasks: AtomicU64,
+    /// Vectors the source has enabled, after the last call.
+    enabled: AtomicU16,
 }
 
 /// A copy of [`SourceCalls`] at one moment.
@@ -41,6 +43,12 @@ impl SourceCounts {
 }
 
 impl SourceCalls {
+    /// Vectors the source had enabled after the last enable, grow or
+    /// disable.
+    pub fn enabled(&self) -> u16 {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     /// The counts now.
     pub fn snapshot(&self) -> SourceCounts {
         SourceCounts {
@@ -56,6 +64,15 @@ impl SourceCalls {
 pub struct CountedSource<S> {
     inner: S,
     calls: Arc<SourceCalls>,
+}
+
+impl<S: MsixSource> CountedSource<S> {
+    fn record_enabled<T>(&self, result: Result<T>) -> Result<T> {
+        self.calls
+            .enabled
+            .store(self.inner.enabled_count(), Ordering::Relaxed);
+        result
+    }
 }
 
 impl<S> CountedSource<S> {
@@ -81,7 +98,8 @@ impl<S: MsixSource> MsixSource for CountedSource<S> {
     }
     fn enable(&mut self, count: u16) -> Result<()> {
         bump(&self.calls.set_irqs);
-        self.inner.enable(count)
+        let result = self.inner.enable(count);
+        self.record_enabled(result)
     }
     fn enabled_count(&self) -> u16 {
         self.inner.enabled_count()
@@ -90,13 +108,15 @@ impl<S: MsixSource> MsixSource for CountedSource<S> {
         if count > self.inner.enabled_count() {
             bump(&self.calls.set_irqs);
         }
-        self.inner.grow(count)
+        let result = self.inner.grow(count);
+        self.record_enabled(result)
     }
     fn disable(&mut self) -> Result<()> {
         if self.inner.enabled_count() > 0 {
             bump(&self.calls.set_irqs);
         }
-        self.inner.disable()
+        let result = self.inner.disable();
+        self.record_enabled(result)
     }
     fn mask(&mut self, vector: u16) -> Result<()> {
         bump(&self.calls.masks);

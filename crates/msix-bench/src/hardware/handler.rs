@@ -26,6 +26,10 @@ pub trait Handler: CycleTarget {
     fn still_pending(&self, nic: &Nic, vector: u16) -> Result<Option<String>, Error>;
     /// Exits a Linux mask cycle must cost.
     fn exits_per_cycle(&self) -> u64;
+    /// Vectors the handler's interrupt source has enabled at the device
+    /// now, when it goes through our source (None for the peers, which
+    /// wire vectors their own way).
+    fn source_enabled(&self) -> Option<u16>;
     /// An error the handler met while serving the guest, if any.
     fn errors(&self) -> Result<(), String>;
 }

@@ -8,6 +8,7 @@ pub mod counted_source;
 pub mod cycle;
 pub mod device;
 pub mod handler;
+pub mod host_irqs;
 pub mod nic;
 pub mod peers;
 pub mod regs;

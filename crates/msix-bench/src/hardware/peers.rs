@@ -376,6 +376,10 @@ impl CycleTarget for PeerRig {
 }
 
 impl Handler for PeerRig {
+    fn source_enabled(&self) -> Option<u16> {
+        None
+    }
+
     fn enable_msix(&self) -> Result<(), Error> {
         let mut state = self.device.lock();
         let changes = state.msix.write_message_control(MSIX_ENABLE);

@@ -213,6 +213,10 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 impl Handler for HwRig {
+    fn source_enabled(&self) -> Option<u16> {
+        Some(self.source_calls.enabled())
+    }
+
     fn enable_msix(&self) -> Result<(), Error> {
         Ok(self.accel.write_message_control(MSIX_ENABLE)?)
     }

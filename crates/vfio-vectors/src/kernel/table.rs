@@ -10,7 +10,8 @@
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
 
-use super::msix_cap::{ENTRY_BYTES, VECTOR_CONTROL, VECTOR_CONTROL_MASK};
+use super::msix_cap::{MsixCapability, ENTRY_BYTES, VECTOR_CONTROL, VECTOR_CONTROL_MASK};
+use super::region::RegionInfo;
 use crate::{Error, Result};
 
 /// An owned `MAP_SHARED` read/write memory mapping, unmapped on drop.
@@ -135,6 +136,71 @@ pub struct MsixTableMap {
 }
 
 impl MsixTableMap {
+    /// Maps the page range of the table's BAR (VFIO region
+    /// `table_region` of device fd `fd`) that covers the MSI-X table, and
+    /// the PBA when it is in the same BAR. Err says why it cannot be
+    /// mapped: table or PBA outside its BAR, no MSIX_MAPPABLE capability,
+    /// a region that cannot be mmapped, or the mmap failing.
+    pub(crate) fn map(
+        fd: RawFd,
+        msix: &MsixCapability,
+        table_region: &RegionInfo,
+        pba_region: &RegionInfo,
+        vector_count: u16,
+    ) -> std::result::Result<MsixTableMap, String> {
+        let region = table_region;
+        if u64::from(msix.table_offset) + msix.table_bytes() > region.size
+            || u64::from(msix.pba_offset) + msix.pba_bytes() > pba_region.size
+        {
+            return Err(format!(
+                "table {:#x}+{:#x} in BAR{} ({:#x} bytes) or PBA {:#x}+{:#x} in BAR{} ({:#x} bytes) out of bounds",
+                msix.table_offset,
+                msix.table_bytes(),
+                msix.table_bir,
+                region.size,
+                msix.pba_offset,
+                msix.pba_bytes(),
+                msix.pba_bir,
+                pba_region.size
+            ));
+        }
+        if !region.msix_mappable() {
+            return Err(format!(
+                "BAR{} has no VFIO_REGION_INFO_CAP_MSIX_MAPPABLE (caps {:?})",
+                region.index, region.caps
+            ));
+        }
+        if !region.mmap() {
+            return Err(format!("BAR{} region is not mmap-able", region.index));
+        }
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 => n as u64,
+            _ => 4096,
+        };
+        let table_start = u64::from(msix.table_offset);
+        let mut start = table_start / page * page;
+        let mut end = (table_start + msix.table_bytes()).div_ceil(page) * page;
+        let pba_here = msix.pba_bir == msix.table_bir;
+        if pba_here {
+            let pba = u64::from(msix.pba_offset);
+            start = start.min(pba / page * page);
+            end = end.max((pba + msix.pba_bytes()).div_ceil(page) * page);
+        }
+        // vfio-pci allows mmap up to the page-aligned BAR size.
+        if end > region.size.div_ceil(page) * page {
+            return Err(format!(
+                "table/PBA pages {start:#x}..{end:#x} exceed BAR{} ({:#x} bytes)",
+                region.index, region.size
+            ));
+        }
+        let mapping = Mapping::device(fd, region.offset + start, (end - start) as usize)
+            .map_err(|e| format!("mmap of BAR{} {start:#x}..{end:#x}: {e}", region.index))?;
+        let pba = pba_here.then(|| (u64::from(msix.pba_offset) - start) as usize);
+        MsixTableMap::new(mapping, (table_start - start) as usize, vector_count, pba)
+            .map_err(|e| e.to_string())
+    }
+
     /// Locates a table of `entries` entries at `table_start` and optionally
     /// the PBA at `pba_start` inside `mapping`. Fails when either does not
     /// fit or is not dword aligned.

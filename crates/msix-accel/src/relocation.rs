@@ -1,0 +1,266 @@
+//! Where the table and PBA are in the guest's address space: placing,
+//! moving (BAR writes, table and PBA each following its own BAR) and
+//! removing them, and the policy each placement gets.
+
+use std::sync::atomic::Ordering;
+use std::sync::MutexGuard;
+use std::time::Instant;
+
+use kvm_msix::{Location, Policy, TablePlacement};
+use msix_model::BarOffset;
+
+use crate::device::Device;
+use crate::stats::Counters;
+use crate::{Error, EventKind, MsixAccelerator, Result};
+
+/// The BAR bases the VMM last reported, by BIR (None: not decoding).
+pub(crate) type BarBases = [Option<u64>; 6];
+
+impl MsixAccelerator {
+    pub(crate) fn serviced(&self) -> bool {
+        self.servicers.load(Ordering::SeqCst) > 0
+    }
+
+    /// Caps the placement at `strict` when `fast` has nobody to service its
+    /// absorbed unmasks: without one they would wait for the next exit.
+    fn limit_policy(&self, device: &mut Device) {
+        if self.config.policy.absorbs_unmask() && !self.serviced() {
+            device.placement.limit_policy(Policy::Strict);
+            device.reporter.report(
+                None,
+                EventKind::FastPathUnserviced,
+                None,
+                "policy fast without a servicer (ServiceThread, FastPathSubscriber or \
+                 register_servicer): placing under strict"
+                    .into(),
+            );
+        } else {
+            device.placement.limit_policy(Policy::Fast);
+            device.reporter.clear(EventKind::FastPathUnserviced);
+        }
+    }
+
+    fn prepare(&self, table_gpa: u64) -> Option<kvm_msix::PreparedUnmasks> {
+        (self.config.policy.absorbs_unmask() && self.serviced())
+            .then(|| {
+                TablePlacement::prepare_unmasks(
+                    self.vm.as_ref(),
+                    &self.retired,
+                    table_gpa,
+                    self.unmask_capacity,
+                )
+            })
+            // A set that cannot even be created is tried again under the lock,
+            // where its failure is reported.
+            .and_then(|prepared| prepared.ok())
+    }
+
+    /// Places, moves or removes (`table_gpa` None) the table, and puts the
+    /// PBA at `pba_gpa` (None: not decoded). The unmask
+    /// ioeventfds are registered before the device's lock is taken; under
+    /// it the decode switches and the old ioeventfds are retired; the
+    /// memslot work (a deletion or move waits for the hypervisor to drop the
+    /// old mapping, milliseconds) runs after it is released, meanwhile
+    /// table reads exit and are served exactly; the outcome is recorded
+    /// under the lock again. vCPUs using the device wait only for the two
+    /// short locked steps.
+    ///
+    /// The caller holds the BAR bases' lock, which serialises relocations.
+    fn relocate(&self, table_gpa: Option<u64>, pba_gpa: Option<u64>) -> Result<Policy> {
+        let to = table_gpa.map(|table| self.location(table, pba_gpa));
+        let worth_preparing = {
+            let mut device = self.lock();
+            self.limit_policy(&mut device);
+            let current = device.placement.table_address();
+            to.filter(|to| Some(to.table_gpa) != current && device.placement.would_absorb(to))
+        };
+        let prepared = worth_preparing.and_then(|to| self.prepare(to.table_gpa));
+        let elapsed_ns = |since: Instant| since.elapsed().as_nanos() as u64;
+        let work = {
+            let mut device = self.lock();
+            let held = Instant::now();
+            device.service_unmasks();
+            self.limit_policy(&mut device);
+            device.pba_gpa = pba_gpa;
+            let work = device.placement.relocate(to, prepared);
+            Counters::record_max(&self.counters.relocation_lock_max_ns, elapsed_ns(held));
+            work
+        };
+        let slot = Instant::now();
+        let outcome = work.run(self.vm.as_ref());
+        Counters::record_max(&self.counters.relocation_slot_max_ns, elapsed_ns(slot));
+        let policy = {
+            let mut device = self.lock();
+            let held = Instant::now();
+            device.placement.finish(outcome);
+            self.report_placement(&mut device);
+            let policy = device.placement.effective_policy();
+            Counters::record_max(&self.counters.relocation_lock_max_ns, elapsed_ns(held));
+            policy
+        };
+        if !self.serviced() {
+            self.undo_retired();
+        }
+        Ok(policy)
+    }
+
+    fn report_placement(&self, device: &mut Device) {
+        let stuck = device.placement.slot_stuck();
+        let policy = device.placement.effective_policy();
+        if let Some(e) = device.placement.take_fallback() {
+            let errno = match &e {
+                kvm_msix::Error::Memslot { errno, .. }
+                | kvm_msix::Error::Ioeventfd { errno, .. } => Some(*errno),
+                _ => None,
+            };
+            if stuck {
+                device.reporter.report(
+                    None,
+                    EventKind::MemslotStuck,
+                    errno,
+                    format!("the table's old memslot stays mapped (its shadow is kept): {e}"),
+                );
+            } else {
+                device.reporter.report(
+                    None,
+                    EventKind::PlacementDegraded,
+                    errno,
+                    format!("placed under {policy}: {e}"),
+                );
+            }
+        } else if !stuck {
+            device.reporter.clear(EventKind::MemslotStuck);
+        }
+    }
+
+    /// The table's location when it is at `table_gpa` and the PBA at
+    /// `pba_gpa`. Its pages are shared (only the table's own bytes are
+    /// decoded, and it is never mapped) when the configuration says so,
+    /// when the table does not start on a page boundary (registers precede
+    /// it on its page), or when the table's BAR is smaller than a page.
+    fn location(&self, table_gpa: u64, pba_gpa: Option<u64>) -> Location {
+        let page = kvm_msix::PAGE_SIZE;
+        let shared = self.config.table_pages_shared
+            || u64::from(self.config.table.offset) % page != 0
+            || self.config.table_bar_size.is_some_and(|size| size < page);
+        Location {
+            table_gpa,
+            pba_gpa,
+            table_pages_shared: shared,
+        }
+    }
+
+    fn bars(&self) -> MutexGuard<'_, BarBases> {
+        self.relocations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records the BAR bases implied by table and PBA addresses given
+    /// directly, so that a later [`MsixAccelerator::set_bar`] of one BAR
+    /// keeps the other where it is.
+    fn record_bars(&self, bars: &mut BarBases, table_gpa: u64, pba_gpa: u64) {
+        let table = self.config.table;
+        let pba = self.config.pba;
+        bars[usize::from(pba.bir)] = Some(pba_gpa.wrapping_sub(u64::from(pba.offset)));
+        bars[usize::from(table.bir)] = Some(table_gpa.wrapping_sub(u64::from(table.offset)));
+    }
+
+    /// The table's and the PBA's addresses given the BAR bases: None for
+    /// one whose BAR does not decode, or would end past the top of the
+    /// address space (a guest can program any base).
+    fn addresses(&self, bars: &BarBases) -> (Option<u64>, Option<u64>) {
+        let at = |region: BarOffset, len: u64| {
+            let base = bars[usize::from(region.bir)]?;
+            let gpa = base.checked_add(u64::from(region.offset))?;
+            gpa.checked_add(len).map(|_| gpa)
+        };
+        let (table_len, pba_len) = {
+            let device = self.lock();
+            (device.model.table_len(), device.model.pba_len())
+        };
+        (
+            at(self.config.table, table_len),
+            at(self.config.pba, pba_len),
+        )
+    }
+
+    /// Places the table and PBA at these guest physical addresses (the BAR
+    /// base plus the capability's offsets) and returns the policy in force.
+    /// Under `fast`, attach a servicer first ([`crate::ServiceThread`],
+    /// [`crate::FastPathSubscriber`] or [`MsixAccelerator::register_servicer`]):
+    /// without one the table is placed under `strict` and
+    /// [`EventKind::FastPathUnserviced`] is reported. A memslot the
+    /// hypervisor refuses leaves the table under `trap` (reported). For
+    /// table and PBA in different BARs, [`MsixAccelerator::set_bar`] is
+    /// simpler.
+    pub fn place(&self, table_gpa: u64, pba_gpa: u64) -> Result<Policy> {
+        let mut bars = self.bars();
+        if self.lock().placement.table_address().is_some() {
+            return Err(Error::Binding(kvm_msix::Error::State(
+                "table already placed: use move_bar or set_bar, or remove it first",
+            )));
+        }
+        self.record_bars(&mut bars, table_gpa, pba_gpa);
+        self.relocate(Some(table_gpa), Some(pba_gpa))
+    }
+
+    /// Moves the table and PBA after the guest reprogrammed the BAR (see
+    /// [`MsixAccelerator::place`]); vCPUs using the device meanwhile wait
+    /// only for two short locked steps, never for an ioeventfd or memslot
+    /// call.
+    pub fn move_bar(&self, table_gpa: u64, pba_gpa: u64) -> Result<Policy> {
+        let mut bars = self.bars();
+        self.record_bars(&mut bars, table_gpa, pba_gpa);
+        self.relocate(Some(table_gpa), Some(pba_gpa))
+    }
+
+    /// Tells the accelerator where BAR `bir` now decodes: its base address
+    /// as the guest programmed it, or None when it does not decode (memory
+    /// decode off, BAR being sized or unassigned). The table and the PBA
+    /// follow their own BARs, which may differ; a BAR holding neither is
+    /// ignored. Call it for every BAR write the guest makes and for every
+    /// memory-decode change (None for each BAR on disable). Returns the
+    /// policy in force for the table (see [`MsixAccelerator::place`]).
+    pub fn set_bar(&self, bir: u8, base: Option<u64>) -> Result<Policy> {
+        let mut bars = self.bars();
+        let slot = bars
+            .get_mut(usize::from(bir))
+            .ok_or(Error::InvalidBar(bir))?;
+        *slot = base;
+        if bir != self.config.table.bir && bir != self.config.pba.bir {
+            return Ok(self.policy());
+        }
+        let (table, pba) = self.addresses(&bars);
+        let unchanged = {
+            let device = self.lock();
+            device.placement.table_address() == table && device.pba_gpa == pba
+        };
+        if unchanged {
+            return Ok(self.policy());
+        }
+        self.relocate(table, pba)
+    }
+
+    /// Removes the table and PBA from the guest's address space (memory
+    /// decode disabled, teardown) and forgets the BAR bases. Unmasks
+    /// absorbed before are serviced first. Call
+    /// [`MsixAccelerator::suspend_source_masking`] before the device stops
+    /// decoding memory when the source masks through the device.
+    pub fn remove(&self) -> Result<()> {
+        let mut bars = self.bars();
+        *bars = BarBases::default();
+        self.relocate(None, None).map(drop)
+    }
+
+    /// Entries whose unmask is absorbed by an ioeventfd in the current
+    /// placement (0 when not placed or not under `fast`).
+    pub fn fast_entries(&self) -> u16 {
+        self.lock().placement.fast_entries()
+    }
+
+    /// The policy in force for the current placement.
+    pub fn policy(&self) -> Policy {
+        self.lock().placement.effective_policy()
+    }
+}

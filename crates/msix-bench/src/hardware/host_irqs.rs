@@ -1,0 +1,43 @@
+//! The host IRQs vfio-pci holds for a device's MSI-X vectors, as the host
+//! lists them in `/proc/interrupts`: one line per vector wired with
+//! VFIO_DEVICE_SET_IRQS, named `vfio-msix[V](BDF)`.
+
+/// The MSI-X vectors of device `bdf` that have a host IRQ now, ascending.
+pub fn host_msix_vectors(bdf: &str) -> Result<Vec<u16>, String> {
+    let text = std::fs::read_to_string("/proc/interrupts")
+        .map_err(|e| format!("/proc/interrupts: {e}"))?;
+    Ok(vectors_in(&text, bdf))
+}
+
+/// The vectors named `vfio-msix[V](bdf)` in a `/proc/interrupts` text.
+fn vectors_in(text: &str, bdf: &str) -> Vec<u16> {
+    let suffix = format!("]({bdf})");
+    let mut vectors: Vec<u16> = text
+        .split_whitespace()
+        .filter_map(|word| {
+            word.strip_prefix("vfio-msix[")?
+                .strip_suffix(suffix.as_str())
+        })
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    vectors.sort_unstable();
+    vectors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_devices_msix_vectors_are_counted() {
+        let text = "           CPU0       CPU1\n\
+             24:          3          0  IR-PCI-MSIX-0000:00:03.0    0-edge      vfio-msix[0](0000:00:03.0)\n\
+             25:          0          0  IR-PCI-MSIX-0000:00:03.0    1-edge      vfio-msix[1](0000:00:03.0)\n\
+             26:          0          0  IR-PCI-MSIX-0000:00:04.0    0-edge      vfio-msix[0](0000:00:04.0)\n\
+             27:          0          0  IR-PCI-MSI-0000:00:03.0    0-edge      vfio-msi[0](0000:00:03.0)\n\
+             28:          9          0  IR-PCI-MSIX-0000:00:03.0    4-edge      vfio-msix[4](0000:00:03.0)\n";
+        assert_eq!(vectors_in(text, "0000:00:03.0"), vec![0, 1, 4]);
+        assert_eq!(vectors_in(text, "0000:00:04.0"), vec![0]);
+        assert_eq!(vectors_in(text, "0000:00:05.0"), Vec::<u16>::new());
+    }
+}
