@@ -8,7 +8,8 @@
 //! with an OUT; otherwise it halts with interrupts enabled (`cli; check; sti;
 //! hlt` so a doorbell sent after the check still wakes it).
 //!
-//! Every IDT vector 0x20..=0xFF counts into `gs:[vector*8]` (and, while the
+//! Every IDT vector 0x20..=0xFF records its entry TSC, counts into
+//! `gs:[vector*8]` (and, while the
 //! program has the vector's masked-window flag set, into the window or the
 //! late counter too, see `layout.rs`) and EOIs through the x2APIC EOI MSR.
 //! Exceptions 0..0x1F report their vector on the fault port and stop the vCPU.
@@ -113,6 +114,15 @@ fn build() -> std::result::Result<Kernel, IcedError> {
     a.set_label(&mut count_and_eoi)?;
     let mut outside_window = a.create_label();
     let mut violation = a.create_label();
+    a.push(rcx)?;
+    a.push(rdx)?;
+    // The delivery's time first, as close to the entry as the stub allows.
+    a.mov(rcx, rax)?;
+    a.rdtsc()?;
+    a.shl(rdx, 32)?;
+    a.or(rax, rdx)?;
+    a.mov(qword_ptr(rcx * 8 + ROW_IRQ_TSC as i32).gs(), rax)?;
+    a.mov(rax, rcx)?;
     a.inc(qword_ptr(rax * 8).gs())?;
     a.cmp(byte_ptr(rax + ROW_WINDOW_FLAGS as i32).gs(), 0)?;
     a.je(outside_window)?;
@@ -129,8 +139,6 @@ fn build() -> std::result::Result<Kernel, IcedError> {
     // The first delivery after the mask write is the one the allowance was
     // for, wherever it landed.
     a.mov(byte_ptr(rax + ROW_LATE_ALLOWANCE as i32).gs(), 0)?;
-    a.push(rcx)?;
-    a.push(rdx)?;
     a.mov(ecx, MSR_X2APIC_EOI)?;
     a.xor(eax, eax)?;
     a.xor(edx, edx)?;

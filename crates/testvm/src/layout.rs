@@ -30,13 +30,16 @@ pub(crate) const KERNEL_MAX: u64 = 0x10000;
 ///   returned (raised before the mask took effect, injected late by the host);
 /// - 256 "late allowance" bytes: written by the host after each MMIO write
 ///   exit of a watched vector (1 when the vector was pending in the local
-///   APIC then), cleared by the guest at the vector's next delivery.
+///   APIC then), cleared by the guest at the vector's next delivery;
+/// - 256 u64 time stamp counter values: the TSC at the entry of the
+///   vector's last delivery (what a latency measurement reads).
 pub(crate) const COUNTERS_ADDR: u64 = 0x20000;
-pub(crate) const COUNTER_ROW: u64 = 0x2000;
+pub(crate) const COUNTER_ROW: u64 = 0x4000;
 pub(crate) const ROW_WINDOW_COUNTS: u64 = 0x800;
 pub(crate) const ROW_WINDOW_FLAGS: u64 = 0x1000;
 pub(crate) const ROW_LATE_COUNTS: u64 = 0x1100;
 pub(crate) const ROW_LATE_ALLOWANCE: u64 = 0x1900;
+pub(crate) const ROW_IRQ_TSC: u64 = 0x2000;
 /// Per-vCPU mailboxes, [`MAILBOX_SIZE`] bytes each.
 pub(crate) const MAILBOX_ADDR: u64 = 0x30000;
 pub(crate) const MAILBOX_SIZE: u64 = 0x100;

@@ -394,6 +394,15 @@ impl TestVm {
         self.row_counter(vcpu, ROW_LATE_COUNTS, vector)
     }
 
+    /// The guest time stamp counter at the entry of `vcpu`'s last delivery
+    /// of IDT `vector` (0 before the first). With the guest TSC frequency
+    /// ([`TestVm::tsc_khz`]) and a timestamp the guest took before (for
+    /// example [`Program::timestamp`]), how long a delivery took to reach
+    /// the handler.
+    pub fn last_irq_tsc(&self, vcpu: u8, vector: u8) -> u64 {
+        self.row_counter(vcpu, ROW_IRQ_TSC, vector)
+    }
+
     fn row_counter(&self, vcpu: u8, table: u64, vector: u8) -> u64 {
         if vcpu >= self.config.vcpus {
             return 0;

@@ -178,6 +178,26 @@ fn interrupts_inside_a_masked_window_are_counted_apart() {
     assert_eq!(vm.window_count(0, 0x51), 0);
 }
 
+#[test]
+fn each_delivery_records_the_guest_tsc_at_the_handler_per_vector() {
+    let vm = vm(1);
+    assert_eq!(vm.last_irq_tsc(0, 0x51), 0, "nothing delivered yet");
+    let mut p = Program::new();
+    let now = p.timestamp();
+    let mut times = Vec::new();
+    for n in 1..=2 {
+        let before = vm.run(0, &p).unwrap().get(now);
+        vm.signal_msi(0, 0x51).unwrap();
+        vm.wait_irq_count(0x51, n).unwrap();
+        let at = vm.last_irq_tsc(0, 0x51);
+        let after = vm.run(0, &p).unwrap().get(now);
+        assert!(before < at && at < after, "{before} < {at} < {after}");
+        times.push(at);
+    }
+    assert!(times[0] < times[1], "the last delivery's time: {times:?}");
+    assert_eq!(vm.last_irq_tsc(0, 0x52), 0, "other vectors keep theirs");
+}
+
 /// A device whose register writes raise IDT `vector` on vCPU 0 from inside
 /// the exit (an interrupt raised before the write returns, as a mask write
 /// racing a device's message), and whose reads raise it too (an interrupt

@@ -29,6 +29,12 @@
 //!   on it always writes the trigger eventfd. When the accelerator masks
 //!   such a vector by detaching its irqfd, the signals accumulate in the
 //!   eventfd count, which is then the pending state.
+//! - A vector's messages can be re-pointed at another eventfd
+//!   ([`SoftwareSource::repoint`]), as a VMM re-points a VFIO trigger with
+//!   `VFIO_DEVICE_SET_IRQS` (QEMU and crosvm do on every mask and unmask):
+//!   fires then signal that eventfd instead of the vector's trigger, until
+//!   the next re-point. Re-points survive enable, grow and disable, like
+//!   mask bits; each is counted ([`SoftwareSource::repoints`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -113,6 +119,8 @@ struct VectorState {
     enabled_count: u16,
     masked: Vec<bool>,
     pending: Vec<bool>,
+    /// Where each vector's messages go instead of its trigger, if re-pointed.
+    redirect: Vec<Option<Arc<EventFd>>>,
 }
 
 #[derive(Debug)]
@@ -125,6 +133,7 @@ struct Shared {
     dynamic: bool,
     triggers: Vec<EventFd>,
     counters: Vec<VectorCounters>,
+    repoints: AtomicU64,
     state: Mutex<VectorState>,
 }
 
@@ -157,8 +166,13 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn signal(&self, index: usize) -> Result<()> {
-        self.triggers[index].write(1).map_err(Error::EventFd)
+    /// Sends vector `index`'s message: a write to its trigger, or to the
+    /// eventfd it is re-pointed at.
+    fn signal(&self, state: &VectorState, index: usize) -> Result<()> {
+        let fd = state.redirect[index]
+            .as_deref()
+            .unwrap_or(&self.triggers[index]);
+        fd.write(1).map_err(Error::EventFd)
     }
 
     fn fire(&self, vector: u16) -> Result<FireOutcome> {
@@ -170,9 +184,9 @@ impl Shared {
             state.pending[index] = true;
             FireOutcome::Latched
         } else {
-            // Written under the lock so that an unmask cannot slip between
-            // the mask check and the write.
-            self.signal(index)?;
+            // Written under the lock so that an unmask (or a re-point)
+            // cannot slip between the check and the write.
+            self.signal(&state, index)?;
             FireOutcome::Signalled
         };
         drop(state);
@@ -246,10 +260,12 @@ impl SoftwareSource {
                 dynamic,
                 triggers,
                 counters: (0..count).map(|_| VectorCounters::default()).collect(),
+                repoints: AtomicU64::new(0),
                 state: Mutex::new(VectorState {
                     enabled_count: 0,
                     masked: vec![false; count],
                     pending: vec![false; count],
+                    redirect: vec![None; count],
                 }),
             }),
         })
@@ -283,6 +299,25 @@ impl SoftwareSource {
     pub fn is_masked(&self, vector: u16) -> Result<bool> {
         let index = self.shared.check_vector(vector)?;
         Ok(self.shared.state().masked[index])
+    }
+
+    /// Re-points `vector`'s messages: from now on a fire that is signalled
+    /// writes `to` instead of the vector's trigger eventfd, or the trigger
+    /// again with `None`. What a VMM does with `VFIO_DEVICE_SET_IRQS` on one
+    /// vector (QEMU and crosvm switch a masked vector to a userspace eventfd
+    /// and back); counted in [`SoftwareSource::repoints`]. A fire racing
+    /// with the re-point goes to exactly one of the two eventfds.
+    pub fn repoint(&self, vector: u16, to: Option<Arc<EventFd>>) -> Result<()> {
+        let index = self.shared.check_vector(vector)?;
+        self.shared.state().redirect[index] = to;
+        self.shared.repoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Re-points made with [`SoftwareSource::repoint`] since the source was
+    /// created.
+    pub fn repoints(&self) -> u64 {
+        self.shared.repoints.load(Ordering::Relaxed)
     }
 
     /// Clears every mask bit and pending bit without signalling anything:
@@ -341,7 +376,7 @@ impl MsixSource for SoftwareSource {
         for v in usize::from(from)..usize::from(state.enabled_count) {
             if state.pending[v] && !state.masked[v] {
                 state.pending[v] = false;
-                self.shared.signal(v)?;
+                self.shared.signal(&state, v)?;
             }
         }
         Ok(())
@@ -374,7 +409,7 @@ impl MsixSource for SoftwareSource {
             // Clear the bit only once the message is out, so a failed write
             // leaves it pending (PCIe: the function sends the pending message
             // on unmask and then clears the Pending bit).
-            self.shared.signal(index)?;
+            self.shared.signal(&state, index)?;
             state.pending[index] = false;
         }
         Ok(())
@@ -608,6 +643,36 @@ mod tests {
             ));
         }
         assert_eq!(source.enabled_count(), 4);
+    }
+
+    #[test]
+    fn a_repointed_vector_signals_the_new_eventfd_until_pointed_back() {
+        let mut source = enabled_maskable(2);
+        let elsewhere = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        source.repoint(1, Some(elsewhere.clone())).unwrap();
+        assert_eq!(source.fire(1).unwrap(), FireOutcome::Signalled);
+        assert_eq!(drain(&source, 1), 0, "the trigger is not written");
+        assert_eq!(elsewhere.read().unwrap(), 1);
+        assert_eq!(source.fire(0).unwrap(), FireOutcome::Signalled);
+        assert_eq!(drain(&source, 0), 1, "other vectors are untouched");
+        // A latched message also goes where the vector points at unmask.
+        source.mask(1).unwrap();
+        source.fire(1).unwrap();
+        source.unmask(1).unwrap();
+        assert_eq!(elsewhere.read().unwrap(), 1);
+        source.repoint(1, None).unwrap();
+        source.fire(1).unwrap();
+        assert_eq!(drain(&source, 1), 1);
+        assert!(elsewhere.read().is_err(), "nothing more arrives there");
+        assert_eq!(source.repoints(), 2);
+        assert!(matches!(
+            source.repoint(2, None),
+            Err(Error::VectorOutOfRange {
+                vector: 2,
+                count: 2
+            })
+        ));
+        assert_eq!(source.repoints(), 2, "a refused re-point is not counted");
     }
 
     #[test]

@@ -1,46 +1,64 @@
 //! The side-by-side benchmark (`msix-bench` with no subcommand): our three
-//! policies with and without source-side masking, and models of the peer
-//! VMMs ([`peer`]), run on the same workloads ([`workload`]) in one run in a
-//! real KVM guest with the software source, reported as a table, JSON
-//! ([`report`]) and an SVG chart ([`plot`]).
+//! policies with and without source-side masking, models of the peer VMMs
+//! ([`peer`]) and the physical floors ([`floor`]), run on the same
+//! workloads ([`workload`]) in one run in real KVM guests with the software
+//! source, measured in interleaved rounds ([`rounds`], [`stats`]) and
+//! reported as tables, JSON ([`report`]) and an SVG chart ([`plot`]).
 
+pub mod clock;
+pub mod floor;
+pub mod ours;
 pub mod peer;
 pub mod plot;
 pub mod report;
+pub mod rounds;
+pub mod run;
+pub mod stats;
 pub mod sys;
 pub mod workload;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use msix_accel::Policy;
 
-use crate::rig::{Rig, RigConfig};
-use crate::Error;
-use peer::{PeerModel, PeerRig};
-use report::{Host, Report, Row, RowKind};
-use workload::Target;
+pub use run::run;
 
-/// Largest `--cycles`: up to about ten seconds of Linux mask cycles per row
-/// on a nested host (some 80 µs per `trap` cycle), so that a typo cannot
-/// start a run of hours.
+use crate::rig::RigConfig;
+use crate::Error;
+use floor::{FloorKind, FloorRig};
+use peer::{PeerModel, PeerRig};
+use report::{Row, RowKind};
+use workload::{PendingResult, StormResult, Target};
+
+/// Largest `--cycles`: Linux mask cycles per row over the whole run, about
+/// ten seconds per row of the slowest one on a nested host (some 80 µs a
+/// cycle), so that a typo cannot start a run of hours.
 pub const MAX_CYCLES: u64 = 100_000;
+/// Largest `--rounds`.
+pub const MAX_ROUNDS: u64 = 2_000;
+/// The seed of the round order and of the bootstrap: fixed, so that the
+/// same measurements always give the same output.
+pub const SEED: u64 = 15;
 
 /// What to run, from the command line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
-    /// CI mode: fewer cycles, a shorter storm, bring-up of 64 entries only.
+    /// CI mode: fewer rounds, a shorter storm, bring-up of 64 entries only.
     pub quick: bool,
     /// Print one JSON document instead of the tables.
     pub json: bool,
-    /// Write an SVG bar chart here.
+    /// Write an SVG chart here.
     pub plot: Option<String>,
-    /// Linux mask cycles per row.
+    /// Linux mask cycles per row in all, split evenly over the rounds.
     pub cycles: u64,
+    /// Rounds (every row measured once per round, interleaved).
+    pub rounds: u64,
+    /// Latency samples of each kind per row per round.
+    pub latency_per_round: u64,
     /// Storm length per row, in guest programs of
     /// [`workload::STORM_CHUNK`] mask cycles.
     pub storm_chunks: u64,
-    /// Bring-up table sizes.
+    /// Bring-up table sizes (each in both of Linux's orders).
     pub bring_up: Vec<u16>,
 }
 
@@ -51,21 +69,30 @@ impl Options {
             quick: false,
             json: false,
             plot: None,
-            cycles: 2000,
+            cycles: 32_000,
+            rounds: 800,
+            latency_per_round: 1,
             storm_chunks: 16,
             bring_up: vec![64, 512, 2048],
         }
     }
 
-    /// The `--quick` run.
+    /// The `--quick` run: the same method with fewer rounds.
     pub fn quick() -> Options {
         Options {
             quick: true,
-            cycles: 200,
+            cycles: 1_600,
+            rounds: 40,
+            latency_per_round: 1,
             storm_chunks: 2,
             bring_up: vec![64],
             ..Options::full()
         }
+    }
+
+    /// Linux mask cycles per row per round (at least 1).
+    pub fn cycles_per_round(&self) -> u64 {
+        (self.cycles / self.rounds.max(1)).max(1)
     }
 
     /// Parses the bench's flags (not the subcommand).
@@ -76,6 +103,13 @@ impl Options {
         } else {
             Options::full()
         };
+        let bounded = |value: Option<&String>, flag: &str, max: u64| {
+            let n = value.ok_or(format!("{flag} needs a number"))?;
+            n.parse()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| format!("{flag}: {n:?} is not a number in 1..={max}"))
+        };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
@@ -85,16 +119,8 @@ impl Options {
                     let file = it.next().ok_or("--plot needs a FILE.svg")?;
                     o.plot = Some(file.clone());
                 }
-                "--cycles" => {
-                    let n = it.next().ok_or("--cycles needs a number")?;
-                    o.cycles = n
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=MAX_CYCLES).contains(n))
-                        .ok_or_else(|| {
-                            format!("--cycles: {n:?} is not a number in 1..={MAX_CYCLES}")
-                        })?;
-                }
+                "--cycles" => o.cycles = bounded(it.next(), "--cycles", MAX_CYCLES)?,
+                "--rounds" => o.rounds = bounded(it.next(), "--rounds", MAX_ROUNDS)?,
                 other => return Err(format!("unknown argument {other:?} (see --help)")),
             }
         }
@@ -107,33 +133,48 @@ pub const HELP: &str = "\
 msix-bench: the msix-accel side-by-side MSI-X benchmark, scenario runner and stress mode
 
 USAGE:
-    msix-bench [--quick] [--json] [--plot FILE.svg] [--cycles N]
+    msix-bench [--quick] [--json] [--plot FILE.svg] [--rounds N] [--cycles N]
+    msix-bench --vfio BDF [--json]   (a NIC bound to vfio-pci; --vfio --help)
     msix-bench scenario [--policy fast|strict|trap] [--json] FILE...
     msix-bench stress [--rounds N] [--duration SECONDS] [--hogs N] [--no-load] [--json]
     msix-bench help [scenario|stress]
     msix-bench --help | --version
 
-With no subcommand, runs the benchmark in a real KVM guest (software MSI-X
-source) and prints one side-by-side table measured in one run:
-  rows      fast, strict, trap (each also +srcmask: the source masks vectors)
-            and models of peer VMMs: qemu-like, cloud-hypervisor-like,
-            dragonball-like (see docs/performance.md)
+With no subcommand, runs the benchmark in real KVM guests (software MSI-X
+source) and prints side-by-side tables measured in one run:
+  rows      fast, strict, trap (each also +srcmask: the source masks
+            vectors); models of peer VMMs: qemu-like,
+            cloud-hypervisor-like, dragonball-like, crosvm-like; and the
+            physical floors floor-1exit (read-only table, unmask absorbed
+            by an ioeventfd, a do-nothing handler: 1 exit per cycle) and
+            floor-trap (everything trapped: 3) (see docs/performance.md)
+  rounds    every row measured once per round in a shuffled order (fixed
+            seed); per row the median over rounds; ratios paired by round;
+            95% intervals by a block bootstrap over consecutive rounds, and
+            \"order not established\" when a ratio's interval contains 1
   cycle     Linux mask cycle on entry 0 (mask, flush read, unmask): exits,
-            KVM ioctls, guest TSC time and process CPU time per cycle
+            KVM ioctls and SET_IRQS re-points by kind, guest TSC time and
+            process CPU time per cycle, ours against floor-1exit
+  latency   source signal -> guest handler (unmasked), and guest unmask ->
+            handler of a message held while masked: p50 and p99
   storm     vector 0 fired at full rate while the guest cycles its mask:
-            deliveries/s, deliveries while masked, lost after the storm;
-            plus a pending check (3 fires while masked: exact is 0 then 1)
-  bring-up  the guest programs and unmasks 64, 512, 2048 entries:
-            KVM_SET_GSI_ROUTING calls and wall time
-  ratios    each peer model against fast (x.xx×)
+            deliveries while masked, late ones, lost after the storm; and
+            a pending check (3 fires while masked: held, PBA set, 1 at
+            unmask)
+  bring-up  64, 512, 2048 entries in Linux's early-activation and x86
+            vector-reservation orders: route commits, irqfd ioctls, ms;
+            then a Function Mask set and clear
 
 OPTIONS:
-    --quick         CI run (< 30 s): 200 cycles, 50-cycle storm, bring-up 64 only
-    --json          print one JSON document (fields in docs/performance.md)
-    --plot FILE     also write an SVG bar chart (guest time and exits per
-                    cycle); FILE must be writable, checked before measuring
-    --cycles N      Linux mask cycles per row, 1..=100000 (default 2000,
-                    quick 200)
+    --quick         CI run (< 60 s): 40 rounds, 1600 cycles per row, a
+                    50-cycle storm, bring-up of 64 entries only
+    --json          print one JSON document (schema 2, docs/performance.md)
+    --plot FILE     also write an SVG chart (guest time per cycle with 95%
+                    intervals, exits per cycle); FILE must be writable,
+                    checked before measuring
+    --rounds N      rounds, 1..=2000 (default 800, quick 40)
+    --cycles N      Linux mask cycles per row over the run, 1..=100000,
+                    split evenly over the rounds (default 32000, quick 1600)
     -h, --help      this text
     -V, --version   the version
 
@@ -148,10 +189,12 @@ SUBCOMMANDS:
 
 EXIT STATUS:
     0 success; 1 a run failed or a check failed (fast not at 1 exit per
-    cycle, strict 2, trap 3; any of ours delivering while masked, losing an
-    interrupt, or not delivering a pending one exactly once); 2 bad usage,
-    an unwritable --plot FILE, or /dev/kvm missing or not accessible (one
-    line on stderr, before any measurement).
+    cycle, strict 2, trap 3, the floors 1 and 3; any of ours delivering
+    while masked, losing an interrupt, not holding a pending one in the PBA
+    or not delivering it exactly once; fast bringing up 2048 vectors with
+    more than 64 route commits); 2 bad usage, an unwritable --plot FILE, or
+    /dev/kvm missing or not accessible (one line on stderr, before any
+    measurement).
 ";
 
 /// Runs the bench from the command line (flags after the program name);
@@ -190,7 +233,7 @@ pub fn run_cli(args: &[String]) -> i32 {
         }
     } else {
         print!("{}", report.table());
-        println!("\nwall time {:.1} s", report.wall_s);
+        println!("wall time {:.1} s", report.wall_s);
     }
     let mut code = 0;
     if let Some(path) = &options.plot {
@@ -209,7 +252,7 @@ pub fn run_cli(args: &[String]) -> i32 {
     }
 }
 
-/// One row to measure: one of our policies or a peer model.
+/// One row to measure: one of our policies, a peer model or a floor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Subject {
     /// Our accelerator under a policy, with or without source masking.
@@ -221,12 +264,14 @@ pub enum Subject {
     },
     /// A peer model.
     Peer(PeerModel),
+    /// A physical floor.
+    Floor(FloorKind),
 }
 
 impl Subject {
-    /// Every row, in report order.
+    /// Every row, in report order: the floors, ours, the peers.
     pub fn all() -> Vec<Subject> {
-        let mut all = Vec::new();
+        let mut all: Vec<Subject> = FloorKind::ALL.map(Subject::Floor).to_vec();
         for policy in Policy::ALL {
             for maskable in [false, true] {
                 all.push(Subject::Ours { policy, maskable });
@@ -242,14 +287,44 @@ impl Subject {
             Subject::Ours { policy, maskable } if maskable => format!("{policy}+srcmask"),
             Subject::Ours { policy, .. } => policy.to_string(),
             Subject::Peer(model) => model.name().to_string(),
+            Subject::Floor(kind) => kind.name().to_string(),
         }
     }
 
-    /// Boots a guest with a `vectors`-entry device handled as this row says.
+    /// Ours, a peer or a floor.
+    pub fn kind(&self) -> RowKind {
+        match self {
+            Subject::Ours { .. } => RowKind::Ours,
+            Subject::Peer(_) => RowKind::Peer,
+            Subject::Floor(_) => RowKind::Floor,
+        }
+    }
+
+    /// Whether the source masks vectors itself.
+    pub fn source_masking(&self) -> bool {
+        matches!(self, Subject::Ours { maskable: true, .. })
+    }
+
+    /// The exact exits per Linux mask cycle this row must show, if it is
+    /// ours or a floor.
+    pub fn exact_exits(&self) -> Option<u64> {
+        match self {
+            Subject::Ours { policy, .. } => Some(match policy {
+                Policy::Fast => 1,
+                Policy::Strict => 2,
+                Policy::Trap => 3,
+            }),
+            Subject::Floor(kind) => Some(kind.exits_per_cycle()),
+            Subject::Peer(_) => None,
+        }
+    }
+
+    /// Boots a guest with a `vectors`-entry device handled as this row
+    /// says (a floor always has 8 entries).
     pub fn build(&self, vectors: u16) -> Result<Box<dyn Target>, Error> {
         let watchdog = Duration::from_secs(60);
         Ok(match *self {
-            Subject::Ours { policy, maskable } => Box::new(Rig::new(RigConfig {
+            Subject::Ours { policy, maskable } => Box::new(ours::rig(RigConfig {
                 vectors,
                 vcpus: 1,
                 policy,
@@ -258,139 +333,91 @@ impl Subject {
                 ..RigConfig::default()
             })?),
             Subject::Peer(model) => Box::new(PeerRig::new(model, vectors, watchdog)?),
+            Subject::Floor(kind) => Box::new(FloorRig::new(kind, watchdog)?),
         })
     }
 }
 
-/// Measures the cycle, storm and pending workloads of one row.
+/// Measures the cycle, storm and pending workloads of one row in a guest of
+/// its own, without rounds (what `msix-bench stress` repeats). A floor has
+/// no storm or pending check (both zero).
 pub fn measure_row(subject: Subject, options: &Options) -> Result<Row, Error> {
     let target = subject.build(8)?;
     let t = target.as_ref();
     workload::bring_up_entry0(t)?;
     let cycle = workload::cycles(t, options.cycles)?;
-    let storm = workload::storm(t, options.storm_chunks, 200)?;
-    let pending = workload::pending(t)?;
-    let (kind, maskable) = match subject {
-        Subject::Ours { maskable, .. } => (RowKind::Ours, maskable),
-        Subject::Peer(_) => (RowKind::Peer, false),
+    let (storm, pending) = match subject {
+        Subject::Floor(_) => (StormResult::default(), PendingResult::default()),
+        _ => (
+            workload::storm(t, options.storm_chunks, 200)?,
+            workload::pending(t)?,
+        ),
     };
     Ok(Row::new(
         subject.name(),
-        kind,
-        maskable,
+        subject.kind(),
+        subject.source_masking(),
         cycle,
         storm,
         pending,
     ))
 }
 
-/// What each of our policies must show, exactly; a list of what did not.
-pub fn check_row(subject: Subject, row: &Row) -> Vec<String> {
-    let Subject::Ours { policy, .. } = subject else {
+/// The exact exit count of `subject` over `cycles` cycles, or what was seen.
+pub fn check_exits(subject: Subject, cycles: u64, exits: u64) -> Option<String> {
+    let exact = subject.exact_exits()?;
+    (exits != exact * cycles).then(|| {
+        format!(
+            "{}: {exits} exits in {cycles} cycles, expected exactly {exact} per cycle",
+            subject.name()
+        )
+    })
+}
+
+/// What the pending check of one of ours must show, or what did not hold.
+pub fn check_semantics(
+    subject: Subject,
+    storm: &StormResult,
+    pending: &PendingResult,
+) -> Vec<String> {
+    if !matches!(subject, Subject::Ours { .. }) {
         return Vec::new();
-    };
+    }
+    let name = subject.name();
     let mut failures = Vec::new();
-    let exits = match policy {
-        Policy::Fast => 1,
-        Policy::Strict => 2,
-        Policy::Trap => 3,
-    };
-    if row.cycle.exits != exits * row.cycle.cycles {
+    if storm.delivered_while_masked != 0 {
         failures.push(format!(
-            "{}: {} exits in {} cycles, expected exactly {exits} per cycle",
-            row.policy, row.cycle.exits, row.cycle.cycles
+            "{name}: {} interrupts delivered while the guest had the vector masked",
+            storm.delivered_while_masked
         ));
     }
-    if row.storm_delivered_while_masked != 0 {
+    if storm.lost != 0 {
         failures.push(format!(
-            "{}: {} interrupts delivered while the guest had the vector masked",
-            row.policy, row.storm_delivered_while_masked
+            "{name}: a fire after the storm was not delivered before the watchdog (lost)"
         ));
     }
-    if row.storm_lost != 0 {
+    if pending.delivered_while_masked != 0 || pending.delivered_at_unmask != 1 {
         failures.push(format!(
-            "{}: a fire after the storm was not delivered before the watchdog (lost)",
-            row.policy
+            "{name}: 3 fires while masked gave {} deliveries while masked and {} at unmask, expected 0 and 1",
+            pending.delivered_while_masked, pending.delivered_at_unmask
         ));
     }
-    if row.pending_delivered_while_masked != 0 || row.pending_delivered_at_unmask != 1 {
+    if !pending.pba_pending {
         failures.push(format!(
-            "{}: 3 fires while masked gave {} deliveries while masked and {} at unmask, expected 0 and 1",
-            row.policy, row.pending_delivered_while_masked, row.pending_delivered_at_unmask
+            "{name}: the PBA did not show the message held while masked"
         ));
     }
     failures
 }
 
-fn host(tsc_khz: u32) -> Host {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    Host {
-        kernel,
-        cpus,
-        tsc_khz,
-    }
-}
-
-/// Runs every row and workload; failures are collected in the report.
-pub fn run(options: &Options) -> Report {
-    let start = Instant::now();
-    let mut failures = Vec::new();
-    if let Err(e) = sys::raise_nofile_limit() {
-        // Only the largest tables need it; they report their own error.
-        eprintln!("msix-bench: could not raise RLIMIT_NOFILE: {e}");
-    }
-    let subjects = Subject::all();
-    let steps = subjects.len() * (1 + options.bring_up.len());
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let mut rows = Vec::new();
-    let mut tsc_khz = 0;
-    for subject in &subjects {
-        let name = subject.name();
-        bar.set_message(format!("{name}: cycle, storm, pending"));
-        let mut row = match measure_row(*subject, options) {
-            Ok(row) => row,
-            Err(e) => {
-                failures.push(format!("{name}: {e}"));
-                bar.inc(1 + options.bring_up.len() as u64);
-                continue;
-            }
-        };
-        bar.inc(1);
-        failures.extend(check_row(*subject, &row));
-        for &n in &options.bring_up {
-            bar.set_message(format!("{name}: bring-up of {n} vectors"));
-            let result = subject.build(n).and_then(|t| {
-                tsc_khz = t.vm().tsc_khz();
-                workload::bring_up(t.as_ref(), n)
-            });
-            match result {
-                Ok(b) => row.bring_up.push(b),
-                Err(e) => failures.push(format!("{name}: bring-up of {n}: {e}")),
-            }
-            bar.inc(1);
-        }
-        rows.push(row);
-    }
-    bar.finish_and_clear();
-    Report {
-        schema: 1,
-        quick: options.quick,
-        cycles: options.cycles,
-        storm_cycles: options.storm_chunks * workload::STORM_CHUNK,
-        bring_up_sizes: options.bring_up.clone(),
-        host: host(tsc_khz),
-        rows,
-        wall_s: start.elapsed().as_secs_f64(),
-        failures,
-    }
+/// What each of our policies (and each floor) must show, exactly; a list
+/// of what did not.
+pub fn check_row(subject: Subject, row: &Row) -> Vec<String> {
+    let mut failures: Vec<String> = check_exits(subject, row.cycle.cycles, row.cycle.exits)
+        .into_iter()
+        .collect();
+    failures.extend(check_semantics(subject, &row.storm, &row.pending));
+    failures
 }
 
 #[cfg(test)]
@@ -402,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn cycles_must_be_1_to_the_bound() {
+    fn cycles_and_rounds_must_be_within_their_bounds() {
         let max = MAX_CYCLES.to_string();
         assert_eq!(
             Options::parse(&args(&["--cycles", &max])).map(|o| o.cycles),
@@ -416,12 +443,42 @@ mod tests {
         for bad in ["0", over.as_str(), "99999999999", "-3", "x"] {
             let e = Options::parse(&args(&["--cycles", bad])).unwrap_err();
             assert!(e.contains(&format!("1..={MAX_CYCLES}")), "{bad}: {e}");
+            let e = Options::parse(&args(&["--rounds", bad])).unwrap_err();
+            assert!(e.contains(&format!("1..={MAX_ROUNDS}")), "{bad}: {e}");
         }
         assert!(Options::parse(&args(&["--cycles"])).is_err());
+        assert!(Options::parse(&args(&["--rounds"])).is_err());
     }
 
     #[test]
-    fn help_states_the_cycles_bound() {
+    fn quick_keeps_the_method_with_fewer_rounds() {
+        let (q, f) = (Options::quick(), Options::full());
+        assert!(q.rounds < f.rounds);
+        assert_eq!(q.cycles_per_round(), f.cycles_per_round());
+        assert_eq!(q.latency_per_round, f.latency_per_round);
+        let o = Options::parse(&args(&["--quick", "--rounds", "7"])).unwrap();
+        assert_eq!((o.rounds, o.cycles_per_round()), (7, 1600 / 7));
+        let o = Options::parse(&args(&["--rounds", "100", "--cycles", "50"])).unwrap();
+        assert_eq!(o.cycles_per_round(), 1, "at least one cycle a round");
+    }
+
+    #[test]
+    fn help_states_the_bounds_and_defaults() {
         assert!(HELP.contains(&format!("1..={MAX_CYCLES}")));
+        assert!(HELP.contains(&format!("1..={MAX_ROUNDS}")));
+        let (q, f) = (Options::quick(), Options::full());
+        assert!(HELP.contains(&format!("default {}, quick {}", f.rounds, q.rounds)));
+        assert!(HELP.contains(&format!("default {}, quick {}", f.cycles, q.cycles)));
+    }
+
+    #[test]
+    fn every_row_has_a_unique_name_and_the_floors_come_first() {
+        let names: Vec<String> = Subject::all().iter().map(Subject::name).collect();
+        assert_eq!(&names[..2], ["floor-1exit", "floor-trap"]);
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+        assert_eq!(names.len(), 2 + 6 + 4);
     }
 }

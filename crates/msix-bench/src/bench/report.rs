@@ -1,13 +1,18 @@
-//! The bench's results: one [`Row`] per policy or peer model, the JSON
-//! document (`--json`), the side-by-side table and the ratio table.
+//! The bench's results: one [`RowReport`] per row, the ratios, the JSON
+//! document (`--json`, schema 2) and the text tables; and [`Row`], one
+//! standalone measurement of a row (what `msix-bench stress` and the checks
+//! use).
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::workload::{BringUpResult, CycleResult, PendingResult, StormResult};
+use super::stats::RatioEstimate;
+use super::workload::{
+    BringUpOrder, BringUpResult, CallCounts, CycleResult, PendingResult, StormResult,
+};
 
-/// Whether a row is one of our policies or a model of a peer.
+/// What a row is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RowKind {
@@ -15,37 +20,28 @@ pub enum RowKind {
     Ours,
     /// A model of a peer VMM.
     Peer,
+    /// A physical floor (no MSI-X semantics).
+    Floor,
 }
 
-/// Every number measured for one policy or peer model. Field names are the
-/// JSON contract documented in `docs/performance.md`.
+/// One standalone measurement of a row: a cycle measurement, the storm and
+/// the pending check, in a guest of its own (`msix-bench stress` repeats
+/// it round after round; [`super::check_row`] checks it).
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
-    /// `fast`, `strict`, `trap` (with `+srcmask` when the source masks),
-    /// `qemu-like`, `cloud-hypervisor-like` or `dragonball-like`.
+    /// The row's name (`fast`, `fast+srcmask`, ..., `qemu-like`, ...).
     pub policy: String,
-    /// Ours or a peer model.
+    /// Ours, a peer model or a floor.
     pub kind: RowKind,
     /// Whether the software source masks vectors itself.
     pub source_masking: bool,
     /// MMIO exits per Linux mask cycle (exact: exits / cycles).
     pub exits_per_cycle: f64,
-    /// KVM ioctls per cycle.
-    pub ioctls_per_cycle: f64,
-    /// KVM_SET_GSI_ROUTING per cycle.
-    pub set_gsi_routing_per_cycle: f64,
-    /// KVM_IRQFD assign + deassign per cycle.
-    pub irqfd_per_cycle: f64,
-    /// Guest-visible time per cycle (guest TSC), nanoseconds.
-    pub guest_ns_per_cycle: f64,
-    /// Process CPU time per cycle (user + system, every thread), nanoseconds.
-    pub host_cpu_ns_per_cycle: f64,
-    /// Interrupts taken per second during the storm.
-    pub storm_deliveries_per_sec: f64,
-    /// Interrupts taken while the guest believed the vector masked.
+    /// Storm deliveries while masked that were raised after the mask took
+    /// effect (violations).
     pub storm_delivered_while_masked: u64,
-    /// Storm deliveries inside the masked window that were raised before
-    /// the mask took effect (pending in the local APIC when it returned).
+    /// Storm deliveries in the masked window raised before the mask took
+    /// effect (late, legal).
     pub storm_late_before_mask: u64,
     /// 1 if a fire after the storm was not delivered before the watchdog.
     pub storm_lost: u64,
@@ -55,10 +51,10 @@ pub struct Row {
     pub pending_delivered_at_unmask: u64,
     /// The raw cycle measurement.
     pub cycle: CycleResult,
-    /// The raw storm measurement.
+    /// The raw storm measurement (none for a floor).
     pub storm: StormResult,
-    /// Bring-up per table size.
-    pub bring_up: Vec<BringUpResult>,
+    /// The raw pending check (none for a floor).
+    pub pending: PendingResult,
 }
 
 impl Row {
@@ -71,18 +67,11 @@ impl Row {
         storm: StormResult,
         pending: PendingResult,
     ) -> Row {
-        let per = |v: u64| v as f64 / cycle.cycles.max(1) as f64;
         Row {
             policy,
             kind,
             source_masking,
-            exits_per_cycle: per(cycle.exits),
-            ioctls_per_cycle: per(cycle.ioctls),
-            set_gsi_routing_per_cycle: per(cycle.set_gsi_routing),
-            irqfd_per_cycle: per(cycle.irqfd),
-            guest_ns_per_cycle: per(cycle.guest_ns),
-            host_cpu_ns_per_cycle: per(cycle.host_cpu_ns),
-            storm_deliveries_per_sec: storm.deliveries_per_sec,
+            exits_per_cycle: cycle.exits as f64 / cycle.cycles.max(1) as f64,
             storm_delivered_while_masked: storm.delivered_while_masked,
             storm_late_before_mask: storm.late_before_mask,
             storm_lost: storm.lost,
@@ -90,7 +79,143 @@ impl Row {
             pending_delivered_at_unmask: pending.delivered_at_unmask,
             cycle,
             storm,
-            bring_up: Vec::new(),
+            pending,
+        }
+    }
+}
+
+/// Calls per Linux mask cycle, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct CallsPerCycle {
+    /// KVM_SET_GSI_ROUTING.
+    pub set_gsi_routing: f64,
+    /// KVM_IRQFD assign.
+    pub irqfd_assign: f64,
+    /// KVM_IRQFD deassign.
+    pub irqfd_deassign: f64,
+    /// KVM_IOEVENTFD assign and deassign.
+    pub ioeventfd: f64,
+    /// KVM_SET_USER_MEMORY_REGION.
+    pub set_user_memory_region: f64,
+    /// KVM_SIGNAL_MSI.
+    pub signal_msi: f64,
+    /// VFIO_DEVICE_SET_IRQS-like (peer models).
+    pub set_irqs: f64,
+    /// Every KVM ioctl (not counting SET_IRQS).
+    pub kvm_total: f64,
+}
+
+impl CallsPerCycle {
+    /// `calls` over `cycles`.
+    pub fn new(calls: &CallCounts, cycles: u64) -> CallsPerCycle {
+        let per = |v: u64| v as f64 / cycles.max(1) as f64;
+        CallsPerCycle {
+            set_gsi_routing: per(calls.set_gsi_routing),
+            irqfd_assign: per(calls.irqfd_assign),
+            irqfd_deassign: per(calls.irqfd_deassign),
+            ioeventfd: per(calls.ioeventfd),
+            set_user_memory_region: per(calls.set_user_memory_region),
+            signal_msi: per(calls.signal_msi),
+            set_irqs: per(calls.set_irqs),
+            kvm_total: per(calls.kvm()),
+        }
+    }
+
+    fn other_kvm(&self) -> f64 {
+        self.ioeventfd + self.set_user_memory_region + self.signal_msi
+    }
+}
+
+/// Percentiles of one kind of delivery latency.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Median, nanoseconds.
+    pub p50_ns: f64,
+    /// 99th percentile (nearest rank), nanoseconds.
+    pub p99_ns: f64,
+    /// Samples.
+    pub samples: usize,
+}
+
+/// A row's delivery latencies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LatencyReport {
+    /// Source signal to guest handler, entry unmasked, guest idle.
+    pub unmasked: Option<Percentiles>,
+    /// Guest unmask write to guest handler of the message held while masked.
+    pub pending_at_unmask: Option<Percentiles>,
+    /// Pending samples whose fire was delivered while masked instead.
+    pub pending_delivered_while_masked: u64,
+}
+
+/// Everything measured for one row in one run: the JSON contract documented
+/// in `docs/performance.md`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RowReport {
+    /// `fast`, `fast+srcmask`, `strict`, `strict+srcmask`, `trap`,
+    /// `trap+srcmask`, `qemu-like`, `cloud-hypervisor-like`,
+    /// `dragonball-like`, `crosvm-like`, `floor-1exit` or `floor-trap`.
+    pub name: String,
+    /// Ours, a peer model or a floor.
+    pub kind: RowKind,
+    /// Whether the software source masks vectors itself.
+    pub source_masking: bool,
+    /// MMIO exits per Linux mask cycle (exact: exits / cycles).
+    pub exits_per_cycle: f64,
+    /// Calls per cycle by kind (exact averages).
+    pub ioctls_per_cycle: CallsPerCycle,
+    /// Median over rounds of the guest time per cycle (guest TSC), ns.
+    pub guest_ns_median: f64,
+    /// Its 95% interval `[low, high]`.
+    pub guest_ns_ci95: [f64; 2],
+    /// Median over rounds of the process CPU time per cycle, ns.
+    pub host_cpu_ns_median: f64,
+    /// Its 95% interval.
+    pub host_cpu_ns_ci95: [f64; 2],
+    /// Ours and the floors: guest time per cycle over `floor-1exit`'s,
+    /// paired by round (median of per-round ratios).
+    pub vs_floor: Option<f64>,
+    /// Its bootstrap 95% interval.
+    pub vs_floor_ci95: Option<[f64; 2]>,
+    /// Delivery latencies.
+    pub latency: LatencyReport,
+    /// The storm (not for floors).
+    pub storm: Option<StormResult>,
+    /// The pending check (not for floors).
+    pub pending: Option<PendingResult>,
+    /// Bring-up in both of Linux's orders, per table size (not for floors).
+    pub bring_up: Vec<BringUpResult>,
+    /// Guest ns per cycle of each round, in round order.
+    pub rounds_guest_ns: Vec<f64>,
+}
+
+/// A ratio of guest time per cycle between two rows of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RatioReport {
+    /// The row whose time is divided.
+    pub name: String,
+    /// The row it is divided by.
+    pub against: String,
+    /// The ratio and its interval.
+    #[serde(flatten)]
+    pub estimate: RatioEstimate,
+    /// `more` (the row's time is larger), `less`, or `not established`
+    /// when the interval contains 1.
+    pub order: &'static str,
+}
+
+impl RatioReport {
+    /// `name / against` from its estimate.
+    pub fn new(name: &str, against: &str, estimate: RatioEstimate) -> RatioReport {
+        RatioReport {
+            name: name.to_string(),
+            against: against.to_string(),
+            estimate,
+            order: match estimate.order() {
+                Some(true) => "more",
+                Some(false) => "less",
+                None => "not established",
+            },
         }
     }
 }
@@ -109,129 +234,307 @@ pub struct Host {
 /// The whole run: what `--json` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Schema version of this document.
+    /// Schema version of this document: 2.
     pub schema: u32,
     /// Whether `--quick` was given.
     pub quick: bool,
-    /// Linux mask cycles per row.
+    /// Rounds.
+    pub rounds: u64,
+    /// Linux mask cycles per row per round.
+    pub cycles_per_round: u64,
+    /// Linux mask cycles per row in all (rounds × cycles per round).
     pub cycles: u64,
+    /// Latency samples of each kind per row per round.
+    pub latency_per_round: u64,
+    /// Seed of the round order and the bootstrap.
+    pub seed: u64,
     /// Mask cycles of the storm per row.
     pub storm_cycles: u64,
     /// Bring-up table sizes.
     pub bring_up_sizes: Vec<u16>,
     /// The host.
     pub host: Host,
-    /// One row per policy or peer model.
-    pub rows: Vec<Row>,
+    /// Median half-width of the clock calibrations (how far a host-to-guest
+    /// latency can be off), nanoseconds.
+    pub calibration_uncertainty_ns: f64,
+    /// One row per policy, peer model and floor.
+    pub rows: Vec<RowReport>,
+    /// Peers against `fast` and `fast+srcmask`, and the floor ratios.
+    pub ratios: Vec<RatioReport>,
     /// Wall time of the whole run, seconds.
     pub wall_s: f64,
     /// Checks that failed (empty on success).
     pub failures: Vec<String>,
 }
 
-fn ratio(value: f64, base: f64) -> String {
-    if base > 0.0 {
-        format!("{:.2}×", value / base)
-    } else if value == 0.0 {
-        "=".to_string()
+fn ns(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.0}")
     } else {
-        "∞ (vs 0)".to_string()
+        "-".into()
+    }
+}
+
+fn us(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{:.1}", v / 1000.0))
+}
+
+/// `1.23× [1.10, 1.40]`.
+pub fn ratio_text(r: &RatioEstimate) -> String {
+    if r.ratio.is_finite() {
+        format!("{:.2}× [{:.2}, {:.2}]", r.ratio, r.ci95[0], r.ci95[1])
+    } else {
+        "-".into()
     }
 }
 
 impl Report {
-    /// The side-by-side, bring-up and ratio tables.
+    /// The row called `name`.
+    pub fn row(&self, name: &str) -> Option<&RowReport> {
+        self.rows.iter().find(|r| r.name == name)
+    }
+
+    /// The ratio of `name` against `against`.
+    pub fn ratio(&self, name: &str, against: &str) -> Option<&RatioReport> {
+        self.ratios
+            .iter()
+            .find(|r| r.name == name && r.against == against)
+    }
+
+    /// The run's parameters in one line.
+    pub fn parameters(&self) -> String {
+        format!(
+            "{} run: {} rounds × {} Linux mask cycles per row ({} each), rows in a seeded shuffled order each round (seed {}); medians and 95% intervals over rounds",
+            if self.quick { "quick" } else { "full" },
+            self.rounds,
+            self.cycles_per_round,
+            self.cycles,
+            self.seed
+        )
+    }
+
+    /// Every table.
     pub fn table(&self) -> String {
         let mut s = String::new();
+        let _ = writeln!(s, "{}", self.parameters());
+        let _ = writeln!(s);
+        self.cycle_table(&mut s);
+        self.ratio_table(&mut s);
+        self.latency_table(&mut s);
+        self.semantics_table(&mut s);
+        self.bring_up_table(&mut s);
+        s
+    }
+
+    fn cycle_table(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "Linux mask cycle ({} cycles) and storm ({} mask cycles, vector 0 at full rate) per policy",
-            self.cycles, self.storm_cycles
+            "Linux mask cycle (mask, flush read, unmask): cost per cycle, lower is better"
         );
         let _ = writeln!(
             s,
-            "{:<22} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9} {:>10} {:>7} {:>5} {:>8}",
-            "policy",
+            "{:<22} {:>5} {:>6} {:>5} {:>5} {:>5}  {:>24}  {:>24}  {:>8}",
+            "name",
             "exits",
-            "ioctls",
             "routes",
             "irqfd",
-            "guest ns",
-            "host ns",
-            "storm/s",
-            "masked",
-            "lost",
-            "pending"
+            "other",
+            "irqs",
+            "guest ns [95% CI]",
+            "vs floor-1exit [95% CI]",
+            "host ns"
         );
         for r in &self.rows {
+            let c = &r.ioctls_per_cycle;
+            let guest = format!(
+                "{} [{}, {}]",
+                ns(r.guest_ns_median),
+                ns(r.guest_ns_ci95[0]),
+                ns(r.guest_ns_ci95[1])
+            );
+            let floor = match (r.vs_floor, r.vs_floor_ci95) {
+                _ if r.name == "floor-1exit" => "1 (the floor)".to_string(),
+                (Some(ratio), Some(ci95)) => ratio_text(&RatioEstimate { ratio, ci95 }),
+                _ => String::new(),
+            };
             let _ = writeln!(
                 s,
-                "{:<22} {:>7.2} {:>7.2} {:>6.2} {:>6.2} {:>9.0} {:>9.0} {:>10.0} {:>7} {:>5} {:>8}",
-                r.policy,
+                "{:<22} {:>5.2} {:>6.2} {:>5.2} {:>5.2} {:>5.2}  {:>24}  {:>24}  {:>8}",
+                r.name,
                 r.exits_per_cycle,
-                r.ioctls_per_cycle,
-                r.set_gsi_routing_per_cycle,
-                r.irqfd_per_cycle,
-                r.guest_ns_per_cycle,
-                r.host_cpu_ns_per_cycle,
-                r.storm_deliveries_per_sec,
-                r.storm_delivered_while_masked,
-                r.storm_lost,
-                format!(
-                    "{}/{}",
-                    r.pending_delivered_while_masked, r.pending_delivered_at_unmask
-                ),
+                c.set_gsi_routing,
+                c.irqfd_assign + c.irqfd_deassign,
+                c.other_kvm(),
+                c.set_irqs,
+                guest,
+                floor,
+                ns(r.host_cpu_ns_median),
             );
         }
         let _ = writeln!(
             s,
-            "(per cycle: exits, ioctls, KVM_SET_GSI_ROUTING, KVM_IRQFD, guest TSC ns, process CPU ns; \
-             masked = storm deliveries while masked that were raised after the mask took effect (late ones, raised before it, are in the JSON); pending = 3 fires while masked: delivered masked/at unmask, exact is 0/1)"
+            "(per cycle: MMIO exits; KVM_SET_GSI_ROUTING; KVM_IRQFD; other KVM ioctls (ioeventfd, memslot, KVM_SIGNAL_MSI); VFIO_DEVICE_SET_IRQS-like re-points; guest TSC time; process CPU time)"
         );
         let _ = writeln!(s);
+    }
+
+    fn ratio_table(&self, s: &mut String) {
+        let bases = ["fast", "fast+srcmask"];
         let _ = writeln!(
             s,
-            "Bring-up: program + unmask every entry (KVM_SET_GSI_ROUTING calls / wall ms)"
+            "Peers against ours: guest time per cycle, median of per-round ratios [95% CI, block bootstrap over rounds]"
         );
-        let _ = write!(s, "{:<22}", "policy");
-        for n in &self.bring_up_sizes {
-            let _ = write!(s, " {:>20}", format!("{n} vectors"));
+        let _ = writeln!(
+            s,
+            "{:<22}  {:<42}  {:<42}",
+            "peer",
+            format!("vs {}", bases[0]),
+            format!("vs {}", bases[1])
+        );
+        let peers: Vec<&RowReport> = self
+            .rows
+            .iter()
+            .filter(|r| r.kind == RowKind::Peer)
+            .collect();
+        for p in peers {
+            let cells: Vec<String> = bases
+                .iter()
+                .map(|b| match self.ratio(&p.name, b) {
+                    Some(r) => format!(
+                        "{} {}",
+                        ratio_text(&r.estimate),
+                        match r.order {
+                            "more" => "peer costs more",
+                            "less" => "peer costs less",
+                            _ => "order not established",
+                        }
+                    ),
+                    None => "-".into(),
+                })
+                .collect();
+            let _ = writeln!(s, "{:<22}  {:<42}  {:<42}", p.name, cells[0], cells[1]);
         }
         let _ = writeln!(s);
+    }
+
+    fn latency_table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "Delivery latency, µs: unmasked = source signal -> guest handler (host clock against guest TSC, calibration ±{:.1} µs median); pending = guest unmask write -> handler of the message held while masked",
+            self.calibration_uncertainty_ns / 1000.0
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:>13} {:>13} {:>13} {:>13}",
+            "name", "unmasked p50", "unmasked p99", "pending p50", "pending p99"
+        );
         for r in &self.rows {
-            let _ = write!(s, "{:<22}", r.policy);
-            for b in &r.bring_up {
-                let _ = write!(
-                    s,
-                    " {:>20}",
-                    format!("{} / {:.1} ms", b.set_gsi_routing, b.wall_ms)
-                );
-            }
-            let _ = writeln!(s);
+            let l = &r.latency;
+            let pending = |f: fn(&Percentiles) -> f64| match l.pending_at_unmask {
+                Some(p) => us(Some(f(&p))),
+                None if l.pending_delivered_while_masked > 0 => "(delivered".into(),
+                None => "-".into(),
+            };
+            let pending_99 = match l.pending_at_unmask {
+                Some(p) => us(Some(p.p99_ns)),
+                None if l.pending_delivered_while_masked > 0 => "while masked)".into(),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                s,
+                "{:<22} {:>13} {:>13} {:>13} {:>13}",
+                r.name,
+                us(l.unmasked.map(|p| p.p50_ns)),
+                us(l.unmasked.map(|p| p.p99_ns)),
+                pending(|p| p.p50_ns),
+                pending_99,
+            );
         }
-        for base in ["fast", "fast+srcmask"] {
-            let Some(fast) = self.rows.iter().find(|r| r.policy == base) else {
+        let _ = writeln!(s);
+    }
+
+    fn semantics_table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "Semantics: storm ({} mask cycles, vector 0 fired at full rate) and pending check (3 fires while masked, then a PBA read and an unmask)",
+            self.storm_cycles
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:>8} {:>10} {:>7} {:>6} {:>5}   {:>8} {:>5} {:>9}",
+            "name", "fires", "deliveries", "masked", "late", "lost", "held", "PBA", "at unmask"
+        );
+        for r in &self.rows {
+            let (Some(st), Some(p)) = (&r.storm, &r.pending) else {
                 continue;
             };
-            let _ = writeln!(s);
-            let _ = writeln!(s, "Peers against {base} (same run, per Linux mask cycle)");
             let _ = writeln!(
                 s,
-                "{:<22} {:>10} {:>10} {:>10} {:>10}",
-                "model", "exits", "ioctls", "guest", "host CPU"
+                "{:<22} {:>8} {:>10} {:>7} {:>6} {:>5}   {:>8} {:>5} {:>9}",
+                r.name,
+                st.fires,
+                st.deliveries,
+                st.delivered_while_masked,
+                st.late_before_mask,
+                st.lost,
+                if p.delivered_while_masked == 0 {
+                    "yes".to_string()
+                } else {
+                    format!("no ({})", p.delivered_while_masked)
+                },
+                if p.pba_pending { "set" } else { "clear" },
+                p.delivered_at_unmask,
             );
-            for r in self.rows.iter().filter(|r| r.kind == RowKind::Peer) {
-                let _ = writeln!(
-                    s,
-                    "{:<22} {:>10} {:>10} {:>10} {:>10}",
-                    r.policy,
-                    ratio(r.exits_per_cycle, fast.exits_per_cycle),
-                    ratio(r.ioctls_per_cycle, fast.ioctls_per_cycle),
-                    ratio(r.guest_ns_per_cycle, fast.guest_ns_per_cycle),
-                    ratio(r.host_cpu_ns_per_cycle, fast.host_cpu_ns_per_cycle),
-                );
-            }
         }
-        s
+        let _ = writeln!(
+            s,
+            "(masked = deliveries in the masked window raised after the mask took effect: violations; late = raised before it, injected late by this host; exact pending: held, PBA set, 1 at unmask)"
+        );
+        let _ = writeln!(s);
+    }
+
+    fn bring_up_table(&self, s: &mut String) {
+        for order in BringUpOrder::ALL {
+            let _ = writeln!(
+                s,
+                "Bring-up, Linux {} order: route commits / irqfd ioctls / SET_IRQS / ms, then Function Mask set+clear with every entry live (commits / irqfd / ms)",
+                match order {
+                    BringUpOrder::Early => "early-activation",
+                    BringUpOrder::Reservation => "x86 vector-reservation",
+                }
+            );
+            let _ = write!(s, "{:<22}", "name");
+            for n in &self.bring_up_sizes {
+                let _ = write!(s, " {:>30}", format!("{n} vectors"));
+            }
+            let _ = writeln!(s);
+            for r in &self.rows {
+                if r.bring_up.is_empty() {
+                    continue;
+                }
+                let _ = write!(s, "{:<22}", r.name);
+                for n in &self.bring_up_sizes {
+                    let cell = r
+                        .bring_up
+                        .iter()
+                        .find(|b| b.order == order && b.vectors == *n)
+                        .map_or("-".to_string(), |b| {
+                            format!(
+                                "{}/{}/{}/{:.0} ({}/{}/{:.0})",
+                                b.route_commits,
+                                b.irqfd_ioctls,
+                                b.calls.set_irqs,
+                                b.millis,
+                                b.function_mask.calls.set_gsi_routing,
+                                b.function_mask.calls.irqfd(),
+                                b.function_mask.millis
+                            )
+                        });
+                    let _ = write!(s, " {cell:>30}");
+                }
+                let _ = writeln!(s);
+            }
+            let _ = writeln!(s);
+        }
     }
 }

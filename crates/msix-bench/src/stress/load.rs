@@ -288,7 +288,7 @@ fn churn(stop: &AtomicBool, counters: &Counters) {
 fn churn_once(subject: Subject, counters: &Counters) -> Result<(), Error> {
     let target = subject.build(CHURN_VECTORS)?;
     let t = target.as_ref();
-    let bring_up = workload::bring_up(t, CHURN_VECTORS)?;
+    let bring_up = workload::bring_up(t, CHURN_VECTORS, workload::BringUpOrder::Early)?;
     counters
         .churn_ioctls
         .fetch_add(bring_up.ioctls, Ordering::Relaxed);

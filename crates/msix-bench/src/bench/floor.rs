@@ -1,0 +1,227 @@
+//! The physical floor: what a Linux mask cycle costs on this host's KVM when
+//! the VMM does nothing at all with it, built from the same real pieces our
+//! fast path uses.
+//!
+//! - [`FloorKind::OneExit`] (`floor-1exit`): the table is shadowed by a
+//!   read-only memslot (reads never exit), the unmask (a 4-byte write of 0
+//!   to entry 0's Vector Control) is absorbed by an ioeventfd nobody
+//!   services, and the mask write exits to an MMIO handler that does
+//!   nothing but complete the access: 1 exit per Linux cycle, no work. No
+//!   design that keeps the mask write visible to the VMM on upstream KVM
+//!   can do less.
+//! - [`FloorKind::Trap`] (`floor-trap`): no memslot, no ioeventfd; every
+//!   access exits to the do-nothing handler: 3 exits per cycle.
+//!
+//! Neither has MSI-X semantics (nothing is masked, nothing held): they have
+//! a route and an irqfd for entry 0's vector, permanently attached, so that
+//! an unmasked delivery's latency has its floor too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use irqfd_routes::{GsiRouting, IrqchipRoutes, Irqfd, MsiRouteTable};
+use kvm_msix::TableShadow;
+use msix_hypervisor::{CountingVm, KvmVm, MsixVm};
+use testvm::{MmioHandler, TestVm, VmConfig};
+use vfio_vectors::software::SoftwareSource;
+use vfio_vectors::MsixSource;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::clock::ClockedMmio;
+use super::workload::{CallCounts, Target, VECTOR};
+use crate::rig::{BAR_GPA, TABLE_MEMSLOT};
+use crate::Error;
+
+/// Which floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FloorKind {
+    /// Memslot + ioeventfd: 1 exit per Linux cycle.
+    OneExit,
+    /// Everything trapped: 3 exits per Linux cycle.
+    Trap,
+}
+
+impl FloorKind {
+    /// Both floors, in report order.
+    pub const ALL: [FloorKind; 2] = [FloorKind::OneExit, FloorKind::Trap];
+
+    /// `floor-1exit` or `floor-trap`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FloorKind::OneExit => "floor-1exit",
+            FloorKind::Trap => "floor-trap",
+        }
+    }
+
+    /// Exits per Linux mask cycle, by construction.
+    pub fn exits_per_cycle(self) -> u64 {
+        match self {
+            FloorKind::OneExit => 1,
+            FloorKind::Trap => 3,
+        }
+    }
+}
+
+/// Completes every access to the table or PBA and does nothing else
+/// (reads return zeros).
+#[derive(Debug)]
+struct NothingHandler {
+    start: u64,
+    end: u64,
+}
+
+impl MmioHandler for NothingHandler {
+    fn mmio_read(&self, _vcpu: u8, addr: u64, data: &mut [u8]) -> bool {
+        data.fill(0);
+        (self.start..self.end).contains(&addr)
+    }
+    fn mmio_write(&self, _vcpu: u8, addr: u64, _data: &[u8]) -> bool {
+        (self.start..self.end).contains(&addr)
+    }
+}
+
+/// The read-only memslot over the table image; deleted before its pages
+/// are released.
+#[derive(Debug)]
+struct Shadowed {
+    hv: Arc<dyn MsixVm>,
+    _shadow: TableShadow,
+}
+
+impl Drop for Shadowed {
+    fn drop(&mut self) {
+        // SAFETY: size 0 deletes the slot; no mapping is handed to KVM.
+        let _ = unsafe { self.hv.set_readonly_memory(TABLE_MEMSLOT, BAR_GPA, 0, 0) };
+    }
+}
+
+/// A guest whose table is handled by a floor. Fields drop in order: the
+/// memslot (deleted), the unmask ioeventfd, the irqfd, then the guest.
+#[derive(Debug)]
+pub struct FloorRig {
+    kind: FloorKind,
+    _shadow: Option<Shadowed>,
+    unmask: Option<EventFd>,
+    irqfd: Irqfd,
+    _routing: GsiRouting,
+    source: SoftwareSource,
+    hv: Arc<CountingVm<KvmVm>>,
+    vm: TestVm,
+}
+
+/// Table entries of a floor's device (8, as every row's cycle device).
+const FLOOR_VECTORS: u16 = 8;
+
+impl FloorRig {
+    /// Boots a guest and sets up the floor `kind` for an 8-entry table at
+    /// the rows' BAR address, entry 0 programmed for [`VECTOR`].
+    pub fn new(kind: FloorKind, watchdog: Duration) -> Result<FloorRig, Error> {
+        let vm = TestVm::new(VmConfig {
+            vcpus: 1,
+            watchdog,
+            ..VmConfig::default()
+        })?;
+        let hv = Arc::new(CountingVm::new(KvmVm::new(vm.vm().clone())));
+        let table_len = u64::from(FLOOR_VECTORS) * 16;
+        let mut source = SoftwareSource::new(FLOOR_VECTORS)?;
+        source.enable(FLOOR_VECTORS)?;
+        let routing = GsiRouting::new(hv.clone(), IrqchipRoutes::X86KernelIrqchip)?;
+        let gsi = routing.allocate()?;
+        routing.stage(
+            gsi,
+            irqfd_routes::MsiMessage::new(TestVm::msi_address(0), u32::from(VECTOR)),
+        )?;
+        routing.commit()?;
+        let mut irqfd = Irqfd::new(hv.clone());
+        irqfd.attach(source.trigger(0)?, gsi)?;
+        let (shadow, unmask) = match kind {
+            FloorKind::Trap => (None, None),
+            FloorKind::OneExit => {
+                let shadow_error = |e: kvm_msix::Error| Error::Check(format!("floor shadow: {e}"));
+                let shadow = TableShadow::new(table_len).map_err(shadow_error)?;
+                // Entry 0 as the guest programs it (reads are served from
+                // here without an exit).
+                shadow
+                    .store_entry(0, [TestVm::msi_address(0) as u32, 0, u32::from(VECTOR), 0])
+                    .map_err(shadow_error)?;
+                // SAFETY: the pages belong to `shadow`, which the returned
+                // `Shadowed` owns and which deletes the slot in its Drop
+                // before the pages are released.
+                unsafe {
+                    hv.set_readonly_memory(
+                        TABLE_MEMSLOT,
+                        BAR_GPA,
+                        shadow.size(),
+                        shadow.host_address(),
+                    )
+                }
+                .map_err(|e| Error::Check(format!("floor memslot: {e}")))?;
+                let shadowed = Shadowed {
+                    hv: hv.clone(),
+                    _shadow: shadow,
+                };
+                let fd = EventFd::new(libc::EFD_NONBLOCK)
+                    .map_err(|e| Error::Check(format!("floor ioeventfd: {e}")))?;
+                hv.register_ioeventfd(&fd, BAR_GPA + 12, 0)
+                    .map_err(|e| Error::Check(format!("floor ioeventfd: {e}")))?;
+                (Some(shadowed), Some(fd))
+            }
+        };
+        vm.set_mmio_handler(Arc::new(ClockedMmio::new(Arc::new(NothingHandler {
+            start: BAR_GPA,
+            end: BAR_GPA + 0x2000,
+        }))));
+        Ok(FloorRig {
+            kind,
+            _shadow: shadow,
+            unmask,
+            irqfd,
+            _routing: routing,
+            source,
+            hv,
+            vm,
+        })
+    }
+
+    /// Which floor this is.
+    pub fn kind(&self) -> FloorKind {
+        self.kind
+    }
+}
+
+impl Drop for FloorRig {
+    fn drop(&mut self) {
+        self.vm.stop_vcpus();
+        if let Some(fd) = &self.unmask {
+            let _ = self.hv.unregister_ioeventfd(fd, BAR_GPA + 12, 0);
+        }
+        if let Ok(fd) = self.source.trigger(0) {
+            let _ = self.irqfd.detach(fd);
+        }
+    }
+}
+
+impl Target for FloorRig {
+    fn vm(&self) -> &TestVm {
+        &self.vm
+    }
+    fn source(&self) -> &SoftwareSource {
+        &self.source
+    }
+    fn calls(&self) -> CallCounts {
+        CallCounts::new(self.hv.counts(), 0)
+    }
+    fn entry(&self, e: u16, offset: u64) -> u64 {
+        BAR_GPA + u64::from(e) * 16 + offset
+    }
+    fn pba(&self) -> u64 {
+        BAR_GPA + 0x1000
+    }
+    fn write_message_control(&self, _value: u16) -> Result<(), Error> {
+        // A floor has no MSI-X state: its route and irqfd are always live.
+        Ok(())
+    }
+    fn settle(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
