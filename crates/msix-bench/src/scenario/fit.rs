@@ -223,12 +223,14 @@ mod tests {
             "message-change-while-masked.scn",
             "odd-accesses-maskable.scn",
             "upper-address-without-x2apic-api.scn",
+            "linux-cycle-trap.scn",
+            "two-vcpus-toggle-maskable.scn",
         ] {
             let s = read(runs_on_both);
             assert_eq!(skip_reason(&s, &e1000e), None, "{runs_on_both}");
             assert_eq!(skip_reason(&s, &igb), None, "{runs_on_both}");
         }
-        for igb_only in ["linux-cycle-trap.scn", "layout-small-bars-maskable.scn"] {
+        for igb_only in ["layout-shared-page.scn", "layout-small-bars-maskable.scn"] {
             let s = read(igb_only);
             assert_eq!(skip_reason(&s, &igb), None, "{igb_only}");
             let r = skip_reason(&s, &e1000e).unwrap();
