@@ -198,21 +198,22 @@ fn each_delivery_records_the_guest_tsc_at_the_handler_per_vector() {
     assert_eq!(vm.last_irq_tsc(0, 0x52), 0, "other vectors keep theirs");
 }
 
-/// A device whose register writes raise IDT `vector` on vCPU 0 from inside
-/// the exit (an interrupt raised before the write returns, as a mask write
-/// racing a device's message), and whose reads raise it too (an interrupt
-/// raised after the write took effect).
+/// A device whose register writes raise, on vCPU 0 and from inside the
+/// exit, the IDT vector written (an interrupt raised before the write
+/// returns, as a mask write racing a device's message), and whose reads
+/// raise IDT `vector` (an interrupt raised after the last write took
+/// effect).
 struct RaisingDevice {
     vm: Mutex<Option<Arc<kvm_ioctls::VmFd>>>,
     vector: u8,
 }
 
 impl RaisingDevice {
-    fn raise(&self) {
+    fn raise(&self, vector: u8) {
         let vm = self.vm.lock().unwrap();
         let msi = kvm_bindings::kvm_msi {
             address_lo: TestVm::msi_address(0) as u32,
-            data: u32::from(self.vector),
+            data: u32::from(vector),
             ..Default::default()
         };
         vm.as_ref().unwrap().signal_msi(msi).unwrap();
@@ -221,12 +222,12 @@ impl RaisingDevice {
 
 impl MmioHandler for RaisingDevice {
     fn mmio_read(&self, _vcpu: u8, _addr: u64, data: &mut [u8]) -> bool {
-        self.raise();
+        self.raise(self.vector);
         data.fill(0);
         true
     }
-    fn mmio_write(&self, _vcpu: u8, _addr: u64, _data: &[u8]) -> bool {
-        self.raise();
+    fn mmio_write(&self, _vcpu: u8, _addr: u64, data: &[u8]) -> bool {
+        self.raise(data[0]);
         true
     }
 }
@@ -242,27 +243,41 @@ fn raising(vm: &TestVm, vector: u8) -> Arc<RaisingDevice> {
 
 #[test]
 fn an_interrupt_pending_when_the_mask_write_returns_is_never_counted_as_a_violation() {
+    // One vector per round: two raises of one vector merge while the first
+    // is still pending in the local APIC (an emulating host may inject it
+    // late), so only distinct vectors make "each taken once" exact.
+    const ROUNDS: u8 = 20;
+    let vectors: Vec<u8> = (0..ROUNDS).map(|i| 0x52 + i).collect();
     let vm = vm(1);
-    vm.watch_masked_window(0x52);
-    raising(&vm, 0x52);
+    for &v in &vectors {
+        vm.watch_masked_window(v);
+    }
+    raising(&vm, 0x51);
     let mut p = Program::new();
-    p.repeat(20, |p| {
-        p.write(Width::W32, BAR + 0xC, 1); // the "mask": raises 0x52 before returning
-        p.masked_window(0x52, true);
+    for &v in &vectors {
+        p.write(Width::W32, BAR + 0xC, u64::from(v)); // the "mask": raises v before returning
+        p.masked_window(v, true);
         p.spin(50);
-        p.masked_window(0x52, false);
-    });
+        p.masked_window(v, false);
+    }
     vm.run(0, &p).unwrap();
     vm.sentinel(0).unwrap();
-    assert_eq!(vm.irq_count(0x52), 20, "each raise is taken once");
-    assert_eq!(
-        vm.window_count(0, 0x52),
-        0,
-        "raised before the write returned: late at worst, never a violation"
-    );
-    // Whether the host injects it before the window opens (VMX, SVM) or
-    // inside it (an emulating host) is the host's business; both are legal.
-    assert!(vm.late_count(0, 0x52) <= 20);
+    for &v in &vectors {
+        assert_eq!(
+            vm.irq_count(v),
+            1,
+            "vector {v:#x}: each raise is taken once"
+        );
+        assert_eq!(
+            vm.window_count(0, v),
+            0,
+            "vector {v:#x}: raised before the write returned: late at worst, never a violation"
+        );
+        // Whether the host injects it before the window opens (VMX, SVM)
+        // or inside it (an emulating host) is the host's business; both
+        // are legal.
+        assert!(vm.late_count(0, v) <= 1, "vector {v:#x}");
+    }
 }
 
 #[test]
