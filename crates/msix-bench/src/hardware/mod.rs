@@ -127,12 +127,8 @@ pub fn run_cli(args: &[String]) -> i32 {
         .collect();
     let report = HardwareReport::new(&device, results, peers, start.elapsed().as_secs_f64());
     if options.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("msix-bench: JSON: {e}");
-                return 1;
-            }
+        if !crate::cli::print_json("msix-bench", &report) {
+            return 1;
         }
     } else {
         print!("{}", report.table());

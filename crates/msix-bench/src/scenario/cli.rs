@@ -176,12 +176,8 @@ pub fn run_cli(args: &[String]) -> i32 {
         .count();
     let passed = outcomes.len() - failed - skipped;
     if args.json {
-        match serde_json::to_string_pretty(&outcomes) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("msix-bench scenario: cannot encode JSON: {e}");
-                return 1;
-            }
+        if !crate::cli::print_json("msix-bench scenario", &outcomes) {
+            return 1;
         }
     } else {
         println!("{}", summary(passed, failed, skipped));

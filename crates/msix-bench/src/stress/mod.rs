@@ -177,12 +177,8 @@ pub fn run_cli(args: &[String]) -> i32 {
         }
     };
     if options.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("msix-bench stress: JSON: {e}");
-                return 1;
-            }
+        if !crate::cli::print_json("msix-bench stress", &report) {
+            return 1;
         }
     } else {
         print!("{}", report.table());
