@@ -27,8 +27,6 @@ use super::PeerState;
 use crate::Error;
 use vfio_vectors::MsixSource;
 
-use super::super::workload::{FUNCTION_MASK, MSIX_ENABLE};
-
 /// `MsiInterruptGroup::update(index, config, masked, set_gsi = true)`.
 fn update(st: &mut PeerState, v: u16, masked: bool) -> Result<(), Error> {
     if masked && st.vector(v)?.gsi.is_none() {
@@ -63,9 +61,7 @@ pub fn write_table(st: &mut PeerState, offset: u64, data: &[u8]) -> Result<(), E
 
 /// A config write of Message Control (`set_msg_ctl`, then the VFIO side).
 pub fn write_message_control(st: &mut PeerState, value: u16) -> Result<(), Error> {
-    let (old_masked, old_enabled) = (st.table.function_mask, st.table.enabled);
-    st.table.function_mask = value & FUNCTION_MASK != 0;
-    st.table.enabled = value & MSIX_ENABLE != 0;
+    let (old_masked, old_enabled) = st.table.set_message_control(value);
     let (masked, enabled) = (st.table.function_mask, st.table.enabled);
     if old_masked != masked || old_enabled != enabled {
         if enabled && !masked {

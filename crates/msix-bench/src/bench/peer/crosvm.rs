@@ -26,7 +26,6 @@
 //! As in QEMU, the software source's re-point is far cheaper than the real
 //! SET_IRQS; `msix-bench --vfio` measures the real one.
 
-use super::super::workload::{FUNCTION_MASK, MSIX_ENABLE};
 use super::qemu::fill_pba;
 use super::PeerState;
 use crate::Error;
@@ -111,9 +110,7 @@ pub fn write_table(st: &mut PeerState, offset: u64, data: &[u8]) -> Result<(), E
 /// A config write of Message Control (`write_msix_capability`, then
 /// `VfioPciDevice`'s reaction).
 pub fn write_message_control(st: &mut PeerState, value: u16) -> Result<(), Error> {
-    let (old_masked, old_enabled) = (st.table.function_mask, st.table.enabled);
-    st.table.function_mask = value & FUNCTION_MASK != 0;
-    st.table.enabled = value & MSIX_ENABLE != 0;
+    let (old_masked, old_enabled) = st.table.set_message_control(value);
     let (masked, enabled) = (st.table.function_mask, st.table.enabled);
     if !old_enabled && enabled {
         for v in 0..st.table.len() {

@@ -36,7 +36,6 @@
 
 use irqfd_routes::MsiRouteTable;
 
-use super::super::workload::{FUNCTION_MASK, MSIX_ENABLE};
 use super::PeerState;
 use crate::Error;
 
@@ -102,10 +101,8 @@ pub fn write_message_control(st: &mut PeerState, value: u16) -> Result<(), Error
     let was: Vec<bool> = (0..st.table.len())
         .map(|v| effective_masked(st, v))
         .collect();
-    let was_enabled = st.table.enabled;
-    let was_function_masked = !st.table.enabled || st.table.function_mask;
-    st.table.enabled = value & MSIX_ENABLE != 0;
-    st.table.function_mask = value & FUNCTION_MASK != 0;
+    let (was_masked_bit, was_enabled) = st.table.set_message_control(value);
+    let was_function_masked = !was_enabled || was_masked_bit;
     let function_masked = !st.table.enabled || st.table.function_mask;
     if !was_enabled && st.table.enabled {
         // vfio_msix_enable: the unmasked vectors used in one batch.

@@ -2,6 +2,7 @@
 //! Enable, and nothing derived. Each model decides from these (and from an
 //! entry's value before and after a write) what to do, as its VMM does.
 
+use super::super::workload::{FUNCTION_MASK, MSIX_ENABLE};
 use super::PeerModel;
 
 /// Entries (address low, address high, data, Vector Control), MSI-X Enable
@@ -61,6 +62,15 @@ impl EntryWrite {
 }
 
 impl RawTable {
+    /// Keeps Message Control's Function Mask and MSI-X Enable bits from
+    /// `value`; returns what they were, `(function_mask, enabled)`.
+    pub fn set_message_control(&mut self, value: u16) -> (bool, bool) {
+        let old = (self.function_mask, self.enabled);
+        self.function_mask = value & FUNCTION_MASK != 0;
+        self.enabled = value & MSIX_ENABLE != 0;
+        old
+    }
+
     /// Number of entries.
     pub fn len(&self) -> u16 {
         self.entries.len() as u16
