@@ -154,9 +154,19 @@ impl AccelConfig {
     /// Bytes from the BAR's start to the end of the table or PBA, whichever
     /// ends last, page aligned.
     pub fn msix_span(&self) -> u64 {
-        let table_end = u64::from(self.table.offset) + u64::from(self.table_size) * 16;
-        let pba_end = u64::from(self.pba.offset) + u64::from(self.table_size).div_ceil(64) * 8;
+        let table_end = u64::from(self.table.offset) + self.table_len();
+        let pba_end = u64::from(self.pba.offset) + self.pba_len();
         kvm_msix::page_align_up(table_end.max(pba_end))
+    }
+
+    /// Bytes of the table: 16 per entry.
+    pub fn table_len(&self) -> u64 {
+        u64::from(self.table_size) * 16
+    }
+
+    /// Bytes of the PBA: one bit per entry, in whole qwords.
+    pub fn pba_len(&self) -> u64 {
+        u64::from(self.table_size).div_ceil(64) * 8
     }
 
     /// The smallest valid BAR size (a power of two) holding table and PBA.

@@ -175,13 +175,9 @@ impl MsixAccelerator {
             let gpa = base.checked_add(u64::from(region.offset))?;
             gpa.checked_add(len).map(|_| gpa)
         };
-        let (table_len, pba_len) = {
-            let device = self.lock();
-            (device.model.table_len(), device.model.pba_len())
-        };
         (
-            at(self.config.table, table_len),
-            at(self.config.pba, pba_len),
+            at(self.config.table, self.config.table_len()),
+            at(self.config.pba, self.config.pba_len()),
         )
     }
 
