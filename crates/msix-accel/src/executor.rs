@@ -367,22 +367,28 @@ impl Device {
 
     /// Moves `vector` to the irqfd path (irqfd detached, source mask
     /// released) and, when `park`, leaves an interrupt in its eventfd to be
-    /// delivered at its unmask.
+    /// delivered at its unmask. When the irqfd cannot be detached the
+    /// vector keeps its mask path; once it is detached the vector is on the
+    /// irqfd path even if releasing the source's mask fails.
     pub(crate) fn hold_on_eventfd(&mut self, vector: u16, park: bool) -> Result<(), Error> {
         let i = usize::from(vector);
         if self.vectors[i].irqfd.is_attached() {
             let trigger = self.source.trigger(vector)?;
             self.vectors[i].irqfd.detach(trigger)?;
         }
-        if self.vectors[i].mask == MaskPath::Source {
-            // The source's own latch cannot be set from outside; the eventfd
-            // path owns this vector until its next mask.
+        // Detached, the eventfd path owns this vector until its next mask.
+        let was_at_source = self.vectors[i].mask == MaskPath::Source;
+        self.vectors[i].mask = MaskPath::IrqfdDetached;
+        if was_at_source {
+            // The source's own latch cannot be set from outside: unmasked,
+            // the source sends what it holds to the eventfd. Where its
+            // mapping is already gone (MaskUnsupported) a reset clears the
+            // mask anyway.
             match self.source.unmask(vector) {
                 Ok(()) | Err(vfio_vectors::Error::MaskUnsupported { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        self.vectors[i].mask = MaskPath::IrqfdDetached;
         if park {
             self.source
                 .trigger(vector)?

@@ -2,7 +2,7 @@
 //! mapping) switched off and on around memory-decode and reset windows.
 
 use crate::vector::MaskPath;
-use crate::{Error, EventKind, MsixAccelerator, Result};
+use crate::{EventKind, MsixAccelerator, Result};
 
 impl MsixAccelerator {
     /// Moves every vector held at the source to the irqfd path and stops
@@ -22,29 +22,16 @@ impl MsixAccelerator {
                 continue;
             }
             let vector = i as u16;
-            let moved = device
-                .source
-                .trigger(vector)
-                .map_err(Error::from)
-                .and_then(|t| device.vectors[i].irqfd.detach(t).map_err(Error::from));
-            if let Err(e) = moved {
-                device.reporter.report(
-                    Some(vector),
-                    EventKind::MaskFailed,
-                    None,
-                    format!("moving off source masking: irqfd detach: {e}"),
-                );
-                first.get_or_insert(e);
-                continue;
-            }
-            device.vectors[i].mask = MaskPath::IrqfdDetached;
-            // The source forgets the mask; where its mapping is already gone
-            // (MaskUnsupported) a reset will have cleared it anyway.
-            match device.source.unmask(vector) {
-                Ok(()) | Err(vfio_vectors::Error::MaskUnsupported { .. }) => {}
-                Err(e) => {
-                    first.get_or_insert(e.into());
+            if let Err(e) = device.hold_on_eventfd(vector, false) {
+                if device.vectors[i].mask == MaskPath::Source {
+                    device.reporter.report(
+                        Some(vector),
+                        EventKind::MaskFailed,
+                        None,
+                        format!("moving off source masking: irqfd detach: {e}"),
+                    );
                 }
+                first.get_or_insert(e);
             }
         }
         device.source.suspend_masking();
