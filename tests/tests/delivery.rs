@@ -11,7 +11,7 @@ use irqfd_routes::{
     eventfd_drain, eventfd_pending, Gsi, GsiRouting, IrqchipRoutes, Irqfd, MsiMessage,
     MsiRouteTable,
 };
-use msix_bench::storm::storm_count;
+use msix_rig::storm::storm_count;
 use msix_hypervisor::{CountingVm, KvmVm};
 use testvm::{TestVm, VmConfig};
 use vfio_vectors::software::SoftwareSource;

@@ -4,7 +4,7 @@
 //! check. Counts only; nothing timed.
 
 use msix_bench::bench::floor::FloorKind;
-use msix_bench::bench::peer::PeerModel;
+use msix_peers::PeerModel;
 use msix_bench::bench::workload::{self, BringUpOrder, CallCounts, Target, VECTOR};
 use msix_bench::bench::Subject;
 use testvm::{Program, Width};

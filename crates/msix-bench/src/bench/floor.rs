@@ -27,9 +27,9 @@ use vfio_vectors::software::SoftwareSource;
 use vfio_vectors::MsixSource;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::clock::ClockedMmio;
+use msix_rig::clock::ClockedMmio;
 use super::workload::{CallCounts, Target, VECTOR};
-use crate::rig::{BAR_GPA, TABLE_MEMSLOT};
+use msix_rig::rig::{BAR_GPA, TABLE_MEMSLOT};
 use crate::Error;
 
 /// Which floor.

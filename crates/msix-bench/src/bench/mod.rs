@@ -5,7 +5,6 @@
 //! source, measured in interleaved rounds ([`rounds`], [`stats`]) and
 //! reported as tables, JSON ([`report`]) and an SVG chart ([`plot`]).
 
-pub mod clock;
 pub mod floor;
 pub mod ours;
 pub mod peer;
@@ -14,7 +13,6 @@ pub mod report;
 pub mod rounds;
 pub mod run;
 pub mod stats;
-pub mod sys;
 pub mod workload;
 
 use std::time::Duration;
@@ -23,10 +21,11 @@ use msix_accel::Policy;
 
 pub use run::run;
 
-use crate::rig::RigConfig;
+use msix_rig::rig::RigConfig;
 use crate::Error;
+use msix_rig::sys;
 use floor::{FloorKind, FloorRig};
-use peer::{PeerModel, PeerRig};
+use msix_peers::{PeerModel, PeerRig};
 use report::{Row, RowKind};
 use workload::{PendingResult, StormResult, Target};
 
@@ -224,7 +223,7 @@ pub fn run_cli(args: &[String]) -> i32 {
     }
     let report = run(&options);
     if options.json {
-        if !crate::cli::print_json("msix-bench", &report) {
+        if !crate::json::print_json("msix-bench", &report) {
             return 1;
         }
     } else {

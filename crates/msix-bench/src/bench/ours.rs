@@ -7,9 +7,9 @@ use msix_accel::MsixAccelerator;
 use testvm::MmioHandler;
 use vfio_vectors::software::SoftwareSource;
 
-use super::clock::ClockedMmio;
+use msix_rig::clock::ClockedMmio;
 use super::workload::{CallCounts, Target};
-use crate::rig::{Rig, RigConfig};
+use msix_rig::rig::{Rig, RigConfig};
 use crate::Error;
 
 /// The rig's devices answer MMIO exits as in [`Rig`] itself.

@@ -6,7 +6,7 @@
 //! of its guest time per cycle; [`super::stats`] turns them into medians,
 //! intervals and paired ratios.
 
-use super::clock::Calibration;
+use msix_rig::clock::Calibration;
 use super::stats::Rng;
 use super::workload::{cycle_batch, pending_latency, unmasked_latency, CycleResult, Target};
 use crate::Error;

@@ -12,7 +12,8 @@ use super::report::{Host, LatencyReport, Percentiles, RatioReport, Report, RowRe
 use super::rounds::{self, RoundPlan, RoundRow, RowSamples};
 use super::stats::{self, median, median_ci95, paired_ratio, RatioEstimate, Rng};
 use super::workload::{self, BringUpOrder, BringUpResult, PendingResult, StormResult, Target};
-use super::{check_exits, check_semantics, sys, Options, Subject, SEED};
+use super::{check_exits, check_semantics, Options, Subject, SEED};
+use msix_rig::sys;
 use crate::Error;
 
 /// The most route commits `fast` may spend bringing up 2048 vectors.

@@ -7,7 +7,7 @@ use msix_hypervisor::IoctlCounts;
 use serde::Serialize;
 use testvm::{Program, TestVm, Width};
 
-use crate::bench::sys::process_cpu_ns;
+use msix_rig::sys::process_cpu_ns;
 use crate::Error;
 
 /// A guest with one device on a real VFIO source, however its MSI-X table

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use msix_accel::Policy;
 
-use crate::bench::sys;
+use msix_rig::sys;
 use checks::RunResult;
 use device::AssignedDevice;
 use peers::{PeerKind, PeerRig};
@@ -127,7 +127,7 @@ pub fn run_cli(args: &[String]) -> i32 {
         .collect();
     let report = HardwareReport::new(&device, results, peers, start.elapsed().as_secs_f64());
     if options.json {
-        if !crate::cli::print_json("msix-bench", &report) {
+        if !crate::json::print_json("msix-bench", &report) {
             return 1;
         }
     } else {

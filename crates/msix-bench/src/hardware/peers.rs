@@ -48,7 +48,7 @@ use super::handler::Handler;
 use super::nic::Nic;
 use super::rig::{accel_config, MSIX_ENABLE, VCPUS, WATCHDOG};
 use super::vfio_irqs::VfioIrqs;
-use crate::rig::BAR_GPA;
+use msix_rig::rig::BAR_GPA;
 use crate::Error;
 
 /// Which peer VMM's handling a [`PeerRig`] follows.

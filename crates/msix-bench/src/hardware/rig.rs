@@ -19,7 +19,7 @@ use super::cycle::{CycleTarget, Work};
 use super::device::AssignedDevice;
 use super::handler::Handler;
 use super::nic::Nic;
-use crate::rig::{AccelMmio, BAR_GPA, TABLE_MEMSLOT};
+use msix_rig::rig::{AccelMmio, BAR_GPA, TABLE_MEMSLOT};
 use crate::Error;
 
 /// vCPUs of the guest: deliveries alternate between them, so a message

@@ -27,8 +27,8 @@ use super::first_vectors::FirstVectors;
 use super::nic::Nic;
 use super::rig::{build_accelerator, Built, WATCHDOG};
 use super::trigger_counts::TriggerCounts;
-use crate::rig::{AccelMmio, RigConfig, RigLayout};
-use crate::scenario::{run_on, DeviceOffer, Outcome, Scenario, Storm, Target};
+use msix_rig::rig::{AccelMmio, RigConfig, RigLayout};
+use msix_conformance::{run_on, AccelSetup, DeviceOffer, Outcome, Scenario, Storm, Target};
 use crate::Error;
 
 /// Why no `device storm` runs on a real device.
@@ -45,7 +45,10 @@ pub fn offer(device: &AssignedDevice) -> DeviceOffer {
     DeviceOffer {
         name: format!("{family} {}", device.bdf()),
         table_size: device.msix.table_size,
-        raisable: device.family().map(|f| f.raisable()),
+        raisable: device
+            .family()
+            .map(|f| f.raisable())
+            .ok_or_else(|| NO_TRIGGER.to_string()),
         unmaskable: if device.features.maskable {
             None
         } else {
@@ -81,6 +84,7 @@ pub struct DeviceScenarioRig<'d> {
     /// The counts of the source's trigger eventfds.
     triggers: TriggerCounts,
     layout: RigLayout,
+    setup: AccelSetup,
     nic: Option<&'d Nic>,
     vm: TestVm,
 }
@@ -128,6 +132,10 @@ impl<'d> DeviceScenarioRig<'d> {
             calls,
             triggers,
             layout,
+            setup: AccelSetup {
+                policy: config.policy,
+                maskable: config.maskable,
+            },
             nic: device.nic.as_ref(),
             vm,
         })
@@ -190,8 +198,11 @@ impl Target for DeviceScenarioRig<'_> {
     fn vm(&self) -> &TestVm {
         &self.vm
     }
-    fn accel(&self, _device: u8) -> &MsixAccelerator {
-        &self.accel
+    fn message_control(&self, _device: u8) -> u16 {
+        self.accel.message_control()
+    }
+    fn write_message_control(&self, _device: u8, value: u16) -> Result<(), String> {
+        self.accel.write_message_control(value).map_err(err)
     }
     fn table_gpa(&self, device: u8) -> u64 {
         self.layout.table_gpa(device)
@@ -217,8 +228,11 @@ impl Target for DeviceScenarioRig<'_> {
     fn storm(&self, _device: u8, _entries: Vec<u16>) -> Result<Box<dyn Storm>, String> {
         Err(NO_STORM.into())
     }
-    fn take_events(&self) -> Vec<AccelEvent> {
-        self.events.take()
+    fn take_events(&self) -> Option<Vec<AccelEvent>> {
+        Some(self.events.take())
+    }
+    fn accel_setup(&self) -> Option<AccelSetup> {
+        Some(self.setup)
     }
 }
 

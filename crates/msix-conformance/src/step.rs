@@ -5,7 +5,7 @@ use std::fmt;
 use msix_accel::{EventKind, Policy};
 use testvm::Width;
 
-use crate::rig::RigLayout;
+use msix_rig::rig::RigLayout;
 
 /// Which part of a device's BARs an access targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,10 +5,8 @@ use std::path::Path;
 
 use msix_accel::Policy;
 
-use super::fit::skip_reason;
-use super::parse::parse;
-use super::run::{run, Outcome};
-use super::step::Scenario;
+use msix_conformance::{load, run, skip_reason, Outcome};
+
 use crate::hardware::device::AssignedDevice;
 use crate::hardware::scenario_rig;
 
@@ -92,16 +90,6 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     Ok(Some(parsed))
 }
 
-/// Reads and parses every file; the first error, as one line.
-fn load(files: &[String]) -> Result<Vec<Scenario>, String> {
-    files
-        .iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: cannot read: {e}"))?;
-            parse(f, &text).map_err(|e| e.to_string())
-        })
-        .collect()
-}
 
 /// `msix-bench scenario ...`: returns the process exit code (0 only when
 /// every expectation of every file held, and with --vfio something ran; 2
@@ -136,7 +124,7 @@ pub fn run_cli(args: &[String]) -> i32 {
             }
         },
     };
-    if let Err(e) = crate::bench::sys::check_kvm() {
+    if let Err(e) = msix_rig::sys::check_kvm() {
         eprintln!("msix-bench scenario: {e}");
         return 2;
     }
@@ -146,7 +134,7 @@ pub fn run_cli(args: &[String]) -> i32 {
             "INFO {}: {} vectors, {} raisable, source masking {}",
             offer.name,
             offer.table_size,
-            offer.raisable.unwrap_or(0),
+            offer.raisable.as_ref().map_or(0, |n| *n),
             offer
                 .unmaskable
                 .as_deref()
@@ -176,7 +164,7 @@ pub fn run_cli(args: &[String]) -> i32 {
         .count();
     let passed = outcomes.len() - failed - skipped;
     if args.json {
-        if !crate::cli::print_json("msix-bench scenario", &outcomes) {
+        if !crate::json::print_json("msix-bench scenario", &outcomes) {
             return 1;
         }
     } else {

@@ -26,8 +26,8 @@
 //! As in QEMU, the software source's re-point is far cheaper than the real
 //! SET_IRQS; `msix-bench --vfio` measures the real one.
 
-use super::qemu::fill_pba;
-use super::PeerState;
+use crate::qemu::fill_pba;
+use crate::PeerState;
 use crate::Error;
 
 /// `msix_vector_masked`: the trigger goes to the userspace event.

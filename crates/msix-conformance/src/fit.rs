@@ -3,7 +3,6 @@
 //! parsed file and what the device offers, before any guest is built.
 
 use super::step::{MsixAction, Scenario, Step};
-use crate::hardware::checks::NO_TRIGGER;
 
 /// What a real device offers scenarios.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,9 +11,9 @@ pub struct DeviceOffer {
     pub name: String,
     /// Its MSI-X table size.
     pub table_size: u16,
-    /// How many vectors, from 0, its registers can raise; None when no
-    /// trigger is known for its family.
-    pub raisable: Option<u16>,
+    /// How many vectors, from 0, its registers can raise; or why it cannot
+    /// be made to raise any (no trigger known for its family).
+    pub raisable: Result<u16, String>,
     /// Why its vectors cannot be masked at the source (its MSI-X table
     /// cannot be mapped); None when they can.
     pub unmaskable: Option<String>,
@@ -83,8 +82,9 @@ pub fn skip_reason(scenario: &Scenario, device: &DeviceOffer) -> Option<String> 
         ));
     }
     for (line, step, entries) in raises(scenario) {
-        let Some(raisable) = device.raisable else {
-            return Some(format!("line {line} raises a vector: {NO_TRIGGER}"));
+        let raisable = match &device.raisable {
+            Ok(n) => *n,
+            Err(why) => return Some(format!("line {line} raises a vector: {why}")),
         };
         if let Some(e) = entries.iter().find(|&&e| e >= raisable) {
             return Some(format!(
@@ -103,13 +103,13 @@ pub fn skip_reason(scenario: &Scenario, device: &DeviceOffer) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::parse;
+    use crate::parse;
 
     fn offer(table_size: u16) -> DeviceOffer {
         DeviceOffer {
             name: "igb 0000:00:03.0".into(),
             table_size,
-            raisable: Some(table_size),
+            raisable: Ok(table_size),
             unmaskable: None,
             no_storm: Some("no storms here".into()),
         }
@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn without_a_trigger_only_files_that_raise_nothing_run() {
         let mut d = offer(8);
-        d.raisable = None;
+        d.raisable = Err("no known trigger for this device family".into());
         let r = reason(FITS, &d).unwrap();
         assert!(
             r.starts_with("line 5 raises a vector: no known trigger"),
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn an_entry_past_what_the_trigger_raises_is_skipped() {
         let mut d = offer(8);
-        d.raisable = Some(3);
+        d.raisable = Ok(3);
         let r = reason(FITS, &d).unwrap();
         assert_eq!(
             r,

@@ -32,6 +32,19 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// Reads and parses every file of `files`, in order: the first that cannot
+/// be read (`FILE: cannot read: why`) or parsed (`FILE:LINE: what is wrong`)
+/// is the error, before anything runs.
+pub fn load(files: &[String]) -> Result<Vec<Scenario>, String> {
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: cannot read: {e}"))?;
+            parse(f, &text).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 /// Largest `count=` of `device fire`: a million fires take about a second.
 pub const MAX_FIRE_COUNT: u64 = 1_000_000;
 /// Largest `N` of `begin concurrent N`: each repetition is at least one

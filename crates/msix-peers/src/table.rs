@@ -2,8 +2,8 @@
 //! Enable, and nothing derived. Each model decides from these (and from an
 //! entry's value before and after a write) what to do, as its VMM does.
 
-use super::super::workload::{FUNCTION_MASK, MSIX_ENABLE};
-use super::PeerModel;
+use msix_model::{MESSAGE_CONTROL_ENABLE as MSIX_ENABLE, MESSAGE_CONTROL_FUNCTION_MASK as FUNCTION_MASK};
+use crate::PeerModel;
 
 /// Entries (address low, address high, data, Vector Control), MSI-X Enable
 /// and Function Mask.

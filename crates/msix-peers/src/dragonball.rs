@@ -26,9 +26,9 @@
 use irqfd_routes::{eventfd_drain, eventfd_pending};
 use vfio_vectors::MsixSource;
 
-use super::super::workload::{FUNCTION_MASK, MSIX_ENABLE};
-use super::qemu::fill_pba;
-use super::PeerState;
+use msix_model::{MESSAGE_CONTROL_ENABLE as MSIX_ENABLE, MESSAGE_CONTROL_FUNCTION_MASK as FUNCTION_MASK};
+use crate::qemu::fill_pba;
+use crate::PeerState;
 use crate::Error;
 
 fn unmask(st: &mut PeerState, v: u16) -> Result<(), Error> {

@@ -13,7 +13,7 @@ use irqfd_routes::eventfd_drain;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{lock, record, PeerState};
+use crate::{lock, record, PeerState};
 use crate::Error;
 
 /// What a model does with one message that reached vector `v`'s userspace

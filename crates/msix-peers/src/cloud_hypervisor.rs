@@ -22,8 +22,8 @@
 //! - The PBA's bits for a VFIO vector come from the device (the model's
 //!   software source), which never sees a mask.
 
-use super::qemu::fill_pba;
-use super::PeerState;
+use crate::qemu::fill_pba;
+use crate::PeerState;
 use crate::Error;
 use vfio_vectors::MsixSource;
 

@@ -36,7 +36,7 @@
 
 use irqfd_routes::MsiRouteTable;
 
-use super::PeerState;
+use crate::PeerState;
 use crate::Error;
 
 fn effective_masked(st: &PeerState, v: u16) -> bool {

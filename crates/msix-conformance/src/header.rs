@@ -4,7 +4,7 @@
 use msix_accel::{BarOffset, Policy};
 
 use super::words::{number, small};
-use crate::rig::{RigLayout, BIR_STRIDE, MAX_DEVICES};
+use msix_rig::rig::{RigLayout, BIR_STRIDE, MAX_DEVICES};
 
 /// Every header keyword: none may follow the first step.
 pub(super) const KEYWORDS: [&str; 8] = [

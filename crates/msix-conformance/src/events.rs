@@ -39,9 +39,16 @@ pub(super) struct Ledger {
 }
 
 impl Ledger {
-    /// Takes what the rig's devices reported since the last call.
-    pub fn collect(&mut self, rig: &dyn Target) {
-        self.unconsumed.extend(rig.take_events());
+    /// Takes what the target's devices reported since the last call;
+    /// false when the target reports no events.
+    pub fn collect(&mut self, target: &dyn Target) -> bool {
+        match target.take_events() {
+            Some(events) => {
+                self.unconsumed.extend(events);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes every collected event of `kind` from `device` (about

@@ -5,7 +5,7 @@ use msix_accel::{BarOffset, EventKind, Policy};
 use testvm::Width;
 
 use super::*;
-use crate::rig::RigLayout;
+use msix_rig::rig::RigLayout;
 
 /// `text` is refused at `line` with a message containing `needle`.
 fn assert_refused(text: &str, line: u32, needle: &str) {

@@ -1,7 +1,10 @@
 //! The runner: carries a parsed scenario out, step by step, on a fresh
-//! [`Target`] (a real KVM guest with the file's devices: the software
-//! [`Rig`], or a real assigned device), and says whether every expectation
-//! held.
+//! [`Target`] (a real KVM guest with the file's devices: our accelerator on
+//! the software [`Rig`] or on a real assigned device, a peer VMM's model, a
+//! VMM's own emulation), and says whether every expectation held. Steps a
+//! target cannot be held to (exit counts written for another of our
+//! configurations or for our accelerator alone, events of a VMM that reports
+//! none) are skipped with the reason, never failed.
 
 use std::time::{Duration, Instant};
 
@@ -12,15 +15,15 @@ use testvm::{Program, Width};
 use super::events::{self, Ledger};
 use super::step::{Cmp, MsixAction, Region, Scenario, Step};
 use super::target::{Storm, Target};
-use crate::rig::{Rig, RigConfig};
-use crate::Error;
+use msix_rig::rig::{Rig, RigConfig};
+use msix_rig::Error;
 
-/// The outcome of one scenario under one policy.
+/// The outcome of one scenario on one target.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
     /// File.
     pub file: String,
-    /// Policy it ran under.
+    /// Policy it ran under (our accelerator), or the target's name.
     pub policy: String,
     /// Source kind.
     pub source: String,
@@ -28,7 +31,7 @@ pub struct Outcome {
     pub passed: bool,
     /// `FILE:LINE: reason` of the first failure.
     pub failure: Option<String>,
-    /// Steps executed.
+    /// Steps executed (skipped steps included).
     pub steps_run: usize,
     /// MMIO exits to userspace over the whole run.
     pub exits: u64,
@@ -38,35 +41,54 @@ pub struct Outcome {
     /// it needs); absent when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Steps not held against this target, `FILE:LINE: reason` each
+    /// (expectations written for our accelerator alone); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_steps: Vec<String>,
 }
 
 impl Outcome {
-    /// A run not started yet: not passed, nothing done.
-    fn new(scenario: &Scenario, policy: Policy) -> Outcome {
+    /// A run of `scenario` not started yet, labelled `policy` and
+    /// `source`: not passed, nothing done.
+    pub fn new(scenario: &Scenario, policy: String, source: String) -> Outcome {
         Outcome {
             file: scenario.path.clone(),
-            policy: policy.to_string(),
-            source: if scenario.maskable {
-                "maskable"
-            } else {
-                "plain"
-            }
-            .into(),
+            policy,
+            source,
             passed: false,
             failure: None,
             steps_run: 0,
             exits: 0,
             millis: 0,
             skipped: None,
+            skipped_steps: Vec::new(),
         }
+    }
+
+    /// A run of `scenario` under our `policy` with the file's source kind.
+    fn ours(scenario: &Scenario, policy: Policy) -> Outcome {
+        Outcome::new(
+            scenario,
+            policy.to_string(),
+            source_name(scenario.maskable).into(),
+        )
     }
 
     /// `scenario` under `policy` was not run, for `reason`.
     pub fn skipped(scenario: &Scenario, policy: Policy, reason: String) -> Outcome {
         Outcome {
             skipped: Some(reason),
-            ..Outcome::new(scenario, policy)
+            ..Outcome::ours(scenario, policy)
         }
+    }
+}
+
+/// How a source kind is named in outcomes and files: `maskable` or `plain`.
+pub fn source_name(maskable: bool) -> &'static str {
+    if maskable {
+        "maskable"
+    } else {
+        "plain"
     }
 }
 
@@ -110,6 +132,7 @@ fn program_step(p: &mut Program, rig: &dyn Target, step: &Step) {
 
 struct Run<'a> {
     rig: &'a dyn Target,
+    scenario: &'a Scenario,
     exits_mark: u64,
     unclaimed_mark: u64,
     storm: Option<Box<dyn Storm>>,
@@ -119,6 +142,9 @@ struct Run<'a> {
 /// How often `expect irq` and `expect event` look again while they wait.
 const POLL: Duration = Duration::from_micros(200);
 
+/// A step done, or not held against this target for a reason.
+type Done = Result<Option<String>, String>;
+
 impl Run<'_> {
     fn irqs(&self, vcpu: Option<u8>, vector: u8) -> u64 {
         match vcpu {
@@ -127,7 +153,7 @@ impl Run<'_> {
         }
     }
 
-    fn exec(&mut self, step: &Step) -> Result<(), String> {
+    fn exec(&mut self, step: &Step) -> Done {
         let rig = self.rig;
         match step {
             Step::Guest { vcpu, access } => {
@@ -162,17 +188,14 @@ impl Run<'_> {
                 h.stop();
             }
             Step::Msix { device, action } => {
-                let accel = rig.accel(*device);
-                let mc = accel.message_control();
+                let mc = rig.message_control(*device);
                 let value = match action {
                     MsixAction::Enable => mc | 0x8000,
                     MsixAction::Disable => mc & !0x8000,
                     MsixAction::MaskAll => mc | 0x4000,
                     MsixAction::UnmaskAll => mc & !0x4000,
                 };
-                accel
-                    .write_message_control(value)
-                    .map_err(|e| e.to_string())?;
+                rig.write_message_control(*device, value)?;
             }
             Step::ExpectIrq {
                 vcpu,
@@ -189,6 +212,9 @@ impl Run<'_> {
                 }
             }
             Step::ExpectExits { cmp, count } => {
+                if let Some(why) = self.exits_not_ours() {
+                    return Ok(Some(why));
+                }
                 let now = rig.vm().exits().mmio();
                 let n = now - self.exits_mark;
                 self.exits_mark = now;
@@ -211,13 +237,10 @@ impl Run<'_> {
                 entry,
                 pending,
             } => {
-                let got = rig
-                    .accel(*device)
-                    .pending(*entry)
-                    .map_err(|e| e.to_string())?;
+                let got = self.guest_pending(*device, *entry)?;
                 if got != *pending {
                     return Err(format!(
-                        "entry {entry} pending = {}, expected {}",
+                        "entry {entry} pending = {} (the guest's PBA read), expected {}",
                         u8::from(got),
                         u8::from(*pending)
                     ));
@@ -227,9 +250,58 @@ impl Run<'_> {
                 device,
                 kind,
                 entry,
-            } => self.expect_event(*device, *kind, *entry)?,
+            } => return self.expect_event(*device, *kind, *entry),
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Why this target is not held to the file's exit counts, or None: they
+    /// are our accelerator's, under the policies the file lists and with
+    /// the source kind it names.
+    fn exits_not_ours(&self) -> Option<String> {
+        let s = self.scenario;
+        let Some(setup) = self.rig.accel_setup() else {
+            return Some("exit counts are our accelerator's; this VMM is not it".into());
+        };
+        if !s.policies.contains(&setup.policy) {
+            let listed: Vec<String> = s.policies.iter().map(ToString::to_string).collect();
+            return Some(format!(
+                "exit counts are written for policy {}; this target runs {}",
+                listed.join(", "),
+                setup.policy
+            ));
+        }
+        if s.maskable != setup.maskable {
+            return Some(format!(
+                "exit counts are written for a {} source; this target's is {}",
+                source_name(s.maskable),
+                source_name(setup.maskable)
+            ));
+        }
+        None
+    }
+
+    /// Entry `entry`'s pending bit as the guest reads it: a 32-bit read of
+    /// the PBA dword that holds it on vCPU 0, once the VMM has settled. The
+    /// read's own exits are not counted against the file's `expect exits`
+    /// and `expect unclaimed` (no other vCPU runs meanwhile).
+    fn guest_pending(&mut self, device: u8, entry: u16) -> Result<bool, String> {
+        let rig = self.rig;
+        rig.settle()?;
+        let dword = u64::from(entry / 32) * 4;
+        let mut p = Program::new();
+        p.read(Width::W32, rig.pba_gpa(device) + dword);
+        let before = rig.vm().exits();
+        let out = rig.vm().run(0, &p).map_err(|e| e.to_string())?;
+        let after = rig.vm().exits();
+        self.exits_mark += after.mmio() - before.mmio();
+        self.unclaimed_mark += after.mmio_unclaimed - before.mmio_unclaimed;
+        let value = out
+            .values()
+            .first()
+            .copied()
+            .ok_or("the guest's PBA read returned no value")?;
+        Ok(value >> (entry % 32) & 1 == 1)
     }
 
     /// Whether `done` holds before the guest's watchdog runs out (looked
@@ -263,9 +335,11 @@ impl Run<'_> {
             ));
         }
         if cmp == Cmp::Eq {
-            // ...then a sentinel on every vCPU: an interrupt that already
-            // reached a local APIC is taken before it, so a count still at
-            // N afterwards is exactly N, however late the host injects.
+            // ...then, once the VMM's own threads are done, a sentinel on
+            // every vCPU: an interrupt that already reached a local APIC is
+            // taken before it, so a count still at N afterwards is exactly
+            // N, however late the host injects.
+            self.rig.settle()?;
             self.rig.vm().sentinel_all().map_err(|e| e.to_string())?;
             let n = self.irqs(vcpu, vector);
             if n != count {
@@ -277,20 +351,18 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn expect_event(
-        &mut self,
-        device: u8,
-        kind: EventKind,
-        entry: Option<u16>,
-    ) -> Result<(), String> {
+    fn expect_event(&mut self, device: u8, kind: EventKind, entry: Option<u16>) -> Done {
         // Events of an absorbed access are reported when it is serviced:
         // wait for one within the watchdog.
         let rig = self.rig;
+        if !self.events.collect(rig) {
+            return Ok(Some("events are our accelerator's; this VMM reports none".into()));
+        }
         if self.within_watchdog(|r| {
             r.events.collect(rig);
             r.events.consume(device, kind, entry) > 0
         }) {
-            return Ok(());
+            return Ok(None);
         }
         let about = entry.map_or(String::new(), |e| format!(" entry {e}"));
         Err(format!(
@@ -353,32 +425,57 @@ pub fn run(scenario: &Scenario, policy: Policy) -> Outcome {
 /// Runs `scenario` under `policy` on the target `build` makes from the
 /// file's rig configuration ([`rig_config`]); a target that cannot be built
 /// fails the run.
-pub fn run_on<T: Target>(
+pub fn run_on<'t, T: Target + 't>(
     scenario: &Scenario,
     policy: Policy,
     build: impl FnOnce(RigConfig) -> Result<T, Error>,
 ) -> Outcome {
+    run_target(scenario, Outcome::ours(scenario, policy), || {
+        match build(rig_config(scenario, policy)) {
+            Ok(t) => Ok(Box::new(t) as Box<dyn Target + '_>),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+/// Runs `scenario` on the target `build` makes, filling in `outcome`; a
+/// target that cannot be built fails the run.
+pub fn run_target<'t>(
+    scenario: &Scenario,
+    mut outcome: Outcome,
+    build: impl FnOnce() -> Result<Box<dyn Target + 't>, String>,
+) -> Outcome {
     let started = Instant::now();
-    let mut outcome = Outcome::new(scenario, policy);
-    let target = match build(rig_config(scenario, policy)) {
-        Ok(t) => t,
+    match build() {
+        Ok(target) => drive(scenario, &*target, &mut outcome),
         Err(e) => {
             outcome.failure = Some(format!("{}: cannot build the guest: {e}", scenario.path));
-            return outcome;
         }
-    };
-    let rig: &dyn Target = &target;
+    }
+    outcome.millis = started.elapsed().as_millis();
+    outcome
+}
+
+/// Carries `scenario` out on `rig`, step by step, into `outcome`.
+fn drive(scenario: &Scenario, rig: &dyn Target, outcome: &mut Outcome) {
     let mut run = Run {
         rig,
+        scenario,
         exits_mark: 0,
         unclaimed_mark: 0,
         storm: None,
         events: Ledger::default(),
     };
     for (line, step) in &scenario.steps {
-        if let Err(reason) = run.exec(step) {
-            outcome.failure = Some(format!("{}:{line}: {reason}", scenario.path));
-            break;
+        match run.exec(step) {
+            Ok(None) => {}
+            Ok(Some(why)) => outcome
+                .skipped_steps
+                .push(format!("{}:{line}: {why}", scenario.path)),
+            Err(reason) => {
+                outcome.failure = Some(format!("{}:{line}: {reason}", scenario.path));
+                break;
+            }
         }
         outcome.steps_run += 1;
     }
@@ -386,15 +483,16 @@ pub fn run_on<T: Target>(
         h.stop();
     }
     if outcome.failure.is_none() {
-        // Whatever the accelerator reported and no `expect event` consumed
-        // fails the run.
-        run.events.collect(rig);
-        if let Some(e) = run.events.first() {
-            outcome.failure = Some(format!("{}: accelerator event: {e}", scenario.path));
+        // An error the VMM met, and whatever it reported that no `expect
+        // event` consumed, fail the run.
+        if let Err(e) = rig.settle() {
+            outcome.failure = Some(format!("{}: the VMM met an error: {e}", scenario.path));
+        } else if run.events.collect(rig) {
+            if let Some(e) = run.events.first() {
+                outcome.failure = Some(format!("{}: accelerator event: {e}", scenario.path));
+            }
         }
     }
     outcome.passed = outcome.failure.is_none();
     outcome.exits = rig.vm().exits().mmio();
-    outcome.millis = started.elapsed().as_millis();
-    outcome
 }

@@ -152,8 +152,10 @@ impl RigConfig {
     }
 }
 
-/// The VM's MMIO exits go to whichever device claims the address.
-pub(crate) struct AccelMmio(pub(crate) Vec<Arc<MsixAccelerator>>);
+/// The VM's MMIO exits go to whichever device claims the address: the MMIO
+/// handler a VMM installs for its accelerated devices.
+#[derive(Debug)]
+pub struct AccelMmio(pub Vec<Arc<MsixAccelerator>>);
 
 impl MmioHandler for AccelMmio {
     fn mmio_read(&self, _vcpu: u8, addr: u64, data: &mut [u8]) -> bool {
@@ -222,6 +224,8 @@ pub struct Rig {
     pub table_gpa: u64,
     /// Guest physical address of device 0's PBA.
     pub pba_gpa: u64,
+    /// How it was built.
+    pub config: RigConfig,
 }
 
 impl Rig {
@@ -304,6 +308,7 @@ impl Rig {
             table,
             hv,
             vm,
+            config,
         })
     }
 
