@@ -19,7 +19,7 @@ pub fn run(args: &[String]) -> i32 {
             println!("{VERSION}");
             0
         }
-        _ if args.iter().any(|a| a == "--vfio") => crate::hardware::run_cli(args),
+        _ if args.iter().any(|a| a == "--vfio") => crate::vfio::run_cli(args),
         _ => bench::run_cli(args),
     }
 }

@@ -1,5 +1,7 @@
-//! The benchmark, stress mode, hardware checks and command line behind the
-//! `msix-bench` binary.
+//! The benchmark, the stress mode and the command line behind the
+//! `msix-bench` binary, which also runs the conformance kit
+//! (`msix-conformance`: `scenario`, `conformance`) and the hardware checks
+//! (`msix-hardware`: `--vfio`).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_debug_implementations)]
@@ -7,9 +9,9 @@
 pub mod bench;
 pub mod cli;
 pub mod conformance;
-pub mod hardware;
 pub mod json;
 pub mod scenario;
 pub mod stress;
+pub mod vfio;
 
 pub use msix_rig::Error;

@@ -7,8 +7,8 @@ use msix_accel::Policy;
 
 use msix_conformance::{load, run, skip_reason, Outcome};
 
-use crate::hardware::device::AssignedDevice;
-use crate::hardware::scenario_rig;
+use msix_hardware::device::AssignedDevice;
+use msix_hardware::scenario_rig;
 
 const SEE_HELP: &str = "see msix-bench scenario --help";
 
@@ -89,7 +89,6 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     }
     Ok(Some(parsed))
 }
-
 
 /// `msix-bench scenario ...`: returns the process exit code (0 only when
 /// every expectation of every file held, and with --vfio something ran; 2

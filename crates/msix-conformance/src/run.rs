@@ -356,7 +356,9 @@ impl Run<'_> {
         // wait for one within the watchdog.
         let rig = self.rig;
         if !self.events.collect(rig) {
-            return Ok(Some("events are our accelerator's; this VMM reports none".into()));
+            return Ok(Some(
+                "events are our accelerator's; this VMM reports none".into(),
+            ));
         }
         if self.within_watchdog(|r| {
             r.events.collect(rig);

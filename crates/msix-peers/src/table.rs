@@ -2,8 +2,10 @@
 //! Enable, and nothing derived. Each model decides from these (and from an
 //! entry's value before and after a write) what to do, as its VMM does.
 
-use msix_model::{MESSAGE_CONTROL_ENABLE as MSIX_ENABLE, MESSAGE_CONTROL_FUNCTION_MASK as FUNCTION_MASK};
 use crate::PeerModel;
+use msix_model::{
+    MESSAGE_CONTROL_ENABLE as MSIX_ENABLE, MESSAGE_CONTROL_FUNCTION_MASK as FUNCTION_MASK,
+};
 
 /// Entries (address low, address high, data, Vector Control), MSI-X Enable
 /// and Function Mask.

@@ -21,11 +21,11 @@ use msix_accel::Policy;
 
 pub use run::run;
 
-use msix_rig::rig::RigConfig;
 use crate::Error;
-use msix_rig::sys;
 use floor::{FloorKind, FloorRig};
 use msix_peers::{PeerModel, PeerRig};
+use msix_rig::rig::RigConfig;
+use msix_rig::sys;
 use report::{Row, RowKind};
 use workload::{PendingResult, StormResult, Target};
 

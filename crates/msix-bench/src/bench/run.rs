@@ -13,8 +13,8 @@ use super::rounds::{self, RoundPlan, RoundRow, RowSamples};
 use super::stats::{self, median, median_ci95, paired_ratio, RatioEstimate, Rng};
 use super::workload::{self, BringUpOrder, BringUpResult, PendingResult, StormResult, Target};
 use super::{check_exits, check_semantics, Options, Subject, SEED};
-use msix_rig::sys;
 use crate::Error;
+use msix_rig::sys;
 
 /// The most route commits `fast` may spend bringing up 2048 vectors.
 pub const MAX_FAST_COMMITS_2048: u64 = 64;

@@ -9,8 +9,8 @@ use serde::Serialize;
 use testvm::{Program, TestVm, Width};
 use vfio_vectors::software::SoftwareSource;
 
-use msix_rig::sys::process_cpu_ns;
 use crate::Error;
+use msix_rig::sys::process_cpu_ns;
 
 /// IDT vector entry 0 is programmed to (vCPU 0).
 pub const VECTOR: u8 = 0x40;

@@ -3,8 +3,8 @@
 //! or a peer handler ([`super::peers::PeerRig`]), so that both run the very
 //! same checks and guest programs.
 
-use super::cycle::CycleTarget;
-use super::nic::Nic;
+use crate::cycle::CycleTarget;
+use crate::nic::Nic;
 use crate::Error;
 
 /// A guest with the assigned device's MSI-X handled one way or another.

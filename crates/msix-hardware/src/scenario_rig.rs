@@ -20,16 +20,16 @@ use std::time::{Duration, Instant};
 use msix_accel::{AccelEvent, EventLog, MaskPath, MsixAccelerator, Policy, ServiceThread};
 use testvm::{TestVm, VmConfig};
 
-use super::checks::NO_TRIGGER;
-use super::counted_source::{CountedSource, SourceCalls};
-use super::device::AssignedDevice;
-use super::first_vectors::FirstVectors;
-use super::nic::Nic;
-use super::rig::{build_accelerator, Built, WATCHDOG};
-use super::trigger_counts::TriggerCounts;
-use msix_rig::rig::{AccelMmio, RigConfig, RigLayout};
-use msix_conformance::{run_on, AccelSetup, DeviceOffer, Outcome, Scenario, Storm, Target};
+use crate::checks::NO_TRIGGER;
+use crate::counted_source::{CountedSource, SourceCalls};
+use crate::device::AssignedDevice;
+use crate::first_vectors::FirstVectors;
+use crate::nic::Nic;
+use crate::rig::{build_accelerator, Built, WATCHDOG};
+use crate::trigger_counts::TriggerCounts;
 use crate::Error;
+use msix_conformance::{run_on, AccelSetup, DeviceOffer, Outcome, Scenario, Storm, Target};
+use msix_rig::rig::{AccelMmio, RigConfig, RigLayout};
 
 /// Why no `device storm` runs on a real device.
 pub const NO_STORM: &str = "a storm fires from another thread at full rate while the guest runs; \

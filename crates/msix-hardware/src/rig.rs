@@ -13,14 +13,25 @@ use msix_model::BarOffset;
 use testvm::{TestVm, VmConfig};
 use vfio_vectors::kernel::MsixCapability;
 
-use super::checks::exits_per_cycle;
-use super::counted_source::{CountedSource, SourceCalls};
-use super::cycle::{CycleTarget, Work};
-use super::device::AssignedDevice;
-use super::handler::Handler;
-use super::nic::Nic;
-use msix_rig::rig::{AccelMmio, BAR_GPA, TABLE_MEMSLOT};
+use crate::counted_source::{CountedSource, SourceCalls};
+use crate::cycle::{CycleTarget, Work};
+use crate::device::AssignedDevice;
+use crate::handler::Handler;
+use crate::nic::Nic;
 use crate::Error;
+use msix_rig::rig::{AccelMmio, BAR_GPA, TABLE_MEMSLOT};
+
+/// Exits a Linux mask cycle costs under `policy`: the mask write only
+/// (`fast`: table reads hit the read-only shadow, the unmask an
+/// ioeventfd), plus the unmask write (`strict`), plus the flush read
+/// (`trap`).
+pub fn exits_per_cycle(policy: Policy) -> u64 {
+    match policy {
+        Policy::Fast => 1,
+        Policy::Strict => 2,
+        Policy::Trap => 3,
+    }
+}
 
 /// vCPUs of the guest: deliveries alternate between them, so a message
 /// that reached the wrong vCPU shows.

@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::checks::{Outcome, RunResult, CHECKS};
-use super::cycle::CycleCost;
-use super::device::AssignedDevice;
-use super::nic::PciIds;
+use crate::checks::{Outcome, RunResult, CHECKS};
+use crate::cycle::CycleCost;
+use crate::device::AssignedDevice;
+use crate::nic::PciIds;
 
 /// The device the checks ran on.
 #[derive(Clone, Debug, Serialize)]

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::regs::{DeviceRegs, VectorControls};
+use crate::regs::{DeviceRegs, VectorControls};
 use crate::Error;
 
 /// A device family whose registers [`Nic`] can drive.

@@ -1,34 +1,18 @@
-//! Checks on a real assigned device (`msix-bench --vfio BDF`): the kernel
-//! VFIO source under our accelerator, driving a real KVM guest, with the
-//! device's own vectors raised through its registers ([`nic`], the one
-//! place that knows device registers). See docs/hardware.md.
-
-pub mod checks;
-pub mod counted_source;
-pub mod cycle;
-pub mod device;
-pub mod first_vectors;
-pub mod handler;
-pub mod host_irqs;
-pub mod nic;
-pub mod peers;
-pub mod regs;
-pub mod report;
-pub mod rig;
-pub mod scenario_rig;
-pub mod trigger_counts;
-pub mod vfio_irqs;
+//! `msix-bench --vfio BDF`: the end-to-end checks of `msix-hardware` on a
+//! real assigned device, ours under every policy with and without source
+//! masking, then the QEMU-like and crosvm-like handlers of the same device,
+//! printed as a table and lines or JSON. See docs/hardware.md.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use msix_accel::Policy;
 
+use msix_hardware::checks::{self, RunResult};
+use msix_hardware::device::AssignedDevice;
+use msix_hardware::peers::{PeerKind, PeerRig};
+use msix_hardware::report::HardwareReport;
 use msix_rig::sys;
-use checks::RunResult;
-use device::AssignedDevice;
-use peers::{PeerKind, PeerRig};
-use report::HardwareReport;
 
 /// `msix-bench --vfio` usage.
 pub const HELP: &str = "\

@@ -7,8 +7,8 @@ use msix_hypervisor::IoctlCounts;
 use serde::Serialize;
 use testvm::{Program, TestVm, Width};
 
-use msix_rig::sys::process_cpu_ns;
 use crate::Error;
+use msix_rig::sys::process_cpu_ns;
 
 /// A guest with one device on a real VFIO source, however its MSI-X table
 /// is handled.

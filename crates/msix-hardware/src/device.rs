@@ -8,8 +8,8 @@ use vfio_ioctls::VfioDevice;
 use vfio_vectors::kernel::{MsixCapability, VfioMsixSource};
 use vfio_vectors::{MsixSource, SourceFeatures};
 
-use super::nic::{Nic, NicFamily, PciIds};
-use super::regs::DeviceRegs;
+use crate::nic::{Nic, NicFamily, PciIds};
+use crate::regs::DeviceRegs;
 use crate::Error;
 
 /// The VFIO container device every assigned device is opened through.

@@ -19,12 +19,12 @@ use msix_accel::Policy;
 use serde::Serialize;
 use testvm::{Program, TestVm, Width, DOORBELL_VECTOR, SENTINEL_VECTOR};
 
-use super::cycle::{linux_cycles, CycleCost};
-use super::device::AssignedDevice;
-use super::handler::Handler;
-use super::host_irqs::host_msix_vectors;
-use super::nic::Nic;
-use super::rig::{HwRig, VCPUS};
+use crate::cycle::{linux_cycles, CycleCost};
+use crate::device::AssignedDevice;
+use crate::handler::Handler;
+use crate::host_irqs::host_msix_vectors;
+use crate::nic::Nic;
+use crate::rig::{HwRig, VCPUS};
 use crate::Error;
 
 /// IDT vector of entry `v` is `VECTOR_BASE + v`, on vCPU `v % VCPUS`.
@@ -106,18 +106,6 @@ impl RunResult {
         } else {
             self.policy.clone()
         }
-    }
-}
-
-/// Exits a Linux mask cycle costs under `policy`: the mask write only
-/// (`fast`: table reads hit the read-only shadow, the unmask an
-/// ioeventfd), plus the unmask write (`strict`), plus the flush read
-/// (`trap`).
-pub fn exits_per_cycle(policy: Policy) -> u64 {
-    match policy {
-        Policy::Fast => 1,
-        Policy::Strict => 2,
-        Policy::Trap => 3,
     }
 }
 

@@ -42,14 +42,14 @@ use serde::Serialize;
 use testvm::{MmioHandler, TestVm, VmConfig};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::cycle::{CycleTarget, Work};
-use super::device::AssignedDevice;
-use super::handler::Handler;
-use super::nic::Nic;
-use super::rig::{accel_config, MSIX_ENABLE, VCPUS, WATCHDOG};
-use super::vfio_irqs::VfioIrqs;
-use msix_rig::rig::BAR_GPA;
+use crate::cycle::{CycleTarget, Work};
+use crate::device::AssignedDevice;
+use crate::handler::Handler;
+use crate::nic::Nic;
+use crate::rig::{accel_config, MSIX_ENABLE, VCPUS, WATCHDOG};
+use crate::vfio_irqs::VfioIrqs;
 use crate::Error;
+use msix_rig::rig::BAR_GPA;
 
 /// Which peer VMM's handling a [`PeerRig`] follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
