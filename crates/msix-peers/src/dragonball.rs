@@ -18,6 +18,9 @@
 //!   deassign) or unmasks (irqfd assign).
 //! - PBA: for a masked entry, the irqfd eventfd's count (peeked).
 //! - Entries start at zero (unmasked), not at the PCI reset value.
+//! - Table reads and writes of any width up to 8 bytes inside one entry
+//!   reach its bytes (`read_table`, `write_table`): a 1-byte write to
+//!   Vector Control masks or unmasks.
 //!
 //! After an assign the model drains the eventfd count that KVM injected at
 //! assign, so that one masked period gives one delivery, as the pending
@@ -96,7 +99,7 @@ pub fn write_message_control(st: &mut PeerState, value: u16) -> Result<(), Error
 
 /// A guest write to the table (`write_table`).
 pub fn write_table(st: &mut PeerState, offset: u64, data: &[u8]) -> Result<(), Error> {
-    let Some(w) = st.table.write(offset, data) else {
+    let Some(w) = st.table.write_bytes(offset, data) else {
         return Ok(());
     };
     if !st.table.enabled {

@@ -394,7 +394,12 @@ impl PeerDevice {
 impl MmioHandler for PeerDevice {
     fn mmio_read(&self, _vcpu: u8, addr: u64, data: &mut [u8]) -> bool {
         if (self.table_gpa..self.table_gpa + self.table_len).contains(&addr) {
-            lock(&self.state).table.read(addr - self.table_gpa, data);
+            let state = lock(&self.state);
+            let offset = addr - self.table_gpa;
+            match self.model {
+                PeerModel::DragonballLike => state.table.read_bytes(offset, data),
+                _ => state.table.read(offset, data),
+            }
             true
         } else if (self.pba_gpa..self.pba_gpa + self.pba_len).contains(&addr) {
             let mut state = lock(&self.state);

@@ -116,6 +116,48 @@ impl RawTable {
         }
     }
 
+    /// Any access of up to 8 bytes inside one entry, byte for byte, as
+    /// Dragonball's `MsixState::read_table` serves it; one that crosses the
+    /// entry's end reads all ones, one past the table zeros.
+    pub fn read_bytes(&self, offset: u64, data: &mut [u8]) {
+        let Some(entry) = self.entries.get((offset / 16) as usize) else {
+            data.fill(0);
+            return;
+        };
+        let at = (offset % 16) as usize;
+        if data.len() > 8 || at + data.len() > 16 {
+            data.fill(0xff);
+            return;
+        }
+        let bytes: Vec<u8> = entry.iter().flat_map(|d| d.to_le_bytes()).collect();
+        data.copy_from_slice(&bytes[at..at + data.len()]);
+    }
+
+    /// Any write of up to 8 bytes inside one entry, byte for byte, as
+    /// Dragonball's `MsixState::write_table` stores it; `None` (ignored)
+    /// past the table or across the entry's end.
+    pub fn write_bytes(&mut self, offset: u64, data: &[u8]) -> Option<EntryWrite> {
+        let index = (offset / 16) as usize;
+        let at = (offset % 16) as usize;
+        if data.len() > 8 || at + data.len() > 16 {
+            return None;
+        }
+        let entry = self.entries.get_mut(index)?;
+        let old = *entry;
+        let mut bytes: Vec<u8> = entry.iter().flat_map(|d| d.to_le_bytes()).collect();
+        bytes[at..at + data.len()].copy_from_slice(data);
+        for (dword, chunk) in entry.iter_mut().zip(bytes.chunks(4)) {
+            *dword = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        Some(EntryWrite {
+            vector: index as u16,
+            offset_in_entry: offset % 16,
+            len: data.len(),
+            old,
+            new: *entry,
+        })
+    }
+
     /// A dword or aligned qword write at `offset`; `None` (ignored) past the
     /// end or for another size.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Option<EntryWrite> {
@@ -165,5 +207,23 @@ mod tests {
         assert_eq!(t.write(0, &[0; 2]), None, "not a dword");
         assert!(!initial(PeerModel::DragonballLike, 1).masked(0));
         assert!(initial(PeerModel::CloudHypervisorLike, 1).function_mask);
+    }
+
+    #[test]
+    fn byte_accesses_reach_the_entry_byte_for_byte() {
+        let mut t = initial(PeerModel::DragonballLike, 2);
+        t.write(16, &0xFEE0_0000u32.to_le_bytes()).unwrap();
+        let mut two = [0u8; 2];
+        t.read_bytes(16 + 2, &mut two);
+        assert_eq!(two, [0xE0, 0xFE]);
+        let w = t.write_bytes(16 + 12, &[1]).unwrap();
+        assert!(!w.was_masked() && w.is_masked());
+        assert_eq!((w.offset_in_entry, w.len), (12, 1));
+        let mut across = [0u8; 4];
+        t.read_bytes(14, &mut across);
+        assert_eq!(across, [0xff; 4], "across an entry's end");
+        assert_eq!(t.write_bytes(14, &[0; 4]), None);
+        t.read_bytes(64, &mut across);
+        assert_eq!(across, [0; 4], "past the table");
     }
 }
