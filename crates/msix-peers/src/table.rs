@@ -33,6 +33,15 @@ pub fn initial(model: PeerModel, vectors: u16) -> RawTable {
     }
 }
 
+/// An entry's 16 bytes, little endian, as the guest sees them.
+fn entry_bytes(entry: &[u32; 4]) -> [u8; 16] {
+    let mut bytes = [0; 16];
+    for (chunk, dword) in bytes.chunks_mut(4).zip(entry) {
+        chunk.copy_from_slice(&dword.to_le_bytes());
+    }
+    bytes
+}
+
 /// What one table write did to its entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryWrite {
@@ -49,6 +58,18 @@ pub struct EntryWrite {
 }
 
 impl EntryWrite {
+    /// A write of `len` bytes at table offset `offset` that turned `old`
+    /// into `new`.
+    fn at(offset: u64, len: usize, old: [u32; 4], new: [u32; 4]) -> EntryWrite {
+        EntryWrite {
+            vector: (offset / 16) as u16,
+            offset_in_entry: offset % 16,
+            len,
+            old,
+            new,
+        }
+    }
+
     /// The Mask bit before.
     pub fn was_masked(&self) -> bool {
         self.old[3] & 1 == 1
@@ -129,8 +150,7 @@ impl RawTable {
             data.fill(0xff);
             return;
         }
-        let bytes: Vec<u8> = entry.iter().flat_map(|d| d.to_le_bytes()).collect();
-        data.copy_from_slice(&bytes[at..at + data.len()]);
+        data.copy_from_slice(&entry_bytes(entry)[at..at + data.len()]);
     }
 
     /// Any write of up to 8 bytes inside one entry, byte for byte, as
@@ -144,18 +164,12 @@ impl RawTable {
         }
         let entry = self.entries.get_mut(index)?;
         let old = *entry;
-        let mut bytes: Vec<u8> = entry.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let mut bytes = entry_bytes(entry);
         bytes[at..at + data.len()].copy_from_slice(data);
         for (dword, chunk) in entry.iter_mut().zip(bytes.chunks(4)) {
             *dword = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
         }
-        Some(EntryWrite {
-            vector: index as u16,
-            offset_in_entry: offset % 16,
-            len: data.len(),
-            old,
-            new: *entry,
-        })
+        Some(EntryWrite::at(offset, data.len(), old, *entry))
     }
 
     /// A dword or aligned qword write at `offset`; `None` (ignored) past the
@@ -174,13 +188,7 @@ impl RawTable {
             }
             _ => return None,
         }
-        Some(EntryWrite {
-            vector: index as u16,
-            offset_in_entry: offset % 16,
-            len: data.len(),
-            old,
-            new: *entry,
-        })
+        Some(EntryWrite::at(offset, data.len(), old, *entry))
     }
 }
 

@@ -135,8 +135,9 @@ USAGE:
     msix-bench [--quick] [--json] [--plot FILE.svg] [--rounds N] [--cycles N]
     msix-bench --vfio BDF [--json]   (a NIC bound to vfio-pci; --vfio --help)
     msix-bench scenario [--policy fast|strict|trap] [--json] FILE...
+    msix-bench conformance [--json] FILE...
     msix-bench stress [--rounds N] [--duration SECONDS] [--hogs N] [--no-load] [--json]
-    msix-bench help [scenario|stress]
+    msix-bench help [scenario|conformance|stress]
     msix-bench --help | --version
 
 With no subcommand, runs the benchmark in real KVM guests (software MSI-X
@@ -180,11 +181,16 @@ OPTIONS:
 SUBCOMMANDS:
     scenario FILE...  run scenario files (docs/scenarios.md) in a real guest;
                       `msix-bench help scenario` for its options
+    conformance FILE...
+                      the files against our policies and the peer VMM
+                      models, as a matrix (docs/conformance.md);
+                      `msix-bench help conformance` for its options
     stress            the storm, Linux cycle and pending checks under every
                       policy, round after round, beside CPU hogs, a guest
                       churning irqfds and routes, and file I/O;
                       `msix-bench help stress` for its options
-    help [TOPIC]      this text, or the scenario runner's or stress mode's
+    help [TOPIC]      this text, or a subcommand's (scenario, conformance,
+                      stress)
 
 EXIT STATUS:
     0 success; 1 a run failed or a check failed (fast not at 1 exit per
