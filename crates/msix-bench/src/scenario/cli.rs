@@ -79,6 +79,7 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
                 let bdf = it
                     .next()
                     .ok_or(format!("--vfio needs a device (BDF) ({SEE_HELP})"))?;
+                crate::hardware::device::check_pci_address(bdf)?;
                 parsed.vfio = Some(bdf.clone());
             }
             "-h" | "--help" => return Ok(None),
@@ -92,12 +93,26 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
     Ok(Some(parsed))
 }
 
+/// The text of scenario file `f`, or why `bytes` are not one: a scenario
+/// is UTF-8 text, and text holds no NUL byte (a binary given by mistake).
+fn scenario_text(f: &str, bytes: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|text| !text.contains('\0'))
+        .ok_or_else(|| {
+            format!(
+                "{f}: not a scenario text file (binary or not UTF-8; format: docs/scenarios.md)"
+            )
+        })
+}
+
 /// Reads and parses every file; the first error, as one line.
 fn load(files: &[String]) -> Result<Vec<Scenario>, String> {
     files
         .iter()
         .map(|f| {
-            let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: cannot read: {e}"))?;
+            let bytes = std::fs::read(f).map_err(|e| format!("{f}: cannot read: {e}"))?;
+            let text = scenario_text(f, bytes)?;
             parse(f, &text).map_err(|e| e.to_string())
         })
         .collect()
@@ -242,6 +257,21 @@ mod tests {
             .contains("--vfio needs a device"));
         assert_eq!(summary(3, 0, 0), "3 passed, 0 failed");
         assert_eq!(summary(3, 1, 2), "3 passed, 1 failed, 2 skipped");
+    }
+
+    #[test]
+    fn a_binary_is_not_a_scenario_text_file() {
+        for bytes in [
+            vec![0x7f, b'E', b'L', b'F', 0xff, 0xfe],
+            b"msix enable\0\n".to_vec(),
+        ] {
+            let e = scenario_text("x.scn", bytes).unwrap_err();
+            assert!(e.starts_with("x.scn: not a scenario text file"), "{e}");
+        }
+        assert_eq!(
+            scenario_text("x.scn", b"msix enable\n".to_vec()).as_deref(),
+            Ok("msix enable\n")
+        );
     }
 
     #[test]
