@@ -97,12 +97,22 @@ pub fn run_cli(args: &[String]) -> i32 {
         eprintln!("msix-bench conformance: {e}");
         return 2;
     }
+    // Progress on stderr, one line per file once its row is done, so that
+    // a log shows where a run of minutes is.
     let candidates = candidates();
-    let total = scenarios.len() * candidates.len();
-    let mut done = 0;
+    let start = std::time::Instant::now();
+    let mut runs = 0;
     let matrix = run_matrix(&scenarios, &candidates, |o| {
-        done += 1;
-        eprintln!("conformance: {done}/{total} {} [{}]", o.file, o.policy);
+        runs += 1;
+        if runs % candidates.len() == 0 {
+            eprintln!(
+                "msix-bench conformance: {:>6.1} s: {}/{} {}",
+                start.elapsed().as_secs_f64(),
+                runs / candidates.len(),
+                scenarios.len(),
+                o.file
+            );
+        }
     });
     let ours: Vec<String> = Ours::all().iter().map(|o| o.name()).collect();
     let ours_failed = matrix.files.iter().any(|f| {

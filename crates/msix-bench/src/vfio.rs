@@ -9,7 +9,7 @@ use std::time::Instant;
 use msix_accel::Policy;
 
 use msix_hardware::checks::{self, RunResult};
-use msix_hardware::device::AssignedDevice;
+use msix_hardware::device::{self, AssignedDevice};
 use msix_hardware::peers::{PeerKind, PeerRig};
 use msix_hardware::report::HardwareReport;
 use msix_rig::sys;
@@ -48,6 +48,7 @@ impl Options {
             match a.as_str() {
                 "--vfio" => {
                     let bdf = it.next().ok_or("--vfio needs a device (BDF)")?;
+                    device::check_pci_address(bdf)?;
                     device = Some(PathBuf::from(bdf));
                 }
                 "--json" => json = true,
@@ -163,9 +164,37 @@ mod tests {
         assert!(Options::parse(&args(&["--vfio"]))
             .unwrap_err()
             .contains("needs a device"));
-        assert!(Options::parse(&args(&["--vfio", "x", "--quick"]))
-            .unwrap_err()
-            .contains("unknown argument"));
+        assert!(
+            Options::parse(&args(&["--vfio", "0000:01:00.0", "--quick"]))
+                .unwrap_err()
+                .contains("unknown argument")
+        );
+    }
+
+    #[test]
+    fn vfio_takes_a_pci_address_or_a_sysfs_path_ending_in_one() {
+        for good in [
+            "0000:01:00.0",
+            "abcd:ff:1f.7",
+            "/sys/bus/pci/devices/0000:00:03.0",
+        ] {
+            assert_eq!(device::check_pci_address(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "nothing",
+            "",
+            "01:00.0",
+            "0000:01:20.0",
+            "0000:01:00.8",
+            "0000:01:00:0",
+            "0000.01:00:0",
+            "0000:0g:00.0",
+            "+000:01:00.0",
+            "/sys/bus/pci/devices",
+        ] {
+            let e = device::check_pci_address(bad).unwrap_err();
+            assert!(e.contains("not a PCI address"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,16 +1,40 @@
 //! The built `msix-bench` refuses bad input before any work starts: one
 //! line on stderr, a nonzero exit, no panic or backtrace. Each of these
 //! inputs used to start a run of minutes or hours (or fail only after one),
-//! so a watchdog far shorter than such a run, and far longer than any
-//! refusal, tells them apart without timing anything.
+//! so a watchdog on the CPU time the process has used, far more than any
+//! refusal uses and far less than such a run, tells them apart without
+//! depending on how busy the machine is.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A refusal takes milliseconds; the runs these inputs used to start take
-/// minutes at least.
-const WATCHDOG: Duration = Duration::from_secs(20);
+/// A refusal uses milliseconds of CPU; the runs these inputs used to start
+/// keep a guest's vCPU busy for minutes.
+const CPU_WATCHDOG: Duration = Duration::from_secs(10);
+
+/// Backstop for a process that neither ends nor uses CPU (a hang): far
+/// beyond any wait for a CPU on a loaded machine.
+const HANG_WATCHDOG: Duration = Duration::from_secs(600);
+
+/// CPU time `child` and the children it waited for have used (utime,
+/// stime, cutime, cstime of /proc/PID/stat), or None once it is gone.
+fn cpu_time(child: &Child) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its
+    // closing parenthesis start at field 3 (state).
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks: u64 = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    // SAFETY: sysconf reads a configuration value; no memory is passed.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|&hz| hz > 0)?;
+    Some(Duration::from_millis(ticks * 1000 / hz))
+}
 
 struct Ran {
     code: i32,
@@ -22,8 +46,14 @@ fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_msix-bench"))
 }
 
-/// Runs `command` to its end, or fails the test at the watchdog.
-fn run(mut command: Command) -> Ran {
+/// Runs `command` to its end, or fails the test at a watchdog.
+fn run(command: Command) -> Ran {
+    run_within(command, CPU_WATCHDOG)
+}
+
+/// Runs `command` to its end, or fails the test once it has used `cpu` of
+/// CPU time (or hangs).
+fn run_within(mut command: Command, cpu: Duration) -> Ran {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -31,18 +61,22 @@ fn run(mut command: Command) -> Ran {
         .env("RUST_BACKTRACE", "1")
         .spawn()
         .expect("msix-bench starts");
-    let deadline = Instant::now() + WATCHDOG;
+    let started = Instant::now();
     loop {
         if child.try_wait().expect("wait for msix-bench").is_some() {
             break;
         }
-        if Instant::now() >= deadline {
+        let used = cpu_time(&child).unwrap_or_default();
+        if used >= cpu || started.elapsed() >= HANG_WATCHDOG {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "{command:?} still running after {WATCHDOG:?}: the input was not refused up front"
+                "{command:?} still running after {used:?} of CPU time and {:?} of wall time: the input was not refused up front",
+                started.elapsed()
             );
         }
+        // Polling, not timing: how long this sleeps changes nothing but
+        // how soon the end is noticed.
         std::thread::sleep(Duration::from_millis(5));
     }
     let out = child.wait_with_output().expect("msix-bench output");
@@ -286,5 +320,90 @@ fn a_device_or_layout_the_file_cannot_have_is_a_file_and_line_error() {
         &ran,
         &format!("{f}:2: the table and the PBA overlap"),
         "layout",
+    );
+}
+
+#[test]
+fn a_file_that_is_not_text_is_named_as_not_a_scenario_file() {
+    // The built binary itself: a file that exists and is not text.
+    let binary = env!("CARGO_BIN_EXE_msix-bench");
+    let ran = msix_bench(&["scenario", binary]);
+    assert_refused(
+        &ran,
+        &format!("{binary}: not a scenario text file"),
+        "a binary",
+    );
+    assert!(
+        !ran.stderr.contains("stream did not contain"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn a_malformed_pci_address_is_refused_before_vfio_is_looked_at() {
+    let dir = Scratch::new("bdf");
+    let a = dir.scenario("a.scn", "msix enable\n");
+    for args in [
+        &["--vfio", "nothing"][..],
+        &["--vfio", "nothing", "--json"],
+        &["scenario", "--vfio", "nothing", &a],
+    ] {
+        let ran = msix_bench(args);
+        assert_refused(
+            &ran,
+            "--vfio nothing: not a PCI address",
+            &format!("{args:?}"),
+        );
+        assert!(
+            !ran.stderr.contains("/dev/vfio"),
+            "{args:?}: {}",
+            ran.stderr
+        );
+        assert!(ran.stdout.is_empty(), "{args:?}: {}", ran.stdout);
+    }
+}
+
+#[test]
+fn a_redirected_bench_run_reports_each_stage_and_ends_with_its_verdict() {
+    let mut c = bench();
+    c.args(["--quick", "--rounds", "2", "--cycles", "4"]);
+    // A short run of every row uses seconds of CPU; a minute means it is
+    // stuck in a loop.
+    let ran = run_within(c, Duration::from_secs(60));
+    assert_eq!(
+        ran.code, 0,
+        "stdout: {}\nstderr: {}",
+        ran.stdout, ran.stderr
+    );
+    // stderr is a pipe here, not a terminal: a line per stage, no bar.
+    for stage in [
+        "booting 12 rows' guests",
+        "rounds: 2 × 2 Linux mask cycles per row",
+        "storm and pending checks: 10 rows",
+        "bring-up of 64 vectors in Linux's two orders",
+        "statistics",
+    ] {
+        assert!(
+            ran.stderr
+                .lines()
+                .any(|l| l.starts_with("msix-bench: ") && l.contains(stage)),
+            "no stage line {stage:?} in {}",
+            ran.stderr
+        );
+    }
+    let last = ran.stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("verdict: PASS: 5 of 6 checks held: every row ran; exact exits"),
+        "{last}"
+    );
+    assert!(
+        last.ends_with("; not run: fast brings up 2048 vectors in at most 64 route commits"),
+        "{last}"
+    );
+    assert!(
+        ran.stdout.contains("why: fast, fast+srcmask take 1 exit"),
+        "{}",
+        ran.stdout
     );
 }

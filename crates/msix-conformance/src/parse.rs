@@ -33,16 +33,31 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Reads and parses every file of `files`, in order: the first that cannot
-/// be read (`FILE: cannot read: why`) or parsed (`FILE:LINE: what is wrong`)
-/// is the error, before anything runs.
+/// be read (`FILE: cannot read: why`), is not text (`FILE: not a scenario
+/// text file ...`) or does not parse (`FILE:LINE: what is wrong`) is the
+/// error, before anything runs.
 pub fn load(files: &[String]) -> Result<Vec<Scenario>, String> {
     files
         .iter()
         .map(|f| {
-            let text = std::fs::read_to_string(f).map_err(|e| format!("{f}: cannot read: {e}"))?;
+            let bytes = std::fs::read(f).map_err(|e| format!("{f}: cannot read: {e}"))?;
+            let text = scenario_text(f, bytes)?;
             parse(f, &text).map_err(|e| e.to_string())
         })
         .collect()
+}
+
+/// The text of scenario file `f`, or why `bytes` are not one: a scenario
+/// is UTF-8 text, and text holds no NUL byte (a binary given by mistake).
+pub(crate) fn scenario_text(f: &str, bytes: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|text| !text.contains('\0'))
+        .ok_or_else(|| {
+            format!(
+                "{f}: not a scenario text file (binary or not UTF-8; format: docs/scenarios.md)"
+            )
+        })
 }
 
 /// Largest `count=` of `device fire`: a million fires take about a second.

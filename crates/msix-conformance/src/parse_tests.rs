@@ -5,6 +5,7 @@ use msix_accel::{BarOffset, EventKind, Policy};
 use testvm::Width;
 
 use super::*;
+use crate::parse::scenario_text;
 use msix_rig::rig::RigLayout;
 
 /// `text` is refused at `line` with a message containing `needle`.
@@ -584,4 +585,25 @@ fn expect_unclaimed_counts_like_expect_exits() {
         "expect unclaimed takes = or <=",
     );
     assert_refused("expect unclaimed = \n", 1, "takes 4 words");
+}
+
+#[test]
+fn a_binary_is_not_a_scenario_text_file() {
+    for bytes in [
+        vec![0x7f, b'E', b'L', b'F', 0xff, 0xfe],
+        b"msix enable\0\n".to_vec(),
+    ] {
+        let e = scenario_text("x.scn", bytes).unwrap_err();
+        assert!(e.starts_with("x.scn: not a scenario text file"), "{e}");
+    }
+    assert_eq!(
+        scenario_text("x.scn", b"msix enable\n".to_vec()).as_deref(),
+        Ok("msix enable\n")
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_named_without_a_line() {
+    let e = load(&["/nonexistent/x.scn".to_string()]).unwrap_err();
+    assert!(e.starts_with("/nonexistent/x.scn: cannot read: "), "{e}");
 }

@@ -15,6 +15,40 @@ use crate::Error;
 /// The VFIO container device every assigned device is opened through.
 const VFIO_CONTAINER: &str = "/dev/vfio/vfio";
 
+/// Checks that `device` names a PCI function as `--vfio` takes it: a
+/// PCI address `DDDD:BB:DD.F` (hex domain, bus, device up to 1f, function
+/// up to 7), or a sysfs path whose last component is one; the error says
+/// what is wrong, before anything is opened.
+pub fn check_pci_address(device: &str) -> Result<(), String> {
+    let last = Path::new(device)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hex = |s: &str, len: usize, max: u32| {
+        s.len() == len
+            && s.bytes().all(|b| b.is_ascii_hexdigit())
+            && u32::from_str_radix(s, 16).is_ok_and(|v| v <= max)
+    };
+    let valid = match last.split(['.', ':']).collect::<Vec<_>>()[..] {
+        [domain, bus, dev, function] => {
+            last.matches(':').count() == 2
+                && last.rfind('.') > last.rfind(':')
+                && hex(domain, 4, 0xffff)
+                && hex(bus, 2, 0xff)
+                && hex(dev, 2, 0x1f)
+                && hex(function, 1, 7)
+        }
+        _ => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "--vfio {device}: not a PCI address (DDDD:BB:DD.F, e.g. 0000:01:00.0) nor a sysfs path ending in one"
+        ))
+    }
+}
+
 /// A vfio-pci device opened for the checks.
 pub struct AssignedDevice {
     /// The device's sysfs path (`/sys/bus/pci/devices/BDF`).

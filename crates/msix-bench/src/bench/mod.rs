@@ -26,7 +26,7 @@ use floor::{FloorKind, FloorRig};
 use msix_peers::{PeerModel, PeerRig};
 use msix_rig::rig::RigConfig;
 use msix_rig::sys;
-use report::{Row, RowKind};
+use report::{Check, Row, RowKind};
 use workload::{PendingResult, StormResult, Target};
 
 /// Largest `--cycles`: Linux mask cycles per row over the whole run, about
@@ -192,6 +192,12 @@ SUBCOMMANDS:
     help [TOPIC]      this text, or a subcommand's (scenario, conformance,
                       stress)
 
+OUTPUT:
+    the tables on stdout (--json: one document), then, as the last line,
+    the verdict: PASS or FAIL, naming each check that held, failed or did
+    not run (on stderr with --json). Progress goes to stderr: a bar on a
+    terminal, otherwise one line per stage.
+
 EXIT STATUS:
     0 success; 1 a run failed or a check failed (fast not at 1 exit per
     cycle, strict 2, trap 3, the floors 1 and 3; any of ours delivering
@@ -228,29 +234,33 @@ pub fn run_cli(args: &[String]) -> i32 {
         return 2;
     }
     let report = run(&options);
+    let mut other = None;
     if options.json {
         if !crate::json::print_json("msix-bench", &report) {
-            return 1;
+            other = Some("the JSON document could not be encoded".to_string());
         }
     } else {
         print!("{}", report.table());
         println!("wall time {:.1} s", report.wall_s);
     }
-    let mut code = 0;
     if let Some(path) = &options.plot {
         if let Err(e) = plot::write_svg(&report, path) {
             eprintln!("msix-bench: --plot {path}: {e}");
-            code = 1;
+            other = Some(format!("--plot {path} not written"));
         }
     }
     for f in &report.failures {
         eprintln!("msix-bench: FAILED: {f}");
     }
-    if report.failures.is_empty() {
-        code
+    // The last line, after every failure: on stdout under the tables, on
+    // stderr with --json (stdout holds one JSON document only).
+    let verdict = report.verdict(other.as_deref());
+    if options.json {
+        eprintln!("{verdict}");
     } else {
-        1
+        println!("{verdict}");
     }
+    i32::from(!report.failures.is_empty() || other.is_some())
 }
 
 /// One row to measure: one of our policies, a peer model or a floor.
@@ -375,37 +385,46 @@ pub fn check_exits(subject: Subject, cycles: u64, exits: u64) -> Option<String> 
     })
 }
 
-/// What the pending check of one of ours must show, or what did not hold.
+/// What the storm and the pending check of one of ours must show: each
+/// check that did not hold, with what was seen.
 pub fn check_semantics(
     subject: Subject,
     storm: &StormResult,
     pending: &PendingResult,
-) -> Vec<String> {
+) -> Vec<(Check, String)> {
     if !matches!(subject, Subject::Ours { .. }) {
         return Vec::new();
     }
     let name = subject.name();
     let mut failures = Vec::new();
     if storm.delivered_while_masked != 0 {
-        failures.push(format!(
-            "{name}: {} interrupts delivered while the guest had the vector masked",
-            storm.delivered_while_masked
+        failures.push((
+            Check::NoneWhileMasked,
+            format!(
+                "{name}: {} interrupts delivered while the guest had the vector masked",
+                storm.delivered_while_masked
+            ),
         ));
     }
     if storm.lost != 0 {
-        failures.push(format!(
-            "{name}: a fire after the storm was not delivered before the watchdog (lost)"
+        failures.push((
+            Check::NoneLost,
+            format!("{name}: a fire after the storm was not delivered before the watchdog (lost)"),
         ));
     }
     if pending.delivered_while_masked != 0 || pending.delivered_at_unmask != 1 {
-        failures.push(format!(
-            "{name}: 3 fires while masked gave {} deliveries while masked and {} at unmask, expected 0 and 1",
-            pending.delivered_while_masked, pending.delivered_at_unmask
+        failures.push((
+            Check::PendingOnce,
+            format!(
+                "{name}: 3 fires while masked gave {} deliveries while masked and {} at unmask, expected 0 and 1",
+                pending.delivered_while_masked, pending.delivered_at_unmask
+            ),
         ));
     }
     if !pending.pba_pending {
-        failures.push(format!(
-            "{name}: the PBA did not show the message held while masked"
+        failures.push((
+            Check::PendingOnce,
+            format!("{name}: the PBA did not show the message held while masked"),
         ));
     }
     failures
@@ -417,7 +436,11 @@ pub fn check_row(subject: Subject, row: &Row) -> Vec<String> {
     let mut failures: Vec<String> = check_exits(subject, row.cycle.cycles, row.cycle.exits)
         .into_iter()
         .collect();
-    failures.extend(check_semantics(subject, &row.storm, &row.pending));
+    failures.extend(
+        check_semantics(subject, &row.storm, &row.pending)
+            .into_iter()
+            .map(|(_, f)| f),
+    );
     failures
 }
 

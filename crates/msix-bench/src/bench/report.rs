@@ -24,6 +24,63 @@ pub enum RowKind {
     Floor,
 }
 
+/// A check every bench run makes; the verdict line names each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// Every row's guest was built and ran every workload.
+    RowsRan,
+    /// Exact exits per Linux mask cycle: `fast` 1, `strict` 2, `trap` 3,
+    /// the floors 1 and 3.
+    ExactExits,
+    /// None of ours delivered in the storm while the vector was masked.
+    NoneWhileMasked,
+    /// None of ours lost the fire made after the storm.
+    NoneLost,
+    /// Each of ours held 3 fires made while masked in the PBA and
+    /// delivered exactly one at unmask.
+    PendingOnce,
+    /// `fast` brought 2048 vectors up with at most
+    /// [`super::run::MAX_FAST_COMMITS_2048`] route commits.
+    FastBringUp,
+}
+
+impl Check {
+    /// Every check, in the verdict's order.
+    pub const ALL: [Check; 6] = [
+        Check::RowsRan,
+        Check::ExactExits,
+        Check::NoneWhileMasked,
+        Check::NoneLost,
+        Check::PendingOnce,
+        Check::FastBringUp,
+    ];
+
+    /// What the check asserts, as the verdict line says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::RowsRan => "every row ran",
+            Check::ExactExits => "exact exits (fast 1, strict 2, trap 3, floors 1 and 3)",
+            Check::NoneWhileMasked => "none delivered while masked",
+            Check::NoneLost => "none lost",
+            Check::PendingOnce => "pending held in the PBA and delivered once",
+            Check::FastBringUp => "fast brings up 2048 vectors in at most 64 route commits",
+        }
+    }
+}
+
+/// How one check came out in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckOutcome {
+    /// The check.
+    pub check: Check,
+    /// Whether it held; `None` when the run did not measure it (`--quick`
+    /// brings up no 2048-vector table).
+    pub held: Option<bool>,
+    /// How many failures it gave (each one is in [`Report::failures`]).
+    pub failures: usize,
+}
+
 /// One standalone measurement of a row: a cycle measurement, the storm and
 /// the pending check, in a guest of its own (`msix-bench stress` repeats
 /// it round after round; [`super::check_row`] checks it).
@@ -265,6 +322,8 @@ pub struct Report {
     pub wall_s: f64,
     /// Checks that failed (empty on success).
     pub failures: Vec<String>,
+    /// Every check of [`Check::ALL`] and how it came out.
+    pub checks: Vec<CheckOutcome>,
 }
 
 fn ns(v: f64) -> String {
@@ -299,6 +358,13 @@ impl Report {
         self.ratios
             .iter()
             .find(|r| r.name == name && r.against == against)
+    }
+
+    /// The last line of a run: PASS or FAIL, naming the checks that
+    /// failed, held and did not run; `other` is a failure outside the
+    /// checks (an unwritten chart), which fails the run too.
+    pub fn verdict(&self, other: Option<&str>) -> String {
+        verdict(&self.checks, other)
     }
 
     /// The run's parameters in one line.
@@ -375,7 +441,50 @@ impl Report {
             s,
             "(per cycle: MMIO exits; KVM_SET_GSI_ROUTING; KVM_IRQFD; other KVM ioctls (ioeventfd, memslot, KVM_SIGNAL_MSI); VFIO_DEVICE_SET_IRQS-like re-points; guest TSC time; process CPU time)"
         );
+        for note in self.cost_notes() {
+            let _ = writeln!(s, "{note}");
+        }
         let _ = writeln!(s);
+    }
+
+    /// Why rows cost what they do where the exits column does not show
+    /// it, from what this run counted; empty when no row needs a word.
+    pub fn cost_notes(&self) -> Vec<String> {
+        let rows_where = |keep: &dyn Fn(&RowReport) -> bool| -> String {
+            let names: Vec<&str> = self
+                .rows
+                .iter()
+                .filter(|r| keep(r))
+                .map(|r| r.name.as_str())
+                .collect();
+            names.join(", ")
+        };
+        let mut notes = Vec::new();
+        let irqfd = rows_where(&|r| r.ioctls_per_cycle.irqfd_deassign >= 1.0);
+        if !irqfd.is_empty() {
+            notes.push(format!(
+                "why: {irqfd} deassign and re-assign an irqfd each cycle (irqfd column); a deassign waits for the host's irqfd cleanup, whose cost varies with the host's load"
+            ));
+        }
+        let absorbed = rows_where(&|r| r.kind == RowKind::Ours && r.name.starts_with("fast"));
+        if !absorbed.is_empty() {
+            notes.push(format!(
+                "why: {absorbed} take 1 exit, but the unmask the ioeventfd absorbs wakes the service thread to apply it: guest time that no column counts"
+            ));
+        }
+        let swapped = rows_where(&|r| r.kind == RowKind::Peer && r.ioctls_per_cycle.set_irqs > 0.0);
+        if !swapped.is_empty() {
+            notes.push(format!(
+                "why: {swapped} re-point the trigger (irqs column) by a pointer swap on the software source; on a real device each is a VFIO_DEVICE_SET_IRQS (docs/hardware.md)"
+            ));
+        }
+        if !notes.is_empty() {
+            notes.push(
+                "(why each row costs what it does: docs/performance.md, \"What the run shows\")"
+                    .into(),
+            );
+        }
+        notes
     }
 
     fn ratio_table(&self, s: &mut String) {
@@ -536,5 +645,102 @@ impl Report {
             }
             let _ = writeln!(s);
         }
+    }
+}
+
+/// The verdict line over `checks`; see [`Report::verdict`].
+pub fn verdict(checks: &[CheckOutcome], other: Option<&str>) -> String {
+    let names = |want: Option<bool>| -> Vec<&str> {
+        checks
+            .iter()
+            .filter(|c| c.held == want)
+            .map(|c| c.check.name())
+            .collect()
+    };
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.held == Some(false))
+        .map(|c| format!("{} ({} failures)", c.check.name(), c.failures))
+        .chain(other.map(str::to_string))
+        .collect();
+    let held = names(Some(true));
+    let mut line = if failed.is_empty() {
+        format!(
+            "verdict: PASS: {} of {} checks held: {}",
+            held.len(),
+            checks.len(),
+            held.join("; ")
+        )
+    } else {
+        format!(
+            "verdict: FAIL: {}; held: {}",
+            failed.join("; "),
+            if held.is_empty() {
+                "none".to_string()
+            } else {
+                held.join("; ")
+            }
+        )
+    };
+    let not_run = names(None);
+    if !not_run.is_empty() {
+        let _ = write!(line, "; not run: {}", not_run.join("; "));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(check: Check, held: Option<bool>, failures: usize) -> CheckOutcome {
+        CheckOutcome {
+            check,
+            held,
+            failures,
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_every_check_that_held_failed_or_did_not_run() {
+        let mut checks: Vec<CheckOutcome> = Check::ALL
+            .iter()
+            .map(|&c| outcome(c, Some(true), 0))
+            .collect();
+        let pass = verdict(&checks, None);
+        assert!(
+            pass.starts_with("verdict: PASS: 6 of 6 checks held: "),
+            "{pass}"
+        );
+        for c in Check::ALL {
+            assert!(pass.contains(c.name()), "{pass} lacks {}", c.name());
+        }
+        assert!(!pass.contains("not run"), "{pass}");
+
+        checks[1] = outcome(Check::ExactExits, Some(false), 2);
+        checks[5] = outcome(Check::FastBringUp, None, 0);
+        let fail = verdict(&checks, None);
+        assert!(
+            fail.starts_with(&format!(
+                "verdict: FAIL: {} (2 failures); held: {}",
+                Check::ExactExits.name(),
+                Check::RowsRan.name()
+            )),
+            "{fail}"
+        );
+        assert!(
+            fail.ends_with(&format!("; not run: {}", Check::FastBringUp.name())),
+            "{fail}"
+        );
+
+        let all_held: Vec<CheckOutcome> = Check::ALL
+            .iter()
+            .map(|&c| outcome(c, Some(true), 0))
+            .collect();
+        let unwritten = verdict(&all_held, Some("--plot x.svg not written"));
+        assert!(
+            unwritten.starts_with("verdict: FAIL: --plot x.svg not written; held: "),
+            "{unwritten}"
+        );
     }
 }

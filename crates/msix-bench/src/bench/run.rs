@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use msix_accel::Policy;
 
 use super::floor::FloorKind;
-use super::report::{Host, LatencyReport, Percentiles, RatioReport, Report, RowReport};
+use super::report::{
+    Check, CheckOutcome, Host, LatencyReport, Percentiles, RatioReport, Report, RowReport,
+};
 use super::rounds::{self, RoundPlan, RoundRow, RowSamples};
 use super::stats::{self, median, median_ci95, paired_ratio, RatioEstimate, Rng};
 use super::workload::{self, BringUpOrder, BringUpResult, PendingResult, StormResult, Target};
@@ -58,10 +60,53 @@ fn bring_up(subject: Subject, vectors: u16, order: BringUpOrder) -> Result<Bring
     workload::bring_up(target.as_ref(), vectors, order)
 }
 
+/// The run's progress on stderr: a bar on a terminal; otherwise (output
+/// redirected, where the bar hides itself) one line per stage and per
+/// tenth of the rounds, so that a log shows where a run of minutes is.
+struct Progress {
+    bar: ProgressBar,
+    start: Instant,
+}
+
+impl Progress {
+    fn new(steps: u64, start: Instant) -> Progress {
+        let bar = ProgressBar::new(steps);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Progress { bar, start }
+    }
+
+    /// A stage begins: a line when the bar is hidden.
+    fn stage(&self, what: &str) {
+        if self.bar.is_hidden() {
+            eprintln!(
+                "msix-bench: {:>6.1} s: {what}",
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// What the bar shows now.
+    fn doing(&self, what: String) {
+        self.bar.set_message(what);
+    }
+
+    fn step(&self) {
+        self.bar.inc(1);
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 /// Runs every row and workload; failures are collected in the report.
 pub fn run(options: &Options) -> Report {
     let start = Instant::now();
-    let mut failures = Vec::new();
+    let mut failures: Vec<(Check, String)> = Vec::new();
     if let Err(e) = sys::raise_nofile_limit() {
         // Only the largest tables need it; they report their own error.
         eprintln!("msix-bench: could not raise RLIMIT_NOFILE: {e}");
@@ -81,25 +126,21 @@ pub fn run(options: &Options) -> Report {
     let bring_up_steps = with_semantics.len() * options.bring_up.len() * BringUpOrder::ALL.len();
     let steps =
         subjects.len() as u64 + plan.rounds + with_semantics.len() as u64 + bring_up_steps as u64;
-    let bar = ProgressBar::new(steps);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+    let bar = Progress::new(steps, start);
 
     // Every row's guest, alive for the whole of the rounds.
+    bar.stage(&format!("booting {} rows' guests", subjects.len()));
     let mut targets: Vec<Option<Box<dyn Target>>> = Vec::new();
     for s in &subjects {
-        bar.set_message(format!("{}: boot", s.name()));
+        bar.doing(format!("{}: boot", s.name()));
         match build_row(*s) {
             Ok(t) => targets.push(Some(t)),
             Err(e) => {
-                failures.push(format!("{}: {e}", s.name()));
+                failures.push((Check::RowsRan, format!("{}: {e}", s.name())));
                 targets.push(None);
             }
         }
-        bar.inc(1);
+        bar.step();
     }
     let tsc_khz = targets
         .iter()
@@ -118,21 +159,29 @@ pub fn run(options: &Options) -> Report {
             })
         })
         .collect();
+    bar.stage(&format!(
+        "rounds: {} × {} Linux mask cycles per row",
+        plan.rounds, plan.cycles_per_round
+    ));
+    let tenth = plan.rounds.div_ceil(10).max(1);
     let measured = rounds::measure(&refs, &plan, |round| {
-        bar.set_message(format!("round {round}/{}", plan.rounds));
-        bar.inc(1);
+        bar.doing(format!("round {round}/{}", plan.rounds));
+        bar.step();
+        if round % tenth == 0 && round < plan.rounds {
+            bar.stage(&format!("rounds: {round}/{} done", plan.rounds));
+        }
     });
     let mut samples: Vec<Option<RowSamples>> = Vec::new();
     for ((s, t), m) in subjects.iter().zip(&targets).zip(measured) {
         match (t, m) {
             (Some(_), Ok(m)) => {
                 if let Some(f) = check_exits(*s, m.total.cycles, m.total.exits) {
-                    failures.push(f);
+                    failures.push((Check::ExactExits, f));
                 }
                 samples.push(Some(m));
             }
             (Some(_), Err(e)) => {
-                failures.push(format!("{}: rounds: {e}", s.name()));
+                failures.push((Check::RowsRan, format!("{}: rounds: {e}", s.name())));
                 samples.push(None);
             }
             (None, _) => samples.push(None),
@@ -141,6 +190,10 @@ pub fn run(options: &Options) -> Report {
 
     // The semantic checks, in the same guests (after the rounds: the storm
     // watches the masked window, which costs ioctls per exit).
+    bar.stage(&format!(
+        "storm and pending checks: {} rows",
+        with_semantics.len()
+    ));
     let mut semantics: Vec<Option<(StormResult, PendingResult)>> = Vec::new();
     for (s, t) in subjects.iter().zip(&targets) {
         let t = match (s, t) {
@@ -150,7 +203,7 @@ pub fn run(options: &Options) -> Report {
             }
             (_, Some(t)) => t,
         };
-        bar.set_message(format!("{}: storm, pending", s.name()));
+        bar.doing(format!("{}: storm, pending", s.name()));
         let result = workload::storm(t.as_ref(), options.storm_chunks, 200)
             .and_then(|storm| Ok((storm, workload::pending(t.as_ref())?)));
         match result {
@@ -159,15 +212,24 @@ pub fn run(options: &Options) -> Report {
                 semantics.push(Some((storm, pending)));
             }
             Err(e) => {
-                failures.push(format!("{}: storm and pending: {e}", s.name()));
+                failures.push((
+                    Check::RowsRan,
+                    format!("{}: storm and pending: {e}", s.name()),
+                ));
                 semantics.push(None);
             }
         }
-        bar.inc(1);
+        bar.step();
     }
     drop(refs);
     drop(targets);
 
+    let sizes: Vec<String> = options.bring_up.iter().map(u16::to_string).collect();
+    bar.stage(&format!(
+        "bring-up of {} vectors in Linux's two orders: {} rows",
+        sizes.join(", "),
+        with_semantics.len()
+    ));
     let mut bring_ups: Vec<Vec<BringUpResult>> = vec![Vec::new(); subjects.len()];
     for (i, s) in subjects.iter().enumerate() {
         if matches!(s, Subject::Floor(_)) {
@@ -175,7 +237,7 @@ pub fn run(options: &Options) -> Report {
         }
         for &n in &options.bring_up {
             for order in BringUpOrder::ALL {
-                bar.set_message(format!("{}: bring-up of {n}, {}", s.name(), order.name()));
+                bar.doing(format!("{}: bring-up of {n}, {}", s.name(), order.name()));
                 match bring_up(*s, n, order) {
                     Ok(b) => {
                         let fast = matches!(
@@ -186,26 +248,30 @@ pub fn run(options: &Options) -> Report {
                             }
                         );
                         if fast && n == 2048 && b.route_commits > MAX_FAST_COMMITS_2048 {
-                            failures.push(format!(
+                            failures.push((Check::FastBringUp, format!(
                                 "{}: bringing up 2048 vectors in {} order took {} route commits, expected at most {MAX_FAST_COMMITS_2048}",
                                 s.name(),
                                 order.name(),
                                 b.route_commits
-                            ));
+                            )));
                         }
                         bring_ups[i].push(b);
                     }
-                    Err(e) => failures.push(format!(
-                        "{}: bring-up of {n} in {} order: {e}",
-                        s.name(),
-                        order.name()
+                    Err(e) => failures.push((
+                        Check::RowsRan,
+                        format!(
+                            "{}: bring-up of {n} in {} order: {e}",
+                            s.name(),
+                            order.name()
+                        ),
                     )),
                 }
-                bar.inc(1);
+                bar.step();
             }
         }
     }
-    bar.finish_and_clear();
+    bar.stage("statistics");
+    bar.finish();
 
     let floor = subjects
         .iter()
@@ -275,6 +341,19 @@ pub fn run(options: &Options) -> Report {
         }
     }
 
+    // Only a run that brings up 2048 vectors checks fast's route commits.
+    let checks = Check::ALL
+        .iter()
+        .map(|&check| {
+            let n = failures.iter().filter(|(c, _)| *c == check).count();
+            let measured = check != Check::FastBringUp || options.bring_up.contains(&2048);
+            CheckOutcome {
+                check,
+                held: (measured || n > 0).then_some(n == 0),
+                failures: n,
+            }
+        })
+        .collect();
     Report {
         schema: 2,
         quick: options.quick,
@@ -290,6 +369,7 @@ pub fn run(options: &Options) -> Report {
         rows,
         ratios,
         wall_s: start.elapsed().as_secs_f64(),
-        failures,
+        failures: failures.into_iter().map(|(_, f)| f).collect(),
+        checks,
     }
 }
