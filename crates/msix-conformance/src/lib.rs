@@ -37,7 +37,7 @@ mod parse_tests;
 pub use events::{kind_name, kind_named};
 pub use fit::{skip_reason, DeviceOffer, RAISED_WHILE_DISABLED};
 pub use header::MAX_BAR_SIZE;
-pub use matrix::{run_matrix, Candidate, FileRow, Matrix, Ours, Verdict};
+pub use matrix::{run_matrix, Candidate, FileRow, Matrix, Ours, Verdict, MATRIX_WATCHDOG};
 pub use parse::{load, parse, ParseError, MAX_CONCURRENT_REPEAT, MAX_FIRE_COUNT};
 pub use run::{rig_config, run, run_on, run_target, source_name, Outcome};
 pub use step::{Access, Cmp, MsixAction, Region, Scenario, Step};

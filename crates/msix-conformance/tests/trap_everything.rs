@@ -11,9 +11,11 @@ use irqfd_routes::{
     eventfd_pending, Gsi, GsiRouting, IrqchipRoutes, Irqfd, MsiMessage, MsiRouteTable,
 };
 use msix_accel::AccelEvent;
-use msix_conformance::{load, run_matrix, AccelSetup, Candidate, Scenario, Storm, Target, Verdict};
+use msix_conformance::{
+    load, run_matrix, AccelSetup, Candidate, Scenario, Storm, Target, Verdict, MATRIX_WATCHDOG,
+};
 use msix_hypervisor::{KvmVm, MsixVm};
-use msix_rig::rig::{RigConfig, RigLayout};
+use msix_rig::rig::RigLayout;
 use testvm::{MmioHandler, TestVm, VmConfig};
 use vfio_vectors::software::SoftwareSource;
 use vfio_vectors::MsixSource;
@@ -211,7 +213,7 @@ impl ToyVmm {
     fn new(scenario: &Scenario) -> Result<ToyVmm, String> {
         let vm = TestVm::new(VmConfig {
             vcpus: scenario.vcpus,
-            watchdog: RigConfig::default().watchdog,
+            watchdog: MATRIX_WATCHDOG,
             x2apic_api: scenario.x2apic_api,
         })
         .map_err(|e| e.to_string())?;

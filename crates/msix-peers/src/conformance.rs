@@ -5,8 +5,8 @@
 //! skips those steps and says why).
 
 use msix_accel::AccelEvent;
-use msix_conformance::{AccelSetup, Candidate, Scenario, Storm, Target};
-use msix_rig::rig::{RigConfig, RigLayout};
+use msix_conformance::{AccelSetup, Candidate, Scenario, Storm, Target, MATRIX_WATCHDOG};
+use msix_rig::rig::RigLayout;
 use msix_rig::storm;
 use testvm::{TestVm, VmConfig};
 use vfio_vectors::MsixSource;
@@ -39,13 +39,12 @@ impl Candidate for PeerModel {
         }
     }
     fn build(&self, scenario: &Scenario) -> Result<Box<dyn Target>, String> {
-        let defaults = RigConfig::default();
         let rig = PeerRig::with_guest(
             *self,
             scenario.vectors,
             VmConfig {
                 vcpus: scenario.vcpus,
-                watchdog: defaults.watchdog,
+                watchdog: MATRIX_WATCHDOG,
                 x2apic_api: scenario.x2apic_api,
             },
         )
