@@ -23,8 +23,8 @@
 //!   software source), which never sees a mask.
 
 use crate::qemu::fill_pba;
-use crate::Error;
-use crate::PeerState;
+use crate::state::PeerState;
+use msix_rig::Error;
 use vfio_vectors::MsixSource;
 
 /// `MsiInterruptGroup::update(index, config, masked, set_gsi = true)`.

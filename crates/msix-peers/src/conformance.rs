@@ -11,7 +11,8 @@ use msix_rig::storm;
 use testvm::{TestVm, VmConfig};
 use vfio_vectors::MsixSource;
 
-use crate::{PeerModel, PeerRig};
+use crate::model::PeerModel;
+use crate::rig::PeerRig;
 
 /// Why a file with several devices does not run on a peer model.
 pub const ONE_DEVICE: &str =

@@ -27,8 +27,8 @@
 //! SET_IRQS; `msix-bench --vfio` measures the real one.
 
 use crate::qemu::fill_pba;
-use crate::Error;
-use crate::PeerState;
+use crate::state::PeerState;
+use msix_rig::Error;
 
 /// `msix_vector_masked`: the trigger goes to the userspace event.
 fn vector_masked(st: &PeerState, v: u16) -> bool {

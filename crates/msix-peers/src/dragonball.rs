@@ -30,11 +30,11 @@ use irqfd_routes::{eventfd_drain, eventfd_pending};
 use vfio_vectors::MsixSource;
 
 use crate::qemu::fill_pba;
-use crate::Error;
-use crate::PeerState;
+use crate::state::PeerState;
 use msix_model::{
     MESSAGE_CONTROL_ENABLE as MSIX_ENABLE, MESSAGE_CONTROL_FUNCTION_MASK as FUNCTION_MASK,
 };
+use msix_rig::Error;
 
 fn unmask(st: &mut PeerState, v: u16) -> Result<(), Error> {
     let newly = !st.vector(v)?.irqfd.is_attached();

@@ -36,8 +36,8 @@
 
 use irqfd_routes::MsiRouteTable;
 
-use crate::Error;
-use crate::PeerState;
+use crate::state::PeerState;
+use msix_rig::Error;
 
 fn effective_masked(st: &PeerState, v: u16) -> bool {
     !st.table.enabled || st.table.function_mask || st.table.masked(v)

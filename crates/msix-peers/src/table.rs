@@ -2,7 +2,7 @@
 //! Enable, and nothing derived. Each model decides from these (and from an
 //! entry's value before and after a write) what to do, as its VMM does.
 
-use crate::PeerModel;
+use crate::model::PeerModel;
 use msix_model::{
     MESSAGE_CONTROL_ENABLE as MSIX_ENABLE, MESSAGE_CONTROL_FUNCTION_MASK as FUNCTION_MASK,
 };

@@ -13,8 +13,8 @@ use irqfd_routes::eventfd_drain;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::Error;
-use crate::{lock, record, PeerState};
+use crate::state::{lock, record, PeerState};
+use msix_rig::Error;
 
 /// What a model does with one message that reached vector `v`'s userspace
 /// eventfd.
