@@ -3,7 +3,6 @@
 //! (why the target cannot hold the file), printed as a table or JSON.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use msix_accel::Policy;
 use serde::Serialize;
@@ -12,12 +11,6 @@ use super::run::{rig_config, run_target, source_name, Outcome};
 use super::step::Scenario;
 use super::target::Target;
 use msix_rig::rig::Rig;
-
-/// The watchdog of every wait on a matrix target's guest: long enough that
-/// a host loaded many times over its cores still runs a file's longest
-/// concurrent block, short enough that a hang fails its cell within the
-/// run (the scenario runner's own default is 10 s).
-pub const MATRIX_WATCHDOG: Duration = Duration::from_secs(30);
 
 /// A kind of target a file can run on: builds a fresh [`Target`] for each
 /// file it can hold, or says why it cannot.
@@ -75,7 +68,6 @@ impl Candidate for Ours {
     fn build(&self, scenario: &Scenario) -> Result<Box<dyn Target>, String> {
         let config = msix_rig::rig::RigConfig {
             maskable: self.maskable,
-            watchdog: MATRIX_WATCHDOG,
             ..rig_config(scenario, self.policy)
         };
         let rig = Rig::new(config).map_err(|e| e.to_string())?;

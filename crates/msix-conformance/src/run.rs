@@ -404,10 +404,18 @@ impl Run<'_> {
     }
 }
 
+/// The watchdog of every wait on a scenario's guest (a guest program, an
+/// interrupt count, an event): long enough that a host loaded many times
+/// over its cores still runs a file's longest concurrent block, short
+/// enough that a hang fails its run within the run.
+pub const SCENARIO_WATCHDOG: Duration = Duration::from_secs(30);
+
 /// How the software rig is configured for `scenario` under `policy`: its
-/// devices, table size, vCPUs, layout, source kind and x2APIC API.
+/// devices, table size, vCPUs, layout, source kind, x2APIC API and
+/// [`SCENARIO_WATCHDOG`].
 pub fn rig_config(scenario: &Scenario, policy: Policy) -> RigConfig {
     RigConfig {
+        watchdog: SCENARIO_WATCHDOG,
         devices: scenario.devices,
         vectors: scenario.vectors,
         vcpus: scenario.vcpus,

@@ -12,7 +12,7 @@ use irqfd_routes::{
 };
 use msix_accel::AccelEvent;
 use msix_conformance::{
-    load, run_matrix, AccelSetup, Candidate, Scenario, Storm, Target, Verdict, MATRIX_WATCHDOG,
+    load, run_matrix, AccelSetup, Candidate, Scenario, Storm, Target, Verdict, SCENARIO_WATCHDOG,
 };
 use msix_hypervisor::{KvmVm, MsixVm};
 use msix_rig::rig::RigLayout;
@@ -213,7 +213,7 @@ impl ToyVmm {
     fn new(scenario: &Scenario) -> Result<ToyVmm, String> {
         let vm = TestVm::new(VmConfig {
             vcpus: scenario.vcpus,
-            watchdog: MATRIX_WATCHDOG,
+            watchdog: SCENARIO_WATCHDOG,
             x2apic_api: scenario.x2apic_api,
         })
         .map_err(|e| e.to_string())?;

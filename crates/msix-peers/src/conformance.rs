@@ -5,7 +5,7 @@
 //! skips those steps and says why).
 
 use msix_accel::AccelEvent;
-use msix_conformance::{AccelSetup, Candidate, Scenario, Storm, Target, MATRIX_WATCHDOG};
+use msix_conformance::{AccelSetup, Candidate, Scenario, Storm, Target, SCENARIO_WATCHDOG};
 use msix_rig::rig::RigLayout;
 use msix_rig::storm;
 use testvm::{TestVm, VmConfig};
@@ -45,7 +45,7 @@ impl Candidate for PeerModel {
             scenario.vectors,
             VmConfig {
                 vcpus: scenario.vcpus,
-                watchdog: MATRIX_WATCHDOG,
+                watchdog: SCENARIO_WATCHDOG,
                 x2apic_api: scenario.x2apic_api,
             },
         )
