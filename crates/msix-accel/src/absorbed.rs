@@ -112,6 +112,11 @@ impl Device {
         chosen.len()
     }
 
+    /// Services every unmask the ioeventfds absorbed. Returns how many.
+    pub(crate) fn service_unmasks(&mut self) -> usize {
+        self.service(Scope::All)
+    }
+
     /// Whether absorbed unmasks wait for a commit.
     pub(crate) fn unmasks_waiting(&self) -> bool {
         !self.absorbed.is_empty()

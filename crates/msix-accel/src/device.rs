@@ -1,6 +1,7 @@
 //! [`Device`]: everything one accelerator holds under its lock, and the
-//! operations every entry point shares (service absorbed unmasks, apply a
-//! model change, keep the shadow in step, read pending bits).
+//! operations every entry point shares (apply a model change, keep the
+//! shadow in step, read pending bits). It knows nothing of absorbed
+//! unmasks: `absorbed.rs` builds on it, never the other way round.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use msix_hypervisor::MsiMessage;
 use msix_model::{Change, MsixModel};
 use vfio_vectors::MsixSource;
 
-use crate::absorbed::Scope;
 use crate::plan::{plan, VectorView};
 use crate::report::Reporter;
 use crate::stats::Counters;
@@ -35,7 +35,8 @@ pub(crate) struct Device {
     pub(crate) counters: Arc<Counters>,
     /// Unmasks the ioeventfds absorbed (their eventfds drained) that are not
     /// applied yet: each needs a route commit, and they wait to share one
-    /// (see `absorbed.rs`).
+    /// (`absorbed.rs` fills and empties it; this module never looks
+    /// at it, so that data flows one way: absorbed -> device).
     pub(crate) absorbed: BTreeSet<u16>,
     /// How many such unmasks wait at most before an exit applies them all.
     pub(crate) unmask_batch: usize,
@@ -111,11 +112,6 @@ impl Device {
         }
         let steps = plan(changes, &retry, |v| self.view(v));
         self.execute(&steps)
-    }
-
-    /// Services every unmask the ioeventfds absorbed. Returns how many.
-    pub(crate) fn service_unmasks(&mut self) -> usize {
-        self.service(Scope::All)
     }
 
     /// Copies `vector`'s entry from the model into the shadow the guest
