@@ -31,6 +31,7 @@ use crate::debug::AccelDebug;
 use crate::device::Device;
 use crate::relocation::BarBases;
 use crate::report::Reporter;
+use crate::retry::RetryTimer;
 use crate::stats::{AccelStats, Counters};
 use crate::vector::{MaskPath, Vector};
 use crate::{AccelConfig, Error, EventSink, Result};
@@ -46,6 +47,8 @@ pub struct MsixAccelerator {
     pub(crate) retired: Arc<RetiredIoevents>,
     pub(crate) unmask_capacity: u16,
     pub(crate) unmask_fd: RawFd,
+    /// The retry timer's fd (None: the host refused a timer).
+    pub(crate) retry_fd: Option<RawFd>,
     pub(crate) servicers: AtomicU32,
     /// The BAR bases; its lock serialises placements, moves and removals
     /// (their memslot work runs outside the device's lock).
@@ -125,7 +128,9 @@ impl MsixAccelerator {
             counters: counters.clone(),
             absorbed: Default::default(),
             unmask_batch: usize::from(config.unmask_batch.max(1)),
+            retry_timer: RetryTimer::new(),
         };
+        let retry_fd = device.retry_timer.fd();
         device.sync_all_shadows();
         Ok(MsixAccelerator {
             inner: Mutex::new(device),
@@ -135,6 +140,7 @@ impl MsixAccelerator {
             retired,
             unmask_capacity,
             unmask_fd,
+            retry_fd,
             servicers: AtomicU32::new(0),
             relocations: Mutex::new(BarBases::default()),
         })

@@ -14,6 +14,7 @@ use vfio_vectors::MsixSource;
 
 use crate::plan::{plan, VectorView};
 use crate::report::Reporter;
+use crate::retry::RetryTimer;
 use crate::stats::Counters;
 use crate::vector::{MaskPath, Vector};
 use crate::{EventKind, Result};
@@ -40,6 +41,8 @@ pub(crate) struct Device {
     pub(crate) absorbed: BTreeSet<u16>,
     /// How many such unmasks wait at most before an exit applies them all.
     pub(crate) unmask_batch: usize,
+    /// Retries vectors marked for one without waiting for the guest.
+    pub(crate) retry_timer: RetryTimer,
 }
 
 /// What a run of the executor left behind.
@@ -99,6 +102,7 @@ impl Device {
 
     /// Plans and carries out `changes` (plus the vectors left to retry).
     /// Failures are contained and reported; the outcome carries the first.
+    /// Vectors still left to retry arm the retry timer (see `retry.rs`).
     pub(crate) fn apply(&mut self, changes: &[Change]) -> Outcome {
         let retry: Vec<u16> = self
             .vectors
@@ -108,10 +112,14 @@ impl Device {
             .map(|(i, _)| i as u16)
             .collect();
         if changes.is_empty() && retry.is_empty() {
+            self.retry_timer.update(false);
             return Outcome::default();
         }
         let steps = plan(changes, &retry, |v| self.view(v));
-        self.execute(&steps)
+        let outcome = self.execute(&steps);
+        let waiting = self.vectors.iter().any(|v| v.retry);
+        self.retry_timer.update(waiting);
+        outcome
     }
 
     /// Copies `vector`'s entry from the model into the shadow the guest

@@ -47,6 +47,25 @@ impl MsixAccelerator {
         device.unmasks_waiting()
     }
 
+    /// The fd a servicer waits on for held vectors to retry (see
+    /// [`crate::RETRY_MAX`]); then call [`MsixAccelerator::retry_held`].
+    /// None when the host refused a timer: retries then wait for the
+    /// device's next exit.
+    pub fn retry_fd(&self) -> Option<RawFd> {
+        self.retry_fd
+    }
+
+    /// Retries the vectors a failure left held (no GSI, a refused commit,
+    /// irqfd or source call), without any guest access: what they held is
+    /// delivered once the cause has cleared. Returns whether some still
+    /// wait (the timer is then armed again, with a longer delay).
+    pub fn retry_held(&self) -> bool {
+        let mut device = self.lock();
+        device.retry_timer.fired();
+        device.apply(&[]);
+        device.vectors.iter().any(|v| v.retry)
+    }
+
     /// Undoes the retired unmask ioeventfds, without the device's lock held
     /// across the hypervisor calls. Failures are reported as events.
     pub fn undo_retired(&self) {
