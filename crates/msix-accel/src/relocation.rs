@@ -22,9 +22,20 @@ impl MsixAccelerator {
     }
 
     /// Caps the placement at `strict` when `fast` has nobody to service its
-    /// absorbed unmasks: without one they would wait for the next exit.
+    /// absorbed unmasks (without one they would wait for the next exit), or
+    /// when the unmask ioeventfds earlier placements retired are not undone
+    /// yet and their backlog reached [`MsixAccelerator::retired_cap`]: a
+    /// guest moving its BAR in a loop then gets `strict` placements (no new
+    /// ioeventfd, nothing more retired) until the servicer catches up, so
+    /// the VMM's fds stay bounded and no other device is slowed.
     fn limit_policy(&self, device: &mut Device) {
-        if self.config.policy.absorbs_unmask() && !self.serviced() {
+        if !self.config.policy.absorbs_unmask() {
+            device.placement.limit_policy(Policy::Fast);
+            return;
+        }
+        let backlog = self.retired.backlog();
+        let cap = self.retired_cap();
+        if !self.serviced() {
             device.placement.limit_policy(Policy::Strict);
             device.reporter.report(
                 None,
@@ -34,10 +45,34 @@ impl MsixAccelerator {
                  register_servicer): placing under strict"
                     .into(),
             );
+        } else if backlog >= cap {
+            device.placement.limit_policy(Policy::Strict);
+            device.reporter.clear(EventKind::FastPathUnserviced);
+            device.reporter.report(
+                None,
+                EventKind::RelocationThrottled,
+                None,
+                format!(
+                    "{backlog} retired unmask ioeventfds wait to be undone (cap {cap}): \
+                     BAR moves place the table under strict until the servicer catches up"
+                ),
+            );
         } else {
             device.placement.limit_policy(Policy::Fast);
             device.reporter.clear(EventKind::FastPathUnserviced);
+            device.reporter.clear(EventKind::RelocationThrottled);
         }
+    }
+
+    /// The most retired unmask ioeventfds (waiting or stuck) a placement
+    /// under `fast` may find: one placement's worth, the fast entries. A
+    /// move that finds as many places the table under `strict`. So a device
+    /// holds fewer than 3x its fast entries of unmask eventfds, current and
+    /// retired together: a fast move finds under one cap waiting and adds
+    /// one set, the throttled move after it retires that move's set and
+    /// adds none.
+    pub fn retired_cap(&self) -> usize {
+        usize::from(self.unmask_capacity).max(1)
     }
 
     fn prepare(&self, table_gpa: u64) -> Option<kvm_msix::PreparedUnmasks> {
