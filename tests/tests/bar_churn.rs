@@ -7,7 +7,7 @@
 //! here is declared but stalled (a VMM's busy event loop), so without the
 //! cap every move would add a placement's worth of registrations and fds.
 
-use msix_accel::{EventKind, Policy};
+use msix_accel::{EventKind, Policy, RETIRED_SLACK};
 use msix_bench::rig::{Rig, RigConfig};
 use testvm::{Program, Width};
 
@@ -31,7 +31,7 @@ fn bar_churn_with_a_stalled_servicer_keeps_the_retired_backlog_and_fds_bounded()
     let home = (r.table_gpa, r.pba_gpa);
     assert_eq!(r.accel.move_bar(home.0, home.1).unwrap(), Policy::Fast);
     let cap = r.accel.retired_cap();
-    assert_eq!(cap, usize::from(VECTORS));
+    assert_eq!(cap, usize::from(VECTORS) + RETIRED_SLACK);
     let fds_before = open_fds();
     let mut policies = Vec::new();
     for i in 1..=40u64 {
@@ -39,23 +39,24 @@ fn bar_churn_with_a_stalled_servicer_keeps_the_retired_backlog_and_fds_bounded()
         let policy = r.accel.move_bar(table, table + (home.1 - home.0)).unwrap();
         policies.push(policy);
         // The documented bound: current and retired registrations together
-        // fewer than three placements' worth.
+        // fewer than three placements' worth plus the slack.
         let backlog = r.accel.debug().retired_pending() + r.accel.debug().retired_stuck();
         let current = usize::from(r.accel.fast_entries());
         assert!(
-            backlog + current < 3 * cap,
+            backlog + current < 3 * usize::from(VECTORS) + RETIRED_SLACK,
             "move {i}: {backlog} retired registrations wait, {current} in use (cap {cap})"
         );
         let fds = open_fds();
         assert!(
-            fds <= fds_before + 2 * cap,
+            fds < fds_before + 2 * usize::from(VECTORS) + RETIRED_SLACK,
             "move {i}: {fds} fds open, {fds_before} before the moves"
         );
     }
-    // The first move still went fast (backlog empty); the rest waited.
-    assert_eq!(policies[0], Policy::Fast);
+    // The first moves still went fast (backlog under the cap); the rest
+    // waited.
+    assert_eq!(policies[..2], [Policy::Fast, Policy::Fast]);
     assert!(
-        policies[1..].iter().all(|p| *p == Policy::Strict),
+        policies[2..].iter().all(|p| *p == Policy::Strict),
         "{policies:?}"
     );
     let events = r.take_all_events();
@@ -75,10 +76,12 @@ fn bar_churn_with_a_stalled_servicer_keeps_the_retired_backlog_and_fds_bounded()
     assert!(!r.accel.debug().is_masked(0).unwrap());
     assert!(r.accel.stats().unmask_write_exits >= 1, "the unmask exited");
 
-    // The servicer catches up: the next move is fast again, and a later
-    // throttle would be reported anew.
+    // The servicer catches up and places the table again where it is,
+    // under fast, without waiting for another move.
     r.accel.undo_retired();
     assert_eq!(r.accel.debug().retired_pending(), 0);
+    assert_eq!(r.accel.policy(), Policy::Fast);
+    assert_eq!(r.accel.fast_entries(), VECTORS);
     let back = r.accel.move_bar(home.0, home.1).unwrap();
     assert_eq!(back, Policy::Fast);
     assert_eq!(r.accel.fast_entries(), VECTORS);

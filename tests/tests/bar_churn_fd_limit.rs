@@ -2,7 +2,8 @@
 //! (RLIMIT_NOFILE lowered in this process, which holds only this test), a
 //! device of 256 entries under `fast` with its service thread running: the
 //! process's fd count stays under the documented bound (what it was with
-//! the table placed, plus twice `MsixAccelerator::retired_cap`), nothing
+//! the table placed, plus `MsixAccelerator::retired_cap` and one more
+//! placement's worth), nothing
 //! fails for want of an fd (no `PlacementDegraded`), nothing is stuck.
 //! The move times (first and last 100) are printed, not asserted: run with
 //! `--nocapture` to see them.
@@ -47,7 +48,8 @@ fn a_thousand_bar_moves_under_ulimit_n_1100_stay_within_the_fd_bound() {
     .expect("rig boots");
     let (home, pba) = (r.table_gpa, r.pba_gpa);
     assert_eq!(r.accel.fast_entries(), VECTORS);
-    let bound = open_fds() + 2 * r.accel.retired_cap();
+    // Fewer than 3C + 32 unmask eventfds, C of them in use when measured.
+    let bound = open_fds() + r.accel.retired_cap() + usize::from(VECTORS);
     let mut max_fds = 0;
     let mut times_ms = Vec::new();
     let mut policies = [0u64; 3];

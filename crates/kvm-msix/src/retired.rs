@@ -146,6 +146,14 @@ impl RetiredIoevents {
         lock(&self.state).stuck.len()
     }
 
+    /// Registrations waiting or stuck at addresses in `range` (what a
+    /// placement there would take back), counted in O(k log n).
+    pub fn waiting_in(&self, range: std::ops::Range<u64>) -> usize {
+        let state = lock(&self.state);
+        let keys = (range.start, 0)..(range.end, 0);
+        state.items.range(keys.clone()).count() + state.stuck.range(keys).count()
+    }
+
     /// Registrations not undone yet, waiting or stuck: each holds an
     /// eventfd. What a caller bounds (see `msix-accel`'s BAR-move throttle).
     pub fn backlog(&self) -> usize {

@@ -56,9 +56,10 @@ pub enum EventKind {
     FastPathFailed,
     /// The guest moves the table faster than the unmask ioeventfds its
     /// earlier placements retired are undone: the backlog reached its cap
-    /// (the fast entries of one placement), so placements run under
-    /// `strict` (no new ioeventfd) until the servicer has caught up. Only
-    /// this device is slowed; the VMM's fds stay bounded.
+    /// ([`crate::MsixAccelerator::retired_cap`]), so placements run under
+    /// `strict` (no new ioeventfd) until the servicer has caught up and
+    /// places the table again under `fast`. Only this device is slowed;
+    /// the VMM's fds stay bounded.
     RelocationThrottled,
 }
 

@@ -67,8 +67,18 @@ impl MsixAccelerator {
     }
 
     /// Undoes the retired unmask ioeventfds, without the device's lock held
-    /// across the hypervisor calls. Failures are reported as events.
+    /// across the hypervisor calls. Failures are reported as events. A
+    /// table the BAR-move throttle placed under `strict` is placed again
+    /// under `fast` once the backlog is under the cap.
     pub fn undo_retired(&self) {
+        self.undo_backlog();
+        self.resume_after_throttle();
+    }
+
+    /// Undoes the retired unmask ioeventfds (what [`MsixAccelerator::undo_retired`]
+    /// does, without placing the table again: for callers holding the BAR
+    /// bases' lock).
+    pub(crate) fn undo_backlog(&self) {
         self.retired.clear_notification();
         let mut undone = 0u64;
         let mut failure = None;
