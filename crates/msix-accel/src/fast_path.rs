@@ -32,10 +32,10 @@ impl MsixAccelerator {
 
     /// What a servicer calls when [`MsixAccelerator::fast_path_fd`] wakes
     /// it: applies the absorbed unmasks that need no route commit (and all
-    /// of them once [`AccelConfig::unmask_batch`] wait). Returns whether
+    /// of them once [`crate::AccelConfig::unmask_batch`] wait). Returns whether
     /// some still wait: the servicer then calls
     /// [`MsixAccelerator::service_fast_path`] after
-    /// [`AccelConfig::unmask_coalescing`] (or earlier). With a zero window
+    /// [`crate::AccelConfig::unmask_coalescing`] (or earlier). With a zero window
     /// everything is applied at once.
     pub fn service_fast_path_cheap(&self) -> bool {
         let mut device = self.lock();
