@@ -138,7 +138,8 @@ impl Device {
             .map(|(i, _)| i as u16)
             .collect();
         if changes.is_empty() && retry.is_empty() {
-            self.retry_timer.update(false);
+            let stuck = self.placement.retired().stuck() > 0;
+            self.retry_timer.update(stuck);
             return Outcome::default();
         }
         let mut steps = plan(changes, &retry, |v| self.view(v));
@@ -155,7 +156,7 @@ impl Device {
                 vector.retry = true;
             }
         }
-        let waiting = self.vectors.iter().any(|v| v.retry);
+        let waiting = self.vectors.iter().any(|v| v.retry) || self.placement.retired().stuck() > 0;
         self.retry_timer.update(waiting);
         outcome
     }

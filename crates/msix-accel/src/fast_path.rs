@@ -57,9 +57,15 @@ impl MsixAccelerator {
 
     /// Retries the vectors a failure left held (no GSI, a refused commit,
     /// irqfd or source call), without any guest access: what they held is
-    /// delivered once the cause has cleared. Returns whether some still
+    /// delivered once the cause has cleared. Retired unmask ioeventfds KVM
+    /// refused to undo are queued for the servicer again. Returns whether some still
     /// wait (the timer is then armed again, with a longer delay).
     pub fn retry_held(&self) -> bool {
+        // Retired registrations KVM refused to undo get another try too
+        // (the servicer undoes them; a new failure arms the timer again).
+        if self.retired.stuck() > 0 {
+            self.retired.retry_stuck();
+        }
         let mut device = self.lock();
         device.retry_timer.fired();
         device.apply(&[]);
@@ -97,9 +103,12 @@ impl MsixAccelerator {
                 kvm_msix::Error::Ioeventfd { errno, .. } => Some(*errno),
                 _ => None,
             };
-            self.lock()
+            let mut device = self.lock();
+            device
                 .reporter
                 .report(None, EventKind::TeardownFailed, errno, e.to_string());
+            // Tried again by the retry timer, with its back-off.
+            device.retry_timer.update(true);
         }
     }
 

@@ -12,6 +12,8 @@
 //! accepting a commit again) is thus picked up within [`RETRY_MAX`] of
 //! clearing, and a retry that succeeds delivers what the vector held, once.
 //! Once no vector waits, the timer stands down and the back-off restarts.
+//! Retired unmask ioeventfds KVM refused to undo (stuck) keep it armed the
+//! same way: each expiry queues them for the servicer again.
 //!
 //! What a retry costs is bounded: one plan over the marked vectors (at most
 //! the table's size), so at most one `KVM_SET_GSI_ROUTING` per
