@@ -12,15 +12,17 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::{Error, Result};
+use crate::{Error, Result, Retired};
 
 /// One placement's unmask eventfds, up to one per entry, signalled by the
 /// hypervisor when the guest writes 0 to that entry's Vector Control, in
-/// one level-triggered epoll set.
+/// one level-triggered epoll set. Each is kept with the address it is
+/// registered at, so that whoever takes it out of the set (to retire it)
+/// undoes the registration where it really is.
 #[derive(Debug)]
 pub struct UnmaskSet {
     epoll: Epoll,
-    fds: Vec<Option<EventFd>>,
+    fds: Vec<Option<Retired>>,
 }
 
 impl UnmaskSet {
@@ -37,34 +39,45 @@ impl UnmaskSet {
         self.fds.len() as u16
     }
 
-    /// Installs `fd` as `vector`'s unmask eventfd (replacing none). On
-    /// failure `fd` comes back with the error, so its registration can still
-    /// be undone.
+    /// Installs `registration` (an eventfd and the address it is
+    /// registered at) as `vector`'s unmask eventfd, replacing none. On
+    /// failure it comes back with the error, so it can still be undone.
     pub fn install(
         &mut self,
         vector: u16,
-        fd: EventFd,
-    ) -> std::result::Result<(), (Error, EventFd)> {
+        registration: Retired,
+    ) -> std::result::Result<(), (Error, Retired)> {
         let Some(slot) = self.fds.get_mut(usize::from(vector)) else {
-            return Err((Error::State("unmask eventfd past the capacity"), fd));
+            return Err((
+                Error::State("unmask eventfd past the capacity"),
+                registration,
+            ));
         };
         if slot.is_some() {
-            return Err((Error::State("unmask eventfd already installed"), fd));
+            return Err((
+                Error::State("unmask eventfd already installed"),
+                registration,
+            ));
         }
         if let Err(e) = self.epoll.ctl(
             ControlOperation::Add,
-            fd.as_raw_fd(),
+            registration.fd.as_raw_fd(),
             EpollEvent::new(EventSet::IN, u64::from(vector)),
         ) {
-            return Err((Error::Event(e), fd));
+            return Err((Error::Event(e), registration));
         }
-        *slot = Some(fd);
+        *slot = Some(registration);
         Ok(())
     }
 
     /// The unmask eventfd of `vector`, if it has one.
     pub fn get(&self, vector: u16) -> Option<&EventFd> {
-        self.fds.get(usize::from(vector))?.as_ref()
+        self.fds.get(usize::from(vector))?.as_ref().map(|r| &r.fd)
+    }
+
+    /// The address `vector`'s unmask eventfd is registered at, if it has one.
+    pub fn address(&self, vector: u16) -> Option<u64> {
+        self.fds.get(usize::from(vector))?.as_ref().map(|r| r.gpa)
     }
 
     /// Entries with an eventfd installed.
@@ -72,13 +85,25 @@ impl UnmaskSet {
         self.fds.iter().filter(|f| f.is_some()).count() as u16
     }
 
-    /// Every installed eventfd with its entry, emptying the set.
-    pub fn drain_fds(&mut self) -> Vec<(u16, EventFd)> {
-        self.fds
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(v, slot)| slot.take().map(|fd| (v as u16, fd)))
-            .collect()
+    /// Every installed registration, each with the address it is registered
+    /// at, emptying the set. Needs no new fd, so it cannot fail for want of
+    /// one: the eventfds leave the epoll set here (they stay open, in the
+    /// caller's hands, so closing would not remove them), and a signal on
+    /// one never wakes this set's watcher again.
+    pub fn drain_fds(&mut self) -> Vec<Retired> {
+        let mut out = Vec::new();
+        for slot in &mut self.fds {
+            if let Some(r) = slot.take() {
+                // EPOLL_CTL_DEL of a watched fd frees memory, never needs it.
+                let _ = self.epoll.ctl(
+                    ControlOperation::Delete,
+                    r.fd.as_raw_fd(),
+                    EpollEvent::default(),
+                );
+                out.push(r);
+            }
+        }
+        out
     }
 }
 
@@ -133,9 +158,12 @@ impl UnmaskEvents {
     }
 
     /// Makes `set` the current one and returns the previous one (no longer
-    /// watched).
-    pub fn swap(&mut self, set: UnmaskSet) -> Result<UnmaskSet> {
-        Self::watch(&self.outer, &set)?;
+    /// watched). On failure `set` comes back with the error (its
+    /// registrations must still be undone) and the current set stays.
+    pub fn swap(&mut self, set: UnmaskSet) -> std::result::Result<UnmaskSet, (Error, UnmaskSet)> {
+        if let Err(e) = Self::watch(&self.outer, &set) {
+            return Err((e, set));
+        }
         let old = std::mem::replace(&mut self.set, set);
         // Closing would remove it too; removing now keeps retired eventfds
         // that are still signalled from waking the servicer.
@@ -150,6 +178,27 @@ impl UnmaskEvents {
     /// Entries that can hold an unmask eventfd.
     pub fn capacity(&self) -> u16 {
         self.set.capacity()
+    }
+
+    /// Takes every registration out of the current set, which stays current
+    /// and empty (see [`UnmaskSet::drain_fds`]: this cannot fail).
+    pub fn take_registrations(&mut self) -> Vec<Retired> {
+        self.set.drain_fds()
+    }
+
+    /// Installs `registration` in the current set (see
+    /// [`UnmaskSet::install`]).
+    pub fn install(
+        &mut self,
+        vector: u16,
+        registration: Retired,
+    ) -> std::result::Result<(), (Error, Retired)> {
+        self.set.install(vector, registration)
+    }
+
+    /// The address `vector`'s unmask eventfd is registered at, if it has one.
+    pub fn address(&self, vector: u16) -> Option<u64> {
+        self.set.address(vector)
     }
 
     /// The unmask eventfd of `vector` in the current set, if any.
@@ -212,8 +261,11 @@ impl AsRawFd for UnmaskEvents {
 mod tests {
     use super::*;
 
-    fn fd() -> EventFd {
-        EventFd::new(libc::EFD_NONBLOCK).unwrap()
+    fn fd() -> Retired {
+        Retired {
+            gpa: 0x1000,
+            fd: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        }
     }
 
     fn readable(fd: RawFd) -> bool {
@@ -266,7 +318,7 @@ mod tests {
         assert_eq!(events.as_raw_fd(), fixed);
         let retired = old.drain_fds();
         assert_eq!(retired.len(), 1);
-        retired[0].1.write(1).unwrap();
+        retired[0].fd.write(1).unwrap();
         assert!(!readable(fixed));
         let mut ready = Vec::new();
         events.ready(&mut ready).unwrap();

@@ -274,8 +274,8 @@ impl TablePlacement {
                     }
                 },
             };
-            if let Err((e, fd)) = prepared.set.install(vector, fd) {
-                retired.retire(vec![Retired { gpa, fd }]);
+            if let Err((e, registration)) = prepared.set.install(vector, Retired { gpa, fd }) {
+                retired.retire(vec![registration]);
                 prepared.error = Some(e);
                 break;
             }
@@ -439,8 +439,8 @@ impl TablePlacement {
         // The table stays where it is (a BAR rewritten with its own address,
         // a PBA moving alone): its unmask ioeventfds stay too.
         let stays = matches!((&old, &to), (Some(o), Some(t)) if o.table_gpa == t.table_gpa);
-        if let (Some(old), false) = (&old, stays) {
-            self.retire_current(old.table_gpa);
+        if old.is_some() && !stays {
+            self.retire_current();
         }
         let Some(to) = to else {
             if let Some(p) = prepared {
@@ -539,78 +539,65 @@ impl TablePlacement {
         ) {
             Ok(p) => self.install_prepared(p),
             Err(e) => {
+                // No set (out of fds): the registrations still waiting at
+                // this table's entries go back into service in the current
+                // set, which needs none; left retired they would swallow
+                // the guest's unmasks.
                 self.fallback.get_or_insert(e);
+                self.take_back_retired(table_gpa);
             }
         }
     }
 
     /// Puts every registration still waiting to be undone at one of the
-    /// entries of a table at `table_gpa` back into service.
+    /// entries of a table at `table_gpa` back into service, in the current
+    /// set (empty: its registrations were retired when the table moved).
+    /// Nothing new is created, so running out of fds cannot leave one
+    /// retired under the table, where it would swallow the guest's unmasks.
     fn take_back_retired(&mut self, table_gpa: u64) {
-        let Ok(mut set) = UnmaskSet::new(self.unmask.capacity()) else {
-            return;
-        };
-        let mut found = false;
-        for vector in 0..set.capacity() {
+        for vector in 0..self.unmask.capacity() {
             let gpa = table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL;
             if let Some(fd) = self.retired.reclaim(gpa) {
-                found = true;
-                if let Err((e, fd)) = set.install(vector, fd) {
+                if let Err((e, registration)) = self.unmask.install(vector, Retired { gpa, fd }) {
                     self.fallback.get_or_insert(e);
-                    self.retired.retire(vec![Retired { gpa, fd }]);
+                    self.retired.retire(vec![registration]);
                 }
             }
         }
-        if found {
-            self.install_prepared(PreparedUnmasks {
-                table_gpa,
-                set,
-                error: None,
-            });
-        }
     }
 
-    /// Makes a prepared set current; the set it replaces must be empty.
+    /// Makes a prepared set current. The set it replaces is empty (retired
+    /// before) or holds entries of this same table (a table that stays);
+    /// whatever it holds is retired at the addresses it is registered at.
+    /// When the swap itself fails, the prepared registrations are retired
+    /// (at their own addresses) and the current set stays.
     fn install_prepared(&mut self, prepared: PreparedUnmasks) {
         if let Some(e) = prepared.error {
             self.fallback.get_or_insert(e);
         }
-        let table_gpa = prepared.table_gpa;
         match self.unmask.swap(prepared.set) {
-            // The set replaced is empty (retired before), or held entries of
-            // this same table (a table that stays).
-            Ok(mut old) => self.retire_set(&mut old, table_gpa),
-            Err(e) => {
+            Ok(mut old) => self.retire_set(&mut old),
+            Err((e, mut refused)) => {
                 self.fallback.get_or_insert(e);
+                self.retire_set(&mut refused);
             }
         }
     }
 
-    /// Retires the current set's eventfds (placed at `table_gpa`) and
-    /// leaves an empty set current.
-    fn retire_current(&mut self, table_gpa: u64) {
-        match UnmaskSet::new(self.unmask.capacity()).and_then(|empty| self.unmask.swap(empty)) {
-            Ok(mut old) => self.retire_set(&mut old, table_gpa),
-            Err(e) => {
-                self.fallback.get_or_insert(e);
-            }
-        }
+    /// Retires the current set's registrations, each at the address it is
+    /// registered at, and leaves the current set empty. Needs no new fd:
+    /// it cannot fail and leave an old set in service.
+    fn retire_current(&mut self) {
+        let items = self.unmask.take_registrations();
+        self.retired.retire(items);
     }
 
-    fn retire_set(&self, set: &mut UnmaskSet, table_gpa: u64) {
-        self.retired.retire(
-            set.drain_fds()
-                .into_iter()
-                .map(|(vector, fd)| Retired {
-                    gpa: table_gpa + u64::from(vector) * 16 + VECTOR_CONTROL,
-                    fd,
-                })
-                .collect(),
-        );
+    fn retire_set(&self, set: &mut UnmaskSet) {
+        self.retired.retire(set.drain_fds());
     }
 
     fn retire_prepared(&self, mut prepared: PreparedUnmasks) {
-        self.retire_set(&mut prepared.set, prepared.table_gpa);
+        self.retire_set(&mut prepared.set);
     }
 
     /// Decodes a guest physical access into the table, or None when it is

@@ -2,7 +2,7 @@
 //! an SRCU grace period (milliseconds each on KVM), so a BAR move or a
 //! decode-off must not do it under the device's lock.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -35,16 +35,45 @@ pub struct RetiredIoevents {
     notify: EventFd,
 }
 
+/// The waiting registrations, found by address (reclaim) and by age (undo)
+/// in O(log n) each: a guest moving its BAR in a loop must not make every
+/// move scan what earlier moves retired.
 #[derive(Debug, Default)]
 struct Queue {
-    items: VecDeque<Retired>,
-    /// Registrations the hypervisor refused to undo. Their eventfds are kept
-    /// (a guest write there still lands in an eventfd this queue owns, and a
-    /// placement at that address takes them back) and tried again at the
-    /// next [`RetiredIoevents::retry_stuck`].
-    stuck: Vec<Retired>,
+    /// Waiting registrations by (address, age); an address normally has at
+    /// most one (the hypervisor refuses a second registration there).
+    items: BTreeMap<(u64, u64), EventFd>,
+    /// The same registrations by age: (age -> address).
+    order: BTreeMap<u64, u64>,
+    next_age: u64,
+    /// Registrations the hypervisor refused to undo, by (address, age).
+    /// Their eventfds are kept (a guest write there still lands in an
+    /// eventfd this queue owns, and a placement at that address takes them
+    /// back) and tried again at the next [`RetiredIoevents::retry_stuck`].
+    stuck: BTreeMap<(u64, u64), EventFd>,
     /// The address being unregistered right now, outside the lock.
     in_flight: Option<u64>,
+}
+
+impl Queue {
+    fn push(&mut self, item: Retired) {
+        let age = self.next_age;
+        self.next_age += 1;
+        self.items.insert((item.gpa, age), item.fd);
+        self.order.insert(age, item.gpa);
+    }
+
+    fn oldest(&mut self) -> Option<Retired> {
+        let (age, gpa) = self.order.pop_first()?;
+        let fd = self.items.remove(&(gpa, age))?;
+        Some(Retired { gpa, fd })
+    }
+
+    /// The first registration at `gpa` in `map`, taken out.
+    fn take_at(map: &mut BTreeMap<(u64, u64), EventFd>, gpa: u64) -> Option<(u64, EventFd)> {
+        let key = *map.range((gpa, 0)..=(gpa, u64::MAX)).next()?.0;
+        map.remove(&key).map(|fd| (key.1, fd))
+    }
 }
 
 fn lock(q: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
@@ -68,7 +97,11 @@ impl RetiredIoevents {
         if items.is_empty() {
             return;
         }
-        lock(&self.state).items.extend(items);
+        let mut state = lock(&self.state);
+        for item in items {
+            state.push(item);
+        }
+        drop(state);
         // A full counter only means the servicer is already due to wake.
         let _ = self.notify.write(1);
     }
@@ -86,16 +119,16 @@ impl RetiredIoevents {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        let item = match state.items.iter().position(|r| r.gpa == gpa) {
-            Some(at) => state.items.remove(at)?,
-            None => {
-                let at = state.stuck.iter().position(|r| r.gpa == gpa)?;
-                state.stuck.swap_remove(at)
+        let fd = match Queue::take_at(&mut state.items, gpa) {
+            Some((age, fd)) => {
+                state.order.remove(&age);
+                fd
             }
+            None => Queue::take_at(&mut state.stuck, gpa)?.1,
         };
         drop(state);
-        let _ = item.fd.read();
-        Some(item.fd)
+        let _ = fd.read();
+        Some(fd)
     }
 
     /// Whether an unregistration is being made right now.
@@ -113,6 +146,21 @@ impl RetiredIoevents {
         lock(&self.state).stuck.len()
     }
 
+    /// Registrations waiting or stuck at addresses in `range` (what a
+    /// placement there would take back), counted in O(k log n).
+    pub fn waiting_in(&self, range: std::ops::Range<u64>) -> usize {
+        let state = lock(&self.state);
+        let keys = (range.start, 0)..(range.end, 0);
+        state.items.range(keys.clone()).count() + state.stuck.range(keys).count()
+    }
+
+    /// Registrations not undone yet, waiting or stuck: each holds an
+    /// eventfd. What a caller bounds (see `msix-accel`'s BAR-move throttle).
+    pub fn backlog(&self) -> usize {
+        let state = lock(&self.state);
+        state.items.len() + state.stuck.len()
+    }
+
     /// Queues the registrations that failed to undo for another try.
     pub fn retry_stuck(&self) {
         let mut state = lock(&self.state);
@@ -120,7 +168,9 @@ impl RetiredIoevents {
             return;
         }
         let stuck = std::mem::take(&mut state.stuck);
-        state.items.extend(stuck);
+        for ((gpa, _), fd) in stuck {
+            state.push(Retired { gpa, fd });
+        }
         drop(state);
         let _ = self.notify.write(1);
     }
@@ -130,7 +180,7 @@ impl RetiredIoevents {
     pub fn undo_one(&self) -> Option<Result<()>> {
         let item = {
             let mut state = lock(&self.state);
-            let item = state.items.pop_front()?;
+            let item = state.oldest()?;
             state.in_flight = Some(item.gpa);
             item
         };
@@ -147,7 +197,9 @@ impl RetiredIoevents {
         if result.is_err() {
             // Still registered: keep its eventfd rather than let the
             // hypervisor signal one nobody owns.
-            state.stuck.push(item);
+            let age = state.next_age;
+            state.next_age += 1;
+            state.stuck.insert((item.gpa, age), item.fd);
         }
         drop(state);
         self.landed.notify_all();

@@ -31,8 +31,12 @@ use crate::EventKind;
 /// Which absorbed unmasks a caller needs applied now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Scope {
-    /// All of them (the caller's result depends on every entry).
+    /// All of them (the caller's result depends on every entry): a VMM
+    /// call or the end of a coalescing window.
     All,
+    /// All of them, for a guest's access (a PBA read or write): as `All`,
+    /// but held to the device's commit rate like any exit.
+    GuestAll,
     /// Those of these entries (an exit's access touches them); the others
     /// are applied too when any of these needs a commit or the batch is full.
     Entries(RangeInclusive<u16>),
@@ -72,7 +76,7 @@ impl Device {
     /// for all of them) and gives vectors left to retry their chance.
     /// Returns how many were applied.
     pub(crate) fn service(&mut self, scope: Scope) -> usize {
-        if matches!(scope, Scope::All | Scope::Cheap) {
+        if matches!(scope, Scope::All | Scope::GuestAll | Scope::Cheap) {
             // The servicer's look (or a full service) covers what a kick
             // announced; an exit's look leaves it for the servicer.
             self.placement.unmask_events().clear_kick();
@@ -81,7 +85,7 @@ impl Device {
         let (cheap, costly): (Vec<u16>, Vec<u16>) =
             self.absorbed.iter().partition(|&&v| !self.needs_commit(v));
         let all = match &scope {
-            Scope::All => true,
+            Scope::All | Scope::GuestAll => true,
             Scope::Entries(range) => {
                 costly.iter().any(|v| range.contains(v)) || costly.len() >= self.unmask_batch
             }
@@ -95,7 +99,7 @@ impl Device {
         if chosen.is_empty() {
             // Vectors left to retry still get their chance at every exit.
             if self.vectors.iter().any(|v| v.retry) {
-                self.apply(&[]);
+                self.apply_scoped(&scope, &[]);
             }
             return 0;
         }
@@ -105,11 +109,27 @@ impl Device {
             let offset = u64::from(vector) * 16 + 12;
             changes.extend(self.model.write_table(offset, &0u32.to_le_bytes()));
         }
-        self.apply(&changes);
+        self.apply_scoped(&scope, &changes);
         for &v in &chosen {
             self.sync_shadow(v);
         }
         chosen.len()
+    }
+
+    /// A full service ([`Scope::All`]: a VMM call, or the end of a
+    /// coalescing window, at most one commit per window) is not held to the
+    /// device's commit rate; an exit's or the servicer's first look is.
+    fn apply_scoped(&mut self, scope: &Scope, changes: &[msix_model::Change]) {
+        if *scope == Scope::All {
+            self.apply_host(changes);
+        } else {
+            self.apply(changes);
+        }
+    }
+
+    /// Services every unmask the ioeventfds absorbed. Returns how many.
+    pub(crate) fn service_unmasks(&mut self) -> usize {
+        self.service(Scope::All)
     }
 
     /// Whether absorbed unmasks wait for a commit.

@@ -18,7 +18,7 @@
 //! servicer (each unregistration waits for an SRCU grace period).
 
 use std::os::unix::io::{AsRawFd, RawFd};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use irqfd_routes::{Irqfd, SharedRouting};
@@ -27,10 +27,13 @@ use msix_hypervisor::MsixVm;
 use msix_model::MsixModel;
 use vfio_vectors::MsixSource;
 
+use crate::claims::Claims;
 use crate::debug::AccelDebug;
 use crate::device::Device;
+use crate::rate::{TokenBucket, COMMIT_BURST, COMMIT_INTERVAL};
 use crate::relocation::BarBases;
 use crate::report::Reporter;
+use crate::retry::RetryTimer;
 use crate::stats::{AccelStats, Counters};
 use crate::vector::{MaskPath, Vector};
 use crate::{AccelConfig, Error, EventSink, Result};
@@ -46,10 +49,17 @@ pub struct MsixAccelerator {
     pub(crate) retired: Arc<RetiredIoevents>,
     pub(crate) unmask_capacity: u16,
     pub(crate) unmask_fd: RawFd,
+    /// The retry timer's fd (None: the host refused a timer).
+    pub(crate) retry_fd: Option<RawFd>,
     pub(crate) servicers: AtomicU32,
     /// The BAR bases; its lock serialises placements, moves and removals
     /// (their memslot work runs outside the device's lock).
     pub(crate) relocations: Mutex<BarBases>,
+    /// What the device may claim, for exits that are not its own.
+    pub(crate) claimed: Claims,
+    /// The table was placed under `strict` because retired ioeventfds
+    /// piled up: the servicer places it again once they are undone.
+    pub(crate) throttled: AtomicBool,
 }
 
 impl std::fmt::Debug for MsixAccelerator {
@@ -106,6 +116,7 @@ impl MsixAccelerator {
                 irqfd: Irqfd::new(vm.clone()),
                 mask,
                 retry: false,
+                throttled: false,
             });
         }
         let counters = Arc::new(Counters::default());
@@ -116,6 +127,7 @@ impl MsixAccelerator {
             model,
             placement,
             routes,
+            vm: vm.clone(),
             source,
             vectors,
             source_masking,
@@ -125,7 +137,13 @@ impl MsixAccelerator {
             counters: counters.clone(),
             absorbed: Default::default(),
             unmask_batch: usize::from(config.unmask_batch.max(1)),
+            retry_timer: RetryTimer::new(),
+            commit_budget: TokenBucket::new(
+                u32::from(config.table_size) + COMMIT_BURST,
+                COMMIT_INTERVAL,
+            ),
         };
+        let retry_fd = device.retry_timer.fd();
         device.sync_all_shadows();
         Ok(MsixAccelerator {
             inner: Mutex::new(device),
@@ -135,8 +153,11 @@ impl MsixAccelerator {
             retired,
             unmask_capacity,
             unmask_fd,
+            retry_fd,
             servicers: AtomicU32::new(0),
             relocations: Mutex::new(BarBases::default()),
+            claimed: Claims::default(),
+            throttled: AtomicBool::new(false),
         })
     }
 
@@ -166,7 +187,7 @@ impl MsixAccelerator {
         let mut device = self.lock();
         device.service_unmasks();
         let changes = device.model.write_capability(offset, data);
-        device.apply(&changes).into_result()
+        device.apply_host(&changes).into_result()
     }
 
     /// Message Control as the guest reads it.
@@ -180,7 +201,7 @@ impl MsixAccelerator {
         let mut device = self.lock();
         device.service_unmasks();
         let changes = device.model.write_message_control(value);
-        device.apply(&changes).into_result()
+        device.apply_host(&changes).into_result()
     }
 
     /// Function reset: MSI-X disabled, every entry masked and zeroed, every
@@ -189,7 +210,7 @@ impl MsixAccelerator {
         let mut device = self.lock();
         device.service_unmasks();
         let changes = device.model.reset();
-        let outcome = device.apply(&changes);
+        let outcome = device.apply_host(&changes);
         device.sync_all_shadows();
         outcome.into_result()
     }

@@ -82,6 +82,12 @@ impl<'a> AccelDebug<'a> {
         self.accel.lock().source_masking
     }
 
+    /// Unmasks absorbed (their eventfds drained) that wait for a route
+    /// commit to share (see `AccelConfig::unmask_coalescing`).
+    pub fn unmasks_waiting(&self) -> usize {
+        self.accel.lock().absorbed.len()
+    }
+
     /// Unmask ioeventfds retired and not yet undone.
     pub fn retired_pending(&self) -> usize {
         self.accel.lock().placement.retired().pending()

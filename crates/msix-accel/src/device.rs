@@ -1,19 +1,21 @@
 //! [`Device`]: everything one accelerator holds under its lock, and the
-//! operations every entry point shares (service absorbed unmasks, apply a
-//! model change, keep the shadow in step, read pending bits).
+//! operations every entry point shares (apply a model change, keep the
+//! shadow in step, read pending bits). It knows nothing of absorbed
+//! unmasks: `absorbed.rs` builds on it, never the other way round.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use irqfd_routes::{eventfd_pending, RouteState, SharedRouting};
 use kvm_msix::{BarRegion, TablePlacement};
-use msix_hypervisor::MsiMessage;
+use msix_hypervisor::{MsiMessage, MsixVm};
 use msix_model::{Change, MsixModel};
 use vfio_vectors::MsixSource;
 
-use crate::absorbed::Scope;
-use crate::plan::{plan, VectorView};
+use crate::plan::{plan, Step, VectorView};
+use crate::rate::TokenBucket;
 use crate::report::Reporter;
+use crate::retry::RetryTimer;
 use crate::stats::Counters;
 use crate::vector::{MaskPath, Vector};
 use crate::{EventKind, Result};
@@ -23,6 +25,9 @@ pub(crate) struct Device {
     pub(crate) model: MsixModel,
     pub(crate) placement: TablePlacement,
     pub(crate) routes: SharedRouting,
+    /// The VM, for the one call the executor makes directly: delivering a
+    /// held interrupt at its unmask (`KVM_SIGNAL_MSI`).
+    pub(crate) vm: Arc<dyn MsixVm>,
     pub(crate) source: Box<dyn MsixSource>,
     pub(crate) vectors: Vec<Vector>,
     pub(crate) source_masking: bool,
@@ -35,10 +40,24 @@ pub(crate) struct Device {
     pub(crate) counters: Arc<Counters>,
     /// Unmasks the ioeventfds absorbed (their eventfds drained) that are not
     /// applied yet: each needs a route commit, and they wait to share one
-    /// (see `absorbed.rs`).
+    /// (`absorbed.rs` fills and empties it; this module never looks
+    /// at it, so that data flows one way: absorbed -> device).
     pub(crate) absorbed: BTreeSet<u16>,
     /// How many such unmasks wait at most before an exit applies them all.
     pub(crate) unmask_batch: usize,
+    /// Retries vectors marked for one without waiting for the guest.
+    pub(crate) retry_timer: RetryTimer,
+    /// Route commits this device may still make (see `rate.rs`).
+    pub(crate) commit_budget: TokenBucket,
+}
+
+/// Whether a plan is held to the device's commit rate (see `rate.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Budget {
+    /// Guest-driven (an exit, the servicer's look, the retry timer).
+    Device,
+    /// A call the VMM made.
+    Bypass,
 }
 
 /// What a run of the executor left behind.
@@ -98,7 +117,19 @@ impl Device {
 
     /// Plans and carries out `changes` (plus the vectors left to retry).
     /// Failures are contained and reported; the outcome carries the first.
+    /// Vectors still left to retry arm the retry timer (see `retry.rs`).
     pub(crate) fn apply(&mut self, changes: &[Change]) -> Outcome {
+        self.apply_with(changes, Budget::Device)
+    }
+
+    /// [`Device::apply`] for a call the VMM made (config space, reset,
+    /// restore, a full service of absorbed unmasks): not held to the
+    /// device's commit rate, and it lets vectors held for the rate deliver.
+    pub(crate) fn apply_host(&mut self, changes: &[Change]) -> Outcome {
+        self.apply_with(changes, Budget::Bypass)
+    }
+
+    fn apply_with(&mut self, changes: &[Change], budget: Budget) -> Outcome {
         let retry: Vec<u16> = self
             .vectors
             .iter()
@@ -107,15 +138,97 @@ impl Device {
             .map(|(i, _)| i as u16)
             .collect();
         if changes.is_empty() && retry.is_empty() {
+            let stuck = self.placement.retired().stuck() > 0;
+            self.retry_timer.update(stuck);
             return Outcome::default();
         }
-        let steps = plan(changes, &retry, |v| self.view(v));
-        self.execute(&steps)
+        let mut steps = plan(changes, &retry, |v| self.view(v));
+        let deferred = match budget {
+            Budget::Device => self.defer_commit_over_budget(&mut steps),
+            Budget::Bypass => {
+                self.release_throttled(&steps);
+                Vec::new()
+            }
+        };
+        let outcome = self.execute(&steps);
+        for v in deferred {
+            if let Some(vector) = self.vectors.get_mut(usize::from(v)) {
+                vector.retry = true;
+            }
+        }
+        let waiting = self.vectors.iter().any(|v| v.retry) || self.placement.retired().stuck() > 0;
+        self.retry_timer.update(waiting);
+        outcome
     }
 
-    /// Services every unmask the ioeventfds absorbed. Returns how many.
-    pub(crate) fn service_unmasks(&mut self) -> usize {
-        self.service(Scope::All)
+    /// The vectors `steps` lets deliver are no longer held for the rate.
+    fn release_throttled(&mut self, steps: &[Step]) {
+        for step in steps {
+            if let Step::Deliver(v) = step {
+                if let Some(vector) = self.vectors.get_mut(usize::from(*v)) {
+                    vector.throttled = false;
+                }
+            }
+        }
+    }
+
+    /// When `steps` would commit routes, or let a vector held for the rate
+    /// deliver, and the device has used its commit rate (a guest changing
+    /// messages in a loop), the routes are not staged: each vector that
+    /// needed one (or is held for the rate) is held instead (none may
+    /// deliver through a route other than its entry's) and returned, to be
+    /// marked for the retry timer, which commits them together once a
+    /// token is back. Only this device waits; the VM-wide table and its
+    /// call lock see at most the device's rate.
+    fn defer_commit_over_budget(&mut self, steps: &mut Vec<Step>) -> Vec<u16> {
+        let throttled =
+            |d: &Self, v: u16| d.vectors.get(usize::from(v)).is_some_and(|x| x.throttled);
+        let releases: Vec<u16> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Deliver(v) if throttled(self, *v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        let commits = steps.contains(&Step::Commit);
+        if !commits && releases.is_empty() {
+            return Vec::new();
+        }
+        if self.commit_budget.take() {
+            self.release_throttled(steps);
+            return Vec::new();
+        }
+        let mut deferred: Vec<u16> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Stage(v) => Some(*v),
+                _ => None,
+            })
+            .collect();
+        deferred.extend(
+            releases
+                .iter()
+                .filter(|v| !deferred.contains(v))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        steps.retain(|s| match s {
+            Step::Stage(_) | Step::Commit => false,
+            Step::Deliver(v) => !deferred.contains(v),
+            _ => true,
+        });
+        // Holds go first, as in any plan (before any route change).
+        let holds: Vec<Step> = deferred
+            .iter()
+            .filter(|&&v| !steps.contains(&Step::Hold(v)))
+            .map(|&v| Step::Hold(v))
+            .collect();
+        steps.splice(0..0, holds);
+        for &v in &deferred {
+            self.vectors[usize::from(v)].throttled = true;
+        }
+        Counters::bump(&self.counters.commits_deferred);
+        deferred
     }
 
     /// Copies `vector`'s entry from the model into the shadow the guest

@@ -54,11 +54,18 @@ pub enum EventKind {
     /// Reading the fast path's unmask eventfds failed; absorbed unmasks
     /// wait for the next exit.
     FastPathFailed,
+    /// The guest moves the table faster than the unmask ioeventfds its
+    /// earlier placements retired are undone: the backlog reached its cap
+    /// ([`crate::MsixAccelerator::retired_cap`]), so placements run under
+    /// `strict` (no new ioeventfd) until the servicer has caught up and
+    /// places the table again under `fast`. Only this device is slowed;
+    /// the VMM's fds stay bounded.
+    RelocationThrottled,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::RouteRejected,
         EventKind::GsiExhausted,
         EventKind::CommitFailed,
@@ -71,6 +78,7 @@ impl EventKind {
         EventKind::MemslotStuck,
         EventKind::TeardownFailed,
         EventKind::FastPathFailed,
+        EventKind::RelocationThrottled,
     ];
 }
 

@@ -286,24 +286,46 @@ impl Device {
             .map_err(Error::from)
             .and_then(|trigger| {
                 if self.vectors[i].irqfd.is_attached() {
-                    return Ok(());
+                    return Ok(0);
                 }
-                self.vectors[i].irqfd.attach(trigger, gsi)?;
-                // KVM injected what the count held at assignment but left the
-                // count: drop it so it is neither seen as pending nor delivered
-                // twice.
-                eventfd_drain(trigger)?;
-                Ok(())
+                // What the eventfd counted while held is taken out before the
+                // assignment and delivered below, to the message the entry
+                // has at this unmask (docs/semantics.md, "Held interrupts").
+                // Left in the count, KVM would inject it from a workqueue
+                // with whatever route is current when that runs: a message
+                // the guest writes right after the unmask, unlike source
+                // masking, where the source sends it at the unmask.
+                let held = eventfd_drain(trigger)?;
+                if let Err(e) = self.vectors[i].irqfd.attach(trigger, gsi) {
+                    if held > 0 {
+                        // Still held: put it back for the retry.
+                        let _ = trigger.write(1);
+                    }
+                    return Err(e.into());
+                }
+                Ok(held)
             });
-        if let Err(e) = attached {
-            self.reporter.report(
-                Some(vector),
-                EventKind::UnmaskFailed,
-                errno(&e),
-                format!("irqfd attach: {e}"),
-            );
-            self.mark_retry(vector, true);
-            return Err(e);
+        let held = match attached {
+            Ok(held) => held,
+            Err(e) => {
+                self.reporter.report(
+                    Some(vector),
+                    EventKind::UnmaskFailed,
+                    errno(&e),
+                    format!("irqfd attach: {e}"),
+                );
+                self.mark_retry(vector, true);
+                return Err(e);
+            }
+        };
+        if held > 0 {
+            // Once, now, to the current message. If KVM refuses, the
+            // attached irqfd delivers it instead (later, never lost).
+            if self.vm.signal_msi(&wanted).is_err() {
+                if let Ok(trigger) = self.source.trigger(vector) {
+                    let _ = trigger.write(1);
+                }
+            }
         }
         if path == MaskPath::Source {
             if let Err(e) = self.source.unmask(vector) {

@@ -14,13 +14,17 @@ use crate::MsixAccelerator;
 impl MsixAccelerator {
     /// Whether `gpa` is in this device's table or PBA (as placed).
     pub fn claims(&self, gpa: u64) -> bool {
-        self.lock().decode(gpa).is_some()
+        self.claimed.may_claim(gpa) && self.lock().decode(gpa).is_some()
     }
 
     /// Starts handling a synchronous exit at `gpa`: takes the device lock,
     /// decodes the address, and services the unmasks absorbed before it (the
     /// guest issued them first, so they apply first). None when not ours.
     fn begin_exit(&self, gpa: u64, len: usize) -> Option<(MutexGuard<'_, Device>, BarRegion)> {
+        // Another device's exit never waits for this device's lock.
+        if !self.claimed.may_claim(gpa) {
+            return None;
+        }
         let mut device = self.lock();
         let region = device.decode(gpa)?;
         let scope = match region {
@@ -33,7 +37,7 @@ impl MsixAccelerator {
                 Scope::Entries(first..=last)
             }
             // Pending bits depend on every entry's mask.
-            BarRegion::Pba(_) => Scope::All,
+            BarRegion::Pba(_) => Scope::GuestAll,
         };
         device.service(scope);
         Some((device, region))

@@ -47,9 +47,44 @@ impl MsixAccelerator {
         device.unmasks_waiting()
     }
 
+    /// The fd a servicer waits on for held vectors to retry (see
+    /// [`crate::RETRY_MAX`]); then call [`MsixAccelerator::retry_held`].
+    /// None when the host refused a timer: retries then wait for the
+    /// device's next exit.
+    pub fn retry_fd(&self) -> Option<RawFd> {
+        self.retry_fd
+    }
+
+    /// Retries the vectors a failure left held (no GSI, a refused commit,
+    /// irqfd or source call), without any guest access: what they held is
+    /// delivered once the cause has cleared. Retired unmask ioeventfds KVM
+    /// refused to undo are queued for the servicer again. Returns whether some still
+    /// wait (the timer is then armed again, with a longer delay).
+    pub fn retry_held(&self) -> bool {
+        // Retired registrations KVM refused to undo get another try too
+        // (the servicer undoes them; a new failure arms the timer again).
+        if self.retired.stuck() > 0 {
+            self.retired.retry_stuck();
+        }
+        let mut device = self.lock();
+        device.retry_timer.fired();
+        device.apply(&[]);
+        device.vectors.iter().any(|v| v.retry)
+    }
+
     /// Undoes the retired unmask ioeventfds, without the device's lock held
-    /// across the hypervisor calls. Failures are reported as events.
+    /// across the hypervisor calls. Failures are reported as events. A
+    /// table the BAR-move throttle placed under `strict` is placed again
+    /// under `fast` once the backlog is under the cap.
     pub fn undo_retired(&self) {
+        self.undo_backlog();
+        self.resume_after_throttle();
+    }
+
+    /// Undoes the retired unmask ioeventfds (what [`MsixAccelerator::undo_retired`]
+    /// does, without placing the table again: for callers holding the BAR
+    /// bases' lock).
+    pub(crate) fn undo_backlog(&self) {
         self.retired.clear_notification();
         let mut undone = 0u64;
         let mut failure = None;
@@ -68,9 +103,12 @@ impl MsixAccelerator {
                 kvm_msix::Error::Ioeventfd { errno, .. } => Some(*errno),
                 _ => None,
             };
-            self.lock()
+            let mut device = self.lock();
+            device
                 .reporter
                 .report(None, EventKind::TeardownFailed, errno, e.to_string());
+            // Tried again by the retry timer, with its back-off.
+            device.retry_timer.update(true);
         }
     }
 

@@ -44,6 +44,7 @@
 
 mod absorbed;
 mod accelerator;
+mod claims;
 mod config;
 mod debug;
 mod device;
@@ -54,8 +55,10 @@ mod exits;
 mod fast_path;
 mod migration;
 mod plan;
+mod rate;
 mod relocation;
 mod report;
+mod retry;
 mod service;
 mod source_masking;
 mod stats;
@@ -73,6 +76,9 @@ pub use kvm_msix::Policy;
 pub use migration::{AccelState, ACCEL_STATE_VERSION};
 pub use msix_hypervisor::{IoctlCounts, KvmVm, MsixVm};
 pub use msix_model::BarOffset;
+pub use rate::{COMMIT_BURST, COMMIT_INTERVAL, EVENT_BURST, EVENT_INTERVAL};
+pub use relocation::RETIRED_SLACK;
+pub use retry::{RETRY_FIRST, RETRY_MAX};
 pub use service::{FastPathSubscriber, ServiceThread};
 pub use stats::AccelStats;
 pub use vector::MaskPath;

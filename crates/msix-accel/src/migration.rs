@@ -67,7 +67,7 @@ impl MsixAccelerator {
         }
         let mut device = self.lock();
         let changes = device.model.restore(&state.model)?;
-        let outcome = device.apply(&changes);
+        let outcome = device.apply_host(&changes);
         device.sync_all_shadows();
         let mut first = outcome.first_error;
         for v in 0..device.model.table_size() {

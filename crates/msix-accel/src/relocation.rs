@@ -16,15 +16,38 @@ use crate::{Error, EventKind, MsixAccelerator, Result};
 /// The BAR bases the VMM last reported, by BIR (None: not decoding).
 pub(crate) type BarBases = [Option<u64>; 6];
 
+/// Retired unmask ioeventfds a placement under `fast` may find beyond one
+/// placement's worth (see [`MsixAccelerator::retired_cap`]).
+pub const RETIRED_SLACK: usize = 32;
+
 impl MsixAccelerator {
     pub(crate) fn serviced(&self) -> bool {
         self.servicers.load(Ordering::SeqCst) > 0
     }
 
-    /// Caps the placement at `strict` when `fast` has nobody to service its
-    /// absorbed unmasks: without one they would wait for the next exit.
-    fn limit_policy(&self, device: &mut Device) {
-        if self.config.policy.absorbs_unmask() && !self.serviced() {
+    /// Caps the placement at `to` at `strict` when `fast` has nobody to
+    /// service its absorbed unmasks (without one they would wait for the
+    /// next exit), or when the unmask ioeventfds earlier placements retired
+    /// elsewhere than `to` are not undone yet and reach
+    /// [`MsixAccelerator::retired_cap`]: a guest moving its BAR in a loop
+    /// then gets `strict` placements (no new ioeventfd, nothing more
+    /// retired) until the servicer catches up, so the VMM's fds stay
+    /// bounded and no other device is slowed. Those waiting at `to` do not
+    /// count: a placement there takes them back.
+    fn limit_policy(&self, device: &mut Device, to: Option<&Location>) {
+        if !self.config.policy.absorbs_unmask() {
+            device.placement.limit_policy(Policy::Fast);
+            return;
+        }
+        let here = to.map_or(0, |to| {
+            let end = to
+                .table_gpa
+                .saturating_add(u64::from(self.unmask_capacity) * 16);
+            self.retired.waiting_in(to.table_gpa..end)
+        });
+        let backlog = self.retired.backlog().saturating_sub(here);
+        let cap = self.retired_cap();
+        if !self.serviced() {
             device.placement.limit_policy(Policy::Strict);
             device.reporter.report(
                 None,
@@ -34,10 +57,57 @@ impl MsixAccelerator {
                  register_servicer): placing under strict"
                     .into(),
             );
+        } else if backlog >= cap {
+            device.placement.limit_policy(Policy::Strict);
+            self.throttled.store(true, Ordering::SeqCst);
+            device.reporter.clear(EventKind::FastPathUnserviced);
+            device.reporter.report(
+                None,
+                EventKind::RelocationThrottled,
+                None,
+                format!(
+                    "{backlog} retired unmask ioeventfds wait to be undone (cap {cap}): \
+                     BAR moves place the table under strict until the servicer catches up"
+                ),
+            );
         } else {
             device.placement.limit_policy(Policy::Fast);
             device.reporter.clear(EventKind::FastPathUnserviced);
+            device.reporter.clear(EventKind::RelocationThrottled);
         }
+    }
+
+    /// The most retired unmask ioeventfds (waiting or stuck, elsewhere than
+    /// the destination) a placement under `fast` may find: one placement's
+    /// worth, the fast entries C, plus [`RETIRED_SLACK`] (a move followed
+    /// by a decode-off and -on stays `fast`). A move that finds as many
+    /// places the table under `strict`; the servicer, once it has undone
+    /// the backlog, places the table again under `fast`. So a device holds
+    /// fewer than 3C + 32 unmask eventfds, current and retired together: a
+    /// fast move finds under C + 32 waiting and adds one set of C, the
+    /// throttled move after it retires that move's set and adds none.
+    pub fn retired_cap(&self) -> usize {
+        usize::from(self.unmask_capacity) + RETIRED_SLACK
+    }
+
+    /// After the servicer undid retired registrations: a table placed under
+    /// `strict` by the throttle is placed again where it is, under `fast`,
+    /// once the backlog is under the cap.
+    pub(crate) fn resume_after_throttle(&self) {
+        if !self.throttled.load(Ordering::SeqCst) || self.retired.backlog() >= self.retired_cap() {
+            return;
+        }
+        let bars = self.bars();
+        self.throttled.store(false, Ordering::SeqCst);
+        let (table, pba) = {
+            let device = self.lock();
+            (device.placement.table_address(), device.pba_gpa)
+        };
+        if table.is_some() {
+            // A failure here is reported like any placement's.
+            let _ = self.relocate(table, pba);
+        }
+        drop(bars);
     }
 
     fn prepare(&self, table_gpa: u64) -> Option<kvm_msix::PreparedUnmasks> {
@@ -70,7 +140,7 @@ impl MsixAccelerator {
         let to = table_gpa.map(|table| self.location(table, pba_gpa));
         let worth_preparing = {
             let mut device = self.lock();
-            self.limit_policy(&mut device);
+            self.limit_policy(&mut device, to.as_ref());
             let current = device.placement.table_address();
             to.filter(|to| Some(to.table_gpa) != current && device.placement.would_absorb(to))
         };
@@ -80,9 +150,17 @@ impl MsixAccelerator {
             let mut device = self.lock();
             let held = Instant::now();
             device.service_unmasks();
-            self.limit_policy(&mut device);
+            self.limit_policy(&mut device, to.as_ref());
             device.pba_gpa = pba_gpa;
             let work = device.placement.relocate(to, prepared);
+            self.claimed.set(
+                to.map(|t| {
+                    t.table_gpa
+                        ..t.table_gpa
+                            .saturating_add(kvm_msix::page_align_up(self.config.table_len()))
+                }),
+                pba_gpa.map(|p| p..p.saturating_add(self.config.pba_len())),
+            );
             Counters::record_max(&self.counters.relocation_lock_max_ns, elapsed_ns(held));
             work
         };
@@ -99,7 +177,8 @@ impl MsixAccelerator {
             policy
         };
         if !self.serviced() {
-            self.undo_retired();
+            // The caller holds the BAR bases' lock: undo only.
+            self.undo_backlog();
         }
         Ok(policy)
     }

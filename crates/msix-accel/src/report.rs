@@ -1,10 +1,13 @@
 //! Reporting contained trouble once per occurrence: an event goes to the
 //! VMM's sink the first time a (vector, kind) condition is met, and again
-//! only after the vector reached the state the model wants.
+//! only after the vector reached the state the model wants. A guest that
+//! makes a condition come and go in a loop is held to a rate per (vector,
+//! kind) (see `rate.rs`); what is held back is counted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::rate::{TokenBucket, EVENT_BURST, EVENT_INTERVAL};
 use crate::stats::Counters;
 use crate::{AccelEvent, EventKind, EventSink};
 
@@ -15,6 +18,9 @@ pub(crate) struct Reporter {
     counters: Arc<Counters>,
     /// Conditions reported and not yet cleared.
     open: BTreeSet<(Option<u16>, EventKind)>,
+    /// What each (vector, kind) may still report; at most (table size + 1)
+    /// x kinds entries.
+    budgets: BTreeMap<(Option<u16>, EventKind), TokenBucket>,
 }
 
 impl Reporter {
@@ -24,10 +30,13 @@ impl Reporter {
             sink,
             counters,
             open: BTreeSet::new(),
+            budgets: BTreeMap::new(),
         }
     }
 
-    /// Reports `kind` for `vector` unless that condition is already open.
+    /// Reports `kind` for `vector` unless that condition is already open,
+    /// or the pair has used its rate (then it is only counted as
+    /// suppressed; the condition still counts as open until cleared).
     pub(crate) fn report(
         &mut self,
         vector: Option<u16>,
@@ -36,6 +45,14 @@ impl Reporter {
         detail: String,
     ) {
         if !self.open.insert((vector, kind)) {
+            return;
+        }
+        let budget = self
+            .budgets
+            .entry((vector, kind))
+            .or_insert_with(|| TokenBucket::new(EVENT_BURST, EVENT_INTERVAL));
+        if !budget.take() {
+            self.counters.count_suppressed(kind);
             return;
         }
         self.counters.count_event(kind);

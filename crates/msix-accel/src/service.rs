@@ -22,9 +22,10 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use crate::{Error, MsixAccelerator, Result};
 
-/// An event-manager subscriber servicing one accelerator. It registers two
-/// fds whatever the table size (the epoll set over the entries' unmask
-/// eventfds, and the retired-ioeventfd queue) and declares itself the
+/// An event-manager subscriber servicing one accelerator. It registers
+/// four fds whatever the table size (the epoll set over the entries' unmask
+/// eventfds, the retired-ioeventfd queue, the coalescing window's timer and
+/// the held vectors' retry timer) and declares itself the
 /// accelerator's servicer once both are registered; dropping it withdraws
 /// that (a table under `fast` is then placed again under `strict`).
 #[derive(Debug)]
@@ -102,6 +103,8 @@ impl EventSubscriber for FastPathSubscriber {
             self.accel.undo_retired();
         } else if Some(events.fd()) == self.window_fd() {
             self.on_window();
+        } else if Some(events.fd()) == self.accel.retry_fd() {
+            self.accel.retry_held();
         }
     }
 
@@ -115,6 +118,10 @@ impl EventSubscriber for FastPathSubscriber {
         };
         if !window {
             *self.window() = None;
+        }
+        // Without it, held vectors are retried at the device's exits only.
+        if let Some(fd) = self.accel.retry_fd() {
+            let _ = ops.add(Events::new_raw(fd, EventSet::IN));
         }
         if unmasks.is_ok() && retired.is_ok() {
             self.accel.register_servicer();

@@ -14,6 +14,7 @@ macro_rules! stats {
         pub(crate) struct Counters {
             $( pub(crate) $name: AtomicU64, )*
             events: [AtomicU64; EventKind::ALL.len()],
+            suppressed: [AtomicU64; EventKind::ALL.len()],
         }
 
         /// A copy of the counters at one moment.
@@ -22,6 +23,9 @@ macro_rules! stats {
             $( $(#[$doc])* pub $name: u64, )*
             /// Events reported, by [`EventKind`] (index: `kind as usize`).
             pub events: [u64; EventKind::ALL.len()],
+            /// Events held back by the rate limit (per vector and kind, see
+            /// [`crate::EVENT_BURST`]), by [`EventKind`].
+            pub suppressed: [u64; EventKind::ALL.len()],
         }
 
         impl Counters {
@@ -29,6 +33,7 @@ macro_rules! stats {
                 AccelStats {
                     $( $name: self.$name.load(Ordering::Relaxed), )*
                     events: std::array::from_fn(|i| self.events[i].load(Ordering::Relaxed)),
+                    suppressed: std::array::from_fn(|i| self.suppressed[i].load(Ordering::Relaxed)),
                 }
             }
         }
@@ -39,6 +44,9 @@ macro_rules! stats {
                 AccelStats {
                     $( $name: self.$name.wrapping_sub(earlier.$name), )*
                     events: std::array::from_fn(|i| self.events[i].wrapping_sub(earlier.events[i])),
+                    suppressed: std::array::from_fn(|i| {
+                        self.suppressed[i].wrapping_sub(earlier.suppressed[i])
+                    }),
                 }
             }
         }
@@ -75,6 +83,11 @@ stats! {
     source_mask_fallbacks,
     /// Retired unmask ioeventfds undone.
     ioeventfds_retired,
+    /// Plans from the guest's exits or the retry timer whose route commit
+    /// was deferred because the device had used its commit rate (see
+    /// [`crate::COMMIT_BURST`]): the vectors concerned were held for the
+    /// retry timer.
+    commits_deferred,
     /// The longest the device's lock was held by one step of a placement,
     /// BAR move or removal, in nanoseconds: what a vCPU using the device
     /// may wait for it.
@@ -98,6 +111,10 @@ impl Counters {
     pub(crate) fn count_event(&self, kind: EventKind) {
         self.events[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
+
+    pub(crate) fn count_suppressed(&self, kind: EventKind) {
+        self.suppressed[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl AccelStats {
@@ -109,5 +126,15 @@ impl AccelStats {
     /// Events of every kind reported.
     pub fn total_events(&self) -> u64 {
         self.events.iter().sum()
+    }
+
+    /// Events of `kind` held back by the rate limit.
+    pub fn suppressed_of(&self, kind: EventKind) -> u64 {
+        self.suppressed[kind as usize]
+    }
+
+    /// Events of every kind held back by the rate limit.
+    pub fn total_suppressed(&self) -> u64 {
+        self.suppressed.iter().sum()
     }
 }

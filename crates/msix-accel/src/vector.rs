@@ -28,4 +28,9 @@ pub(crate) struct Vector {
     /// A failed step left the vector away from what the model wants: the
     /// next exit (or service) tries again.
     pub(crate) retry: bool,
+    /// Held because the device used its commit rate: it stays held, even
+    /// when the guest writes back a message whose route is committed, until
+    /// a plan with a commit token lets it deliver (so a guest toggling
+    /// messages in a loop costs the host no irqfd call per toggle either).
+    pub(crate) throttled: bool,
 }
