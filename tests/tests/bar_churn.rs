@@ -8,7 +8,7 @@
 //! cap every move would add a placement's worth of registrations and fds.
 
 use msix_accel::{EventKind, Policy, RETIRED_SLACK};
-use msix_bench::rig::{Rig, RigConfig};
+use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, Width};
 
 const VECTORS: u16 = 64;

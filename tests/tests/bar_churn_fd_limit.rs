@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use msix_accel::{EventKind, Policy};
-use msix_bench::rig::{Rig, RigConfig};
+use msix_rig::rig::{Rig, RigConfig};
 
 const VECTORS: u16 = 256;
 const MOVES: u64 = 1000;

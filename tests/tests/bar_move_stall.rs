@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use msix_accel::Policy;
-use msix_bench::rig::{Rig, RigConfig};
+use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, Width};
 
 const ENTRIES: u16 = 256;

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use msix_accel::Policy;
-use msix_bench::rig::{Rig, RigConfig};
+use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, TestVm, Width};
 
 const NEVER: Duration = Duration::from_secs(600);

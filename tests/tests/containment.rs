@@ -8,7 +8,7 @@
 //! exactly once when the guest writes a message KVM accepts.
 
 use msix_accel::{EventKind, MaskPath, Policy, RouteState};
-use msix_bench::rig::{Rig, RigConfig, RigDevice};
+use msix_rig::rig::{Rig, RigConfig, RigDevice};
 use testvm::{Program, TestVm, Width};
 
 /// Bits 39:32 of a Message Address: a byte of the upper address dword that

@@ -11,8 +11,8 @@ use irqfd_routes::{
     eventfd_drain, eventfd_pending, Gsi, GsiRouting, IrqchipRoutes, Irqfd, MsiMessage,
     MsiRouteTable,
 };
-use msix_bench::storm::storm_count;
 use msix_hypervisor::{CountingVm, KvmVm};
+use msix_rig::storm::storm_count;
 use testvm::{TestVm, VmConfig};
 use vfio_vectors::software::SoftwareSource;
 use vfio_vectors::MsixSource;

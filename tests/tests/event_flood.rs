@@ -16,7 +16,7 @@ use msix_accel::{
     EventKind, MaskPath, Policy, COMMIT_BURST, COMMIT_INTERVAL, EVENT_BURST, EVENT_INTERVAL,
     RETRY_FIRST,
 };
-use msix_bench::rig::{Rig, RigConfig, RigDevice};
+use msix_rig::rig::{Rig, RigConfig, RigDevice};
 use testvm::{Program, TestVm, Width};
 
 const TOGGLES: u64 = 1000;

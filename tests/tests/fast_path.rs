@@ -2,7 +2,7 @@
 //! ioctl counts per Linux mask cycle, and delivery semantics.
 
 use msix_accel::Policy;
-use msix_bench::rig::{Rig, RigConfig};
+use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, Width};
 
 const VECTOR: u8 = 0x40;

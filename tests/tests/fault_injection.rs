@@ -26,9 +26,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use msix_accel::{AccelState, EventKind, MaskPath, Policy, RouteState};
-use msix_bench::rig::{Rig, RigConfig};
 use msix_hypervisor::{Op, Trigger};
 use msix_model::MsixState;
+use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, TestVm, Width};
 
 const VECTORS: u16 = 4;

@@ -8,7 +8,7 @@
 //! time), while source masking delivered it at the unmask.
 
 use msix_accel::Policy;
-use msix_bench::rig::{Rig, RigConfig};
+use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, TestVm, Width};
 
 const TRIALS: usize = 40;

@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use msix_accel::{EventKind, MaskPath, Policy};
-use msix_bench::rig::{Rig, RigConfig};
 use msix_hypervisor::{Op, Trigger};
+use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, TestVm, Width};
 
 const IDT: u8 = 0x50;

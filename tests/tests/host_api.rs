@@ -8,8 +8,8 @@ use msix_accel::{
     AccelConfig, Error, EventKind, EventLog, IgnoreEvents, MaskPath, MsixAccelerator, Policy,
     ServiceThread,
 };
-use msix_bench::rig::{Rig, RigConfig, BAR_GPA};
 use msix_hypervisor::{CountingVm, KvmVm};
+use msix_rig::rig::{Rig, RigConfig, BAR_GPA};
 use testvm::{MmioHandler, Program, TestVm, VmConfig, Width};
 use vfio_vectors::software::SoftwareSource;
 

@@ -13,9 +13,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use msix_accel::{AccelConfig, EventKind, MaskPath, Policy, RouteState};
-use msix_bench::rig::{Rig, RigConfig, TABLE_MEMSLOT};
-use msix_bench::storm::storm;
 use msix_model::{MsixModel, MsixState};
+use msix_rig::rig::{Rig, RigConfig, TABLE_MEMSLOT};
+use msix_rig::storm::storm;
 use testvm::{Program, ResultSlot, TestVm, Width};
 
 const VECTORS: u16 = 8;

@@ -5,7 +5,7 @@
 //! nothing else lives on it, and table and PBA follow their own BARs.
 
 use msix_accel::{BarOffset, Error, Policy};
-use msix_bench::rig::{Rig, RigConfig, RigDevice, RigLayout};
+use msix_rig::rig::{Rig, RigConfig, RigDevice, RigLayout};
 use testvm::{Program, TestVm, Width};
 
 const POLICIES: [Policy; 3] = [Policy::Fast, Policy::Strict, Policy::Trap];

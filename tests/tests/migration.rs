@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use msix_accel::{AccelState, MaskPath, Policy, RouteState};
-use msix_bench::rig::{Rig, RigConfig};
+use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, TestVm, Width};
 
 /// The device's vectors before migration:

@@ -8,7 +8,7 @@
 //! vector is a host IRQ (`tests/vfio-vm` counts them in /proc/interrupts).
 
 use msix_accel::{MaskPath, Policy};
-use msix_bench::rig::{Rig, RigConfig};
+use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, TestVm, Width};
 use vfio_vectors::MsixSource;
 

@@ -2,7 +2,7 @@
 //! `--version`. Each subcommand parses and checks its own arguments before
 //! any work starts.
 
-use crate::{bench, scenario, stress};
+use crate::{bench, conformance, scenario, stress};
 
 /// `msix-bench --version`.
 pub const VERSION: &str = concat!("msix-bench ", env!("CARGO_PKG_VERSION"));
@@ -12,29 +12,15 @@ pub const VERSION: &str = concat!("msix-bench ", env!("CARGO_PKG_VERSION"));
 pub fn run(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("scenario") => scenario::run_cli(&args[1..]),
+        Some("conformance") => conformance::run_cli(&args[1..]),
         Some("stress") => stress::run_cli(&args[1..]),
         Some("help") => help(&args[1..]),
         Some("--version" | "-V") if args.len() == 1 => {
             println!("{VERSION}");
             0
         }
-        _ if args.iter().any(|a| a == "--vfio") => crate::hardware::run_cli(args),
+        _ if args.iter().any(|a| a == "--vfio") => crate::vfio::run_cli(args),
         _ => bench::run_cli(args),
-    }
-}
-
-/// Prints `value` as pretty JSON on stdout; on failure says why on stderr,
-/// after `who` (the command's name), and returns false.
-pub(crate) fn print_json<T: serde::Serialize>(who: &str, value: &T) -> bool {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => {
-            println!("{text}");
-            true
-        }
-        Err(e) => {
-            eprintln!("{who}: cannot encode JSON: {e}");
-            false
-        }
     }
 }
 
@@ -47,6 +33,10 @@ fn help(args: &[String]) -> i32 {
         }
         [topic] if topic == "scenario" => {
             print!("{}", scenario::HELP);
+            0
+        }
+        [topic] if topic == "conformance" => {
+            print!("{}", conformance::HELP);
             0
         }
         [topic] if topic == "stress" => {

@@ -4,9 +4,9 @@
 //! check. Counts only; nothing timed.
 
 use msix_bench::bench::floor::FloorKind;
-use msix_bench::bench::peer::PeerModel;
 use msix_bench::bench::workload::{self, BringUpOrder, CallCounts, Target, VECTOR};
 use msix_bench::bench::Subject;
+use msix_peers::PeerModel;
 use testvm::{Program, Width};
 
 fn row(subject: Subject, vectors: u16) -> Box<dyn Target> {

@@ -4,7 +4,7 @@
 //!
 //! Usage: `vfio-vm-test /sys/bus/pci/devices/BDF` (the device bound to
 //! vfio-pci). The NIC is made to raise each MSI-X vector on demand through
-//! its BAR0 registers (`msix_bench::hardware::nic`, the one place that knows
+//! its BAR0 registers (`msix_hardware::nic`, the one place that knows
 //! device registers); every check prints `PASS name` or
 //! `FAIL name: why`, the last line is `N passed, M failed`, and the exit
 //! status is non-zero when anything failed. Every wait is bounded and fails
@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use msix_bench::hardware::nic::{Nic, PciIds};
-use msix_bench::hardware::regs::DeviceRegs;
+use msix_hardware::nic::{Nic, PciIds};
+use msix_hardware::regs::DeviceRegs;
 use vfio_vectors::kernel::VfioMsixSource;
 use vfio_vectors::{Error, MsixSource};
 use vmm_sys_util::eventfd::EventFd;

@@ -27,10 +27,10 @@ use vfio_vectors::software::SoftwareSource;
 use vfio_vectors::MsixSource;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::clock::ClockedMmio;
 use super::workload::{CallCounts, Target, VECTOR};
-use crate::rig::{BAR_GPA, TABLE_MEMSLOT};
 use crate::Error;
+use msix_rig::clock::ClockedMmio;
+use msix_rig::rig::{BAR_GPA, TABLE_MEMSLOT};
 
 /// Which floor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -5,7 +5,6 @@
 //! source, measured in interleaved rounds ([`rounds`], [`stats`]) and
 //! reported as tables, JSON ([`report`]) and an SVG chart ([`plot`]).
 
-pub mod clock;
 pub mod floor;
 pub mod ours;
 pub mod peer;
@@ -14,7 +13,6 @@ pub mod report;
 pub mod rounds;
 pub mod run;
 pub mod stats;
-pub mod sys;
 pub mod workload;
 
 use std::time::Duration;
@@ -23,10 +21,11 @@ use msix_accel::Policy;
 
 pub use run::run;
 
-use crate::rig::RigConfig;
 use crate::Error;
 use floor::{FloorKind, FloorRig};
-use peer::{PeerModel, PeerRig};
+use msix_peers::{PeerModel, PeerRig};
+use msix_rig::rig::RigConfig;
+use msix_rig::sys;
 use report::{Check, Row, RowKind};
 use workload::{PendingResult, StormResult, Target};
 
@@ -136,8 +135,9 @@ USAGE:
     msix-bench [--quick] [--json] [--plot FILE.svg] [--rounds N] [--cycles N]
     msix-bench --vfio BDF [--json]   (a NIC bound to vfio-pci; --vfio --help)
     msix-bench scenario [--policy fast|strict|trap] [--json] FILE...
+    msix-bench conformance [--json] FILE...
     msix-bench stress [--rounds N] [--duration SECONDS] [--hogs N] [--no-load] [--json]
-    msix-bench help [scenario|stress]
+    msix-bench help [scenario|conformance|stress]
     msix-bench --help | --version
 
 With no subcommand, runs the benchmark in real KVM guests (software MSI-X
@@ -181,11 +181,16 @@ OPTIONS:
 SUBCOMMANDS:
     scenario FILE...  run scenario files (docs/scenarios.md) in a real guest;
                       `msix-bench help scenario` for its options
+    conformance FILE...
+                      the files against our policies and the peer VMM
+                      models, as a matrix (docs/conformance.md);
+                      `msix-bench help conformance` for its options
     stress            the storm, Linux cycle and pending checks under every
                       policy, round after round, beside CPU hogs, a guest
                       churning irqfds and routes, and file I/O;
                       `msix-bench help stress` for its options
-    help [TOPIC]      this text, or the scenario runner's or stress mode's
+    help [TOPIC]      this text, or a subcommand's (scenario, conformance,
+                      stress)
 
 OUTPUT:
     the tables on stdout (--json: one document), then, as the last line,
@@ -231,7 +236,7 @@ pub fn run_cli(args: &[String]) -> i32 {
     let report = run(&options);
     let mut other = None;
     if options.json {
-        if !crate::cli::print_json("msix-bench", &report) {
+        if !crate::json::print_json("msix-bench", &report) {
             other = Some("the JSON document could not be encoded".to_string());
         }
     } else {

@@ -7,10 +7,10 @@ use msix_accel::MsixAccelerator;
 use testvm::MmioHandler;
 use vfio_vectors::software::SoftwareSource;
 
-use super::clock::ClockedMmio;
 use super::workload::{CallCounts, Target};
-use crate::rig::{Rig, RigConfig};
 use crate::Error;
+use msix_rig::clock::ClockedMmio;
+use msix_rig::rig::{Rig, RigConfig};
 
 /// The rig's devices answer MMIO exits as in [`Rig`] itself.
 #[derive(Debug)]

@@ -6,10 +6,10 @@
 //! of its guest time per cycle; [`super::stats`] turns them into medians,
 //! intervals and paired ratios.
 
-use super::clock::Calibration;
 use super::stats::Rng;
 use super::workload::{cycle_batch, pending_latency, unmasked_latency, CycleResult, Target};
 use crate::Error;
+use msix_rig::clock::Calibration;
 
 /// How much each round measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

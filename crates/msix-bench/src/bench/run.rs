@@ -14,8 +14,9 @@ use super::report::{
 use super::rounds::{self, RoundPlan, RoundRow, RowSamples};
 use super::stats::{self, median, median_ci95, paired_ratio, RatioEstimate, Rng};
 use super::workload::{self, BringUpOrder, BringUpResult, PendingResult, StormResult, Target};
-use super::{check_exits, check_semantics, sys, Options, Subject, SEED};
+use super::{check_exits, check_semantics, Options, Subject, SEED};
 use crate::Error;
+use msix_rig::sys;
 
 /// The most route commits `fast` may spend bringing up 2048 vectors.
 pub const MAX_FAST_COMMITS_2048: u64 = 64;

@@ -9,8 +9,8 @@ use serde::Serialize;
 use testvm::{Program, TestVm, Width};
 use vfio_vectors::software::SoftwareSource;
 
-use super::sys::process_cpu_ns;
 use crate::Error;
+use msix_rig::sys::process_cpu_ns;
 
 /// IDT vector entry 0 is programmed to (vCPU 0).
 pub const VECTOR: u8 = 0x40;
@@ -273,7 +273,7 @@ pub fn storm(t: &dyn Target, chunks: u64, spin: u64) -> Result<StormResult, Erro
     let irqs = t.vm().irq_count(VECTOR);
     let window = t.vm().window_count(0, VECTOR);
     let late = t.vm().late_count(0, VECTOR);
-    let handle = crate::storm::storm(t.source(), vec![0], None)?;
+    let handle = msix_rig::storm::storm(t.source(), vec![0], None)?;
     let mut cycles = 0;
     let run = (|| {
         for _ in 0..chunks {
@@ -380,10 +380,10 @@ pub type Latency = i64;
 /// before the fire against the handler's TSC through `calibration`.
 pub fn unmasked_latency(
     t: &dyn Target,
-    calibration: &super::clock::Calibration,
+    calibration: &msix_rig::clock::Calibration,
 ) -> Result<Latency, Error> {
     let before = t.vm().irq_count(VECTOR);
-    let fired = super::clock::monotonic_ns();
+    let fired = msix_rig::clock::monotonic_ns();
     t.source().fire(0)?;
     t.vm().wait_irq_count(VECTOR, before + 1)?;
     let at = calibration.host_ns(t.vm().last_irq_tsc(0, VECTOR));
@@ -416,7 +416,7 @@ pub fn pending_latency(t: &dyn Target) -> Result<Option<Latency>, Error> {
     let ticks = i128::from(t.vm().last_irq_tsc(0, VECTOR)) - i128::from(out.get(stamp));
     t.settle()?;
     Ok(Some(
-        super::clock::ticks_to_ns(ticks, t.vm().tsc_khz()) as Latency
+        msix_rig::clock::ticks_to_ns(ticks, t.vm().tsc_khz()) as Latency
     ))
 }
 

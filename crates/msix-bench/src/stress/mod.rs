@@ -165,7 +165,7 @@ pub fn run_cli(args: &[String]) -> i32 {
             return 2;
         }
     };
-    if let Err(e) = bench::sys::check_kvm() {
+    if let Err(e) = msix_rig::sys::check_kvm() {
         eprintln!("msix-bench stress: {e}");
         return 2;
     }
@@ -177,7 +177,7 @@ pub fn run_cli(args: &[String]) -> i32 {
         }
     };
     if options.json {
-        if !crate::cli::print_json("msix-bench stress", &report) {
+        if !crate::json::print_json("msix-bench stress", &report) {
             return 1;
         }
     } else {
@@ -193,7 +193,7 @@ pub fn run_cli(args: &[String]) -> i32 {
 /// is returned only when the load cannot run.
 pub fn run(options: &Options) -> Result<StressReport, Error> {
     let start = Instant::now();
-    if let Err(e) = bench::sys::raise_nofile_limit() {
+    if let Err(e) = msix_rig::sys::raise_nofile_limit() {
         eprintln!("msix-bench stress: could not raise RLIMIT_NOFILE: {e}");
     }
     let load = Load::start(options.load)?;

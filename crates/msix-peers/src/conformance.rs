@@ -1,0 +1,98 @@
+//! Each peer model as a target of the conformance kit: the same guest
+//! programs as our accelerator runs, handled the way the peer VMM handles
+//! its MSI-X table, PBA and Message Control, on a plain software source.
+//! A peer reports no events and is not held to our exit counts (the runner
+//! skips those steps and says why).
+
+use msix_accel::AccelEvent;
+use msix_conformance::{AccelSetup, Candidate, Scenario, Storm, Target, SCENARIO_WATCHDOG};
+use msix_rig::rig::RigLayout;
+use msix_rig::storm;
+use testvm::{TestVm, VmConfig};
+use vfio_vectors::MsixSource;
+
+use crate::model::PeerModel;
+use crate::rig::PeerRig;
+
+/// Why a file with several devices does not run on a peer model.
+pub const ONE_DEVICE: &str =
+    "the peer models hold one device per guest (each commits the routing table it keeps alone)";
+
+impl Candidate for PeerModel {
+    fn name(&self) -> String {
+        PeerModel::name(*self).into()
+    }
+    fn source(&self) -> String {
+        "plain".into()
+    }
+    fn skip_reason(&self, scenario: &Scenario) -> Option<String> {
+        if scenario.devices > 1 {
+            return Some(format!("needs {} devices: {ONE_DEVICE}", scenario.devices));
+        }
+        let standard = RigLayout::standard(scenario.vectors);
+        match scenario.layout {
+            Some(l) if l != standard => Some(
+                "its layout: the peer models place the table at BAR 0 offset 0 and the PBA on \
+                 the next page"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+    fn build(&self, scenario: &Scenario) -> Result<Box<dyn Target>, String> {
+        let rig = PeerRig::with_guest(
+            *self,
+            scenario.vectors,
+            VmConfig {
+                vcpus: scenario.vcpus,
+                watchdog: SCENARIO_WATCHDOG,
+                x2apic_api: scenario.x2apic_api,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Box::new(rig))
+    }
+}
+
+impl Target for PeerRig {
+    fn vm(&self) -> &TestVm {
+        &self.vm
+    }
+    fn table_gpa(&self, _device: u8) -> u64 {
+        self.table_gpa
+    }
+    fn pba_gpa(&self, _device: u8) -> u64 {
+        self.device.pba_gpa()
+    }
+    fn bar_gpa(&self, device: u8, bir: u8) -> u64 {
+        let vectors = self.source.vector_count();
+        RigLayout::standard(vectors).bar_gpa(device, bir)
+    }
+    fn message_control(&self, _device: u8) -> u16 {
+        self.device.message_control()
+    }
+    fn write_message_control(&self, _device: u8, value: u16) -> Result<(), String> {
+        self.device
+            .write_message_control(value)
+            .map_err(|e| e.to_string())
+    }
+    fn fire(&self, _device: u8, entry: u16, count: u64) -> Result<(), String> {
+        self.source
+            .fire_n(entry, count)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+    fn storm(&self, _device: u8, entries: Vec<u16>) -> Result<Box<dyn Storm>, String> {
+        let handle = storm::storm(&self.source, entries, None).map_err(|e| e.to_string())?;
+        Ok(Box::new(handle))
+    }
+    fn take_events(&self) -> Option<Vec<AccelEvent>> {
+        None
+    }
+    fn accel_setup(&self) -> Option<AccelSetup> {
+        None
+    }
+    fn settle(&self) -> Result<(), String> {
+        PeerRig::settle(self).map_err(|e| e.to_string())
+    }
+}
