@@ -16,6 +16,9 @@ root="$(cd "$here/../.." && pwd)"
 work="$root/target/vfio-vm/linux-guest"
 mkdir -p "$work"
 mode=${LINUX_GUEST_MODE:-full}
+# Affinity-move rounds: the default run, and each other policy run.
+rounds=${LINUX_GUEST_ROUNDS:-20}
+rounds_other=${LINUX_GUEST_ROUNDS_OTHER:-10}
 guest_timeout_s=${LINUX_GUEST_TIMEOUT:-900}
 
 start_s=$(date +%s)
@@ -46,10 +49,26 @@ phase "L2 initramfs"
 l2="$work/l2"
 rm -rf "$l2" && mkdir -p "$l2"/{bin,dev,proc,sys,etc,tmp,lib/modules/"$kver"}
 cp /bin/busybox "$l2/bin/busybox"
-for applet in sh mount insmod echo cat ls sleep reboot awk grep sed ip ping6 ping tr head tail dd wc basename readlink printf seq; do
+for applet in sh mount insmod echo cat ls sleep reboot dmesg awk grep sed ip ping6 ping tr head tail dd wc basename readlink printf sort devmem; do
     ln -sf busybox "$l2/bin/$applet"
 done
 pack_modules "$kdir" "$kver" "$l2" dca i2c-algo-bit igb e1000e
+# ethtool from its Debian package, with the shared libraries it needs.
+debs="$work/debs"
+if [ ! -x "$debs/root/sbin/ethtool" ]; then
+    rm -rf "$debs" && mkdir -p "$debs/root"
+    (cd "$debs" && apt-get download -q ethtool libmnl0 >"$work/apt-download.log" 2>&1) ||
+        { cat "$work/apt-download.log" >&2; die "apt-get download ethtool libmnl0 failed"; }
+    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$debs/root"; done
+fi
+cp "$debs/root/sbin/ethtool" "$l2/bin/ethtool"
+LD_LIBRARY_PATH="$debs/root/usr/lib/x86_64-linux-gnu" ldd "$l2/bin/ethtool" |
+    grep -oE '/[^ ]+' | while read -r lib; do
+        dst=${lib#"$debs/root"}
+        mkdir -p "$l2$(dirname "$dst")"
+        cp -L "$lib" "$l2$dst"
+    done
+[ -e "$l2/lib64/ld-linux-x86-64.so.2" ] || die "ethtool's dynamic loader was not packed"
 cp "$here/linux-guest-l2-init.sh" "$l2/init"
 chmod +x "$l2/init"
 (cd "$l2" && find . | cpio -o -H newc --quiet >"$work/l2.cpio")
@@ -59,14 +78,14 @@ phase "L1 initramfs"
 l1="$work/l1"
 rm -rf "$l1" && mkdir -p "$l1"/{bin,dev,proc,sys,etc,l2,tmp,lib/modules/"$kver"}
 cp /bin/busybox "$l1/bin/busybox"
-for applet in sh mount insmod echo cat ls sleep poweroff awk grep sed tee basename readlink head tail timeout wc; do
+for applet in sh mount insmod echo cat ls sleep poweroff ip awk grep sed tee basename readlink head tail timeout wc; do
     ln -sf busybox "$l1/bin/$applet"
 done
-pack_modules "$kdir" "$kver" "$l1" irqbypass vfio vfio_iommu_type1 vfio-pci-core vfio-pci kvm ccp kvm-amd
+pack_modules "$kdir" "$kver" "$l1" irqbypass vfio vfio_iommu_type1 vfio-pci-core vfio-pci kvm ccp kvm-amd e1000e igb
 cp "$vmm" "$l1/bin/reference-vmm"
 cp "$vmlinuz" "$l1/l2/vmlinuz"
 cp "$work/l2.cpio" "$l1/l2/initrd"
-echo "$mode" >"$l1/etc/mode"
+echo "$mode $rounds $rounds_other" >"$l1/etc/mode"
 cp "$here/linux-guest-l1-init.sh" "$l1/init"
 chmod +x "$l1/init"
 (cd "$l1" && find . | cpio -o -H newc --quiet >"$work/l1.cpio")

@@ -27,7 +27,10 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_CAP_X2APIC_API,
+    KVM_PIT_SPEAKER_DUMMY, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_X2APIC_API_USE_32BIT_IDS,
+};
 use kvm_ioctls::Kvm;
 use msix_accel::{GsiRouting, IrqchipRoutes, KvmVm, MsixVm, ServiceThread};
 use vfio_ioctls::VfioContainer;
@@ -89,6 +92,18 @@ pub fn run(o: &Options) -> Result<(), String> {
         ..Default::default()
     })
     .map_err(err("KVM_CREATE_PIT2"))?;
+    // 32-bit APIC IDs in MSI routes (address_hi bits 31:8 carry the high
+    // ID bits), as QEMU and cloud-hypervisor set it: KVM then refuses a
+    // route whose address has bits 39:32 set, which the accelerator keeps
+    // to the vector concerned (a RouteRejected event).
+    let mut x2apic = kvm_enable_cap {
+        cap: KVM_CAP_X2APIC_API,
+        ..Default::default()
+    };
+    x2apic.args[0] =
+        u64::from(KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK);
+    vm.enable_cap(&x2apic)
+        .map_err(err("KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)"))?;
 
     // --- Guest RAM ---------------------------------------------------------
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), o.memory as usize)])
@@ -203,9 +218,9 @@ pub fn run(o: &Options) -> Result<(), String> {
     let reason = exit.wait();
 
     // --- At exit: the accelerators' statistics ------------------------------
-    println!("VMM-EXIT {reason}");
+    eprintln!("VMM-EXIT {reason}");
     for dev in 0..bus.pci.functions().len() {
-        println!("{}", report::stats_line("final", dev, &bus.pci));
+        eprintln!("{}", report::stats_line("final", dev, &bus.pci));
     }
 
     // --- Teardown (section 11): vCPUs, then the servicer, then the
@@ -227,6 +242,6 @@ pub fn run(o: &Options) -> Result<(), String> {
     drop(bus);
     drop(events);
     let _ = printer.join();
-    println!("VMM-DONE");
+    eprintln!("VMM-DONE");
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! What the VMM prints about the accelerators: a `VMM-STATS` line per
+//! What the VMM prints (on stderr: stdout is the guest console) about the accelerators: a `VMM-STATS` line per
 //! function on demand (a byte written to the statistics port) and at exit,
 //! and a `VMM-EVENT` line per accelerator event as it arrives.
 //!
@@ -78,7 +78,7 @@ pub fn stats_line(label: &str, dev: usize, pci: &PciBus) -> String {
 /// guest wrote.
 pub fn print_marks(pci: &PciBus, mark: u8) {
     for dev in 0..pci.functions().len() {
-        println!("{}", stats_line(&format!("mark={mark}"), dev, pci));
+        eprintln!("{}", stats_line(&format!("mark={mark}"), dev, pci));
     }
 }
 
@@ -86,6 +86,6 @@ pub fn print_marks(pci: &PciBus, mark: u8) {
 /// so every sender) is gone.
 pub fn print_events(events: Receiver<AccelEvent>) {
     for e in events {
-        println!("VMM-EVENT {e}");
+        eprintln!("VMM-EVENT {e}");
     }
 }
