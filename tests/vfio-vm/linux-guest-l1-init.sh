@@ -26,7 +26,7 @@ vmm_run() {
     label=$1
     t0=$(awk '{print $1}' /proc/uptime)
     # stdout: L2's console (its lines end in CR LF); stderr: the VMM's own.
-    timeout 400 /bin/reference-vmm --kernel /l2/vmlinuz --initrd /l2/initrd --cpus 2 --memory 256 \
+    timeout 900 /bin/reference-vmm --kernel /l2/vmlinuz --initrd /l2/initrd --cpus 2 --memory 256 \
         --cmdline "console=ttyS0 quiet panic=-1 $3" $2 > /tmp/vmm.raw 2> /tmp/vmm.err
     rc=$?
     tr -d '\r' < /tmp/vmm.raw > /tmp/vmm.out

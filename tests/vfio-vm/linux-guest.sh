@@ -18,8 +18,8 @@ mkdir -p "$work"
 mode=${LINUX_GUEST_MODE:-full}
 # Affinity-move rounds: the default run, and each other policy run.
 rounds=${LINUX_GUEST_ROUNDS:-20}
-rounds_other=${LINUX_GUEST_ROUNDS_OTHER:-10}
-guest_timeout_s=${LINUX_GUEST_TIMEOUT:-900}
+rounds_other=${LINUX_GUEST_ROUNDS_OTHER:-5}
+guest_timeout_s=${LINUX_GUEST_TIMEOUT:-2400}
 
 start_s=$(date +%s)
 phase() { printf '[linux-guest %s +%ss] %s\n' "$(date +%H:%M:%S)" "$(( $(date +%s) - start_s ))" "$*"; }
