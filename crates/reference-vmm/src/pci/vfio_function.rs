@@ -505,3 +505,29 @@ fn merge_into_dword(dword: u32, shift: usize, data: &[u8]) -> u32 {
     }
     u32::from_le_bytes(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_dword_config_accesses_read_and_merge_their_bytes_only() {
+        let dword = 0x4433_2211;
+        let mut two = [0u8; 2];
+        copy_from_dword(dword, 2, &mut two);
+        assert_eq!(two, [0x33, 0x44]);
+        let mut past = [0u8; 2];
+        copy_from_dword(dword, 3, &mut past);
+        assert_eq!(past, [0xff, 0xff]);
+        assert_eq!(merge_into_dword(dword, 1, &[0xaa]), 0x4433_aa11);
+        assert_eq!(
+            merge_into_dword(dword, 0, &0x0006u16.to_le_bytes()),
+            0x4433_0006
+        );
+        assert_eq!(
+            merge_into_dword(dword, 3, &[1, 2]),
+            dword,
+            "crossing the dword: ignored"
+        );
+    }
+}
