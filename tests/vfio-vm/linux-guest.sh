@@ -101,7 +101,7 @@ timeout -k 10 "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel tcg -cpu qemu6
     -device intel-iommu,intremap=on \
     -netdev hubport,id=h0,hubid=0 -device igb,netdev=h0 \
     -netdev hubport,id=h1,hubid=0 -device e1000e,netdev=h1 \
-    </dev/null 2>&1 | tr -d '\r' | tee "$log" |
+    </dev/null 2>&1 | sed -u 's/\r$//' | tee "$log" |
     grep --line-buffered -E '^(PASS|FAIL|L1:|L2:|VMM-EXIT|VMM-EVENT|VMM-STATS final|TIMING)|linux-guest: |Kernel panic'
 qemu_rc=${PIPESTATUS[0]}
 set -e
