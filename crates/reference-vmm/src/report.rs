@@ -47,7 +47,7 @@ pub fn stats_line(label: &str, dev: usize, pci: &PciBus) -> String {
         "VMM-STATS {label} dev={dev} bdf={} policy={} source_masking={} exits={} \
          table_read={} mask_write={} unmask_write={} message_write={} other_write={} \
          pba_read={} fast_path_unmasks={} masks_at_source={} masks_by_irqfd={} unmasks={} \
-         pending_deliveries={} events={}",
+         pending_deliveries={} relocation_lock_max_us={} relocation_slot_max_us={} events={}",
         f.name(),
         a.policy(),
         a.debug().source_masking(),
@@ -63,6 +63,8 @@ pub fn stats_line(label: &str, dev: usize, pci: &PciBus) -> String {
         s.masks_by_irqfd_detach,
         s.unmasks,
         s.pending_deliveries,
+        s.relocation_lock_max_ns / 1000,
+        s.relocation_slot_max_ns / 1000,
         s.total_events(),
     );
     match host_irqs(f.name()) {
