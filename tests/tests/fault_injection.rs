@@ -21,8 +21,10 @@
 //!   deassigns) = those the accelerator holds;
 //! - each failure reported at most once per vector and kind.
 
+#[path = "support/settle.rs"]
+mod settle;
+
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use msix_accel::{AccelState, EventKind, MaskPath, Policy, RouteState};
 use msix_bench::rig::{Rig, RigConfig};
@@ -114,7 +116,7 @@ fn act(path: Path, r: &Rig, snapshot: Option<&AccelState>) -> Result<(), String>
         // same from run to run (reclaiming is tested in kvm-msix).
         Path::Place => {
             let removed = r.accel.remove();
-            wait_retired(r);
+            settle::wait_retired(r);
             both(removed, r.accel.place(r.table_gpa, r.pba_gpa).map(drop))
         }
         Path::MoveBar => {
@@ -124,9 +126,9 @@ fn act(path: Path, r: &Rig, snapshot: Option<&AccelState>) -> Result<(), String>
                 .accel
                 .move_bar(away, away + (r.pba_gpa - r.table_gpa))
                 .map(drop);
-            wait_retired(r);
+            settle::wait_retired(r);
             let back = r.accel.move_bar(r.table_gpa, r.pba_gpa).map(drop);
-            wait_retired(r);
+            settle::wait_retired(r);
             both(moved, back)
         }
         Path::Mask => {
@@ -167,24 +169,17 @@ fn act(path: Path, r: &Rig, snapshot: Option<&AccelState>) -> Result<(), String>
             let mut p = Program::new();
             p.write(Width::W32, r.entry(3, 12), 0);
             guest(p)?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while r.accel.debug().is_masked(3).unwrap() {
-                assert!(Instant::now() < deadline, "the unmask was never serviced");
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            settle::wait_for(
+                "the service thread to apply entry 3's absorbed unmask",
+                r.vm.watchdog(),
+                || settle::calls(r),
+                || !r.accel.debug().is_masked(3).unwrap(),
+            );
             Ok(())
         }
     }
 }
 
-/// Waits (bounded) until the service thread undid every retired ioeventfd.
-fn wait_retired(r: &Rig) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while r.accel.debug().retired_pending() > 0 || r.accel.debug().retiring() {
-        assert!(Instant::now() < deadline, "retired ioeventfds never undone");
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
 
 /// What one run left behind.
 struct Run {
@@ -236,7 +231,7 @@ fn run(path: Path, policy: Policy, maskable: bool, fault: Option<(Op, u64)>) -> 
     p.read(Width::W32, r.pba_gpa);
     r.vm.run(0, &p).unwrap();
     r.accel.service_fast_path();
-    wait_retired(&r);
+    settle::wait_retired(&r);
     let model = without_pending(r.accel.debug().model_state());
     let fired_deliveries = (0..VECTORS)
         .map(|v| {
