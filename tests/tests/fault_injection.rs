@@ -180,7 +180,6 @@ fn act(path: Path, r: &Rig, snapshot: Option<&AccelState>) -> Result<(), String>
     }
 }
 
-
 /// What one run left behind.
 struct Run {
     rig: Rig,

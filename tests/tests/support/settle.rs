@@ -11,12 +11,7 @@ use testvm::Watchdog;
 /// Polls `done` until it holds; every change of `progress` restarts the
 /// watchdog's `period`. Fails the test with `what` and the watchdog's
 /// account when a whole period passes without either.
-pub fn wait_for(
-    what: &str,
-    period: Duration,
-    progress: impl Fn() -> u64,
-    done: impl Fn() -> bool,
-) {
+pub fn wait_for(what: &str, period: Duration, progress: impl Fn() -> u64, done: impl Fn() -> bool) {
     let mut watchdog = Watchdog::new(period, progress());
     while !done() {
         if let Err(stalled) = watchdog.check(progress()) {
