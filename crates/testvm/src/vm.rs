@@ -612,6 +612,8 @@ impl TestVm {
                 self.stop_vcpus();
                 return Err(err);
             }
+            // Woken by the vCPU thread at the program's end, and at least
+            // as often as the watchdog looks at the process's threads.
             let sleep = watchdog.remaining().max(Duration::from_millis(1));
             state = match self.shared.changed.wait_timeout(state, sleep) {
                 Ok((guard, _)) => guard,
@@ -654,10 +656,16 @@ impl TestVm {
             waited_ms: stalled.waited.as_millis() as u64,
             quiet_ms: stalled.quiet.as_millis() as u64,
             doing: format!(
-                "{doing}; {} exits in all, {} programs started, {} finished",
+                "{doing}; {} exits in all, {} programs started, {} finished{}",
                 self.progress(vcpu),
                 started,
-                finished
+                finished,
+                stalled
+                    .kernel_waits
+                    .map_or(String::new(), |threads| format!(
+                        "; extended {} periods for threads in kernel waits, last {threads}",
+                        stalled.kernel_periods
+                    ))
             ),
         }
     }
