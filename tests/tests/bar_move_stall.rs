@@ -9,6 +9,9 @@
 //! the fast path is whole at the new address, and every old ioeventfd was
 //! undone.
 
+#[path = "support/settle.rs"]
+mod settle;
+
 use std::time::{Duration, Instant};
 
 use msix_accel::Policy;
@@ -59,11 +62,7 @@ fn a_bar_move_with_256_fast_entries_is_measured_against_a_vcpu_toggling_masks() 
     }
     let out = r.vm.wait(1).unwrap();
     let retire_started = Instant::now();
-    let deadline = retire_started + Duration::from_secs(60);
-    while r.accel.debug().retired_pending() > 0 || r.accel.debug().retiring() {
-        assert!(Instant::now() < deadline, "old ioeventfds never undone");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    settle::wait_retired(&r);
     let retire_ms = retire_started.elapsed().as_millis();
 
     assert_eq!(r.accel.fast_entries(), ENTRIES, "the fast path is whole");

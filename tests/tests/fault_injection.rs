@@ -22,8 +22,10 @@
 //!   deassigns) = those the accelerator holds;
 //! - each failure reported at most once per vector and kind.
 
+#[path = "support/settle.rs"]
+mod settle;
+
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use msix_accel::{AccelState, EventKind, MaskPath, Policy, RouteState};
 use msix_hypervisor::{Op, Trigger};
@@ -115,7 +117,7 @@ fn act(path: Path, r: &Rig, snapshot: Option<&AccelState>) -> Result<(), String>
         // same from run to run (reclaiming is tested in kvm-msix).
         Path::Place => {
             let removed = r.accel.remove();
-            wait_retired(r);
+            settle::wait_retired(r);
             both(removed, r.accel.place(r.table_gpa, r.pba_gpa).map(drop))
         }
         Path::MoveBar => {
@@ -125,9 +127,9 @@ fn act(path: Path, r: &Rig, snapshot: Option<&AccelState>) -> Result<(), String>
                 .accel
                 .move_bar(away, away + (r.pba_gpa - r.table_gpa))
                 .map(drop);
-            wait_retired(r);
+            settle::wait_retired(r);
             let back = r.accel.move_bar(r.table_gpa, r.pba_gpa).map(drop);
-            wait_retired(r);
+            settle::wait_retired(r);
             both(moved, back)
         }
         Path::Mask => {
@@ -168,40 +170,40 @@ fn act(path: Path, r: &Rig, snapshot: Option<&AccelState>) -> Result<(), String>
             let mut p = Program::new();
             p.write(Width::W32, r.entry(3, 12), 0);
             guest(p)?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while r.accel.debug().is_masked(3).unwrap() {
-                assert!(Instant::now() < deadline, "the unmask was never serviced");
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            settle::wait_for(
+                "the service thread to apply entry 3's absorbed unmask",
+                r.vm.watchdog(),
+                || settle::calls(r),
+                || !r.accel.debug().is_masked(3).unwrap(),
+            );
             Ok(())
         }
     }
 }
 
-/// Waits (bounded) until the service thread undid every retired ioeventfd,
-/// those KVM refused once included (the retry timer queues them again).
+/// Waits until the service thread undid every retired ioeventfd, those
+/// KVM refused once included (the retry timer queues them again).
 fn wait_retired(r: &Rig) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while r.accel.debug().retired_pending() > 0
-        || r.accel.debug().retiring()
-        || r.accel.debug().retired_stuck() > 0
-    {
-        assert!(Instant::now() < deadline, "retired ioeventfds never undone");
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    let debug = r.accel.debug();
+    settle::wait_for(
+        "the service thread to undo every retired ioeventfd, stuck ones included",
+        r.vm.watchdog(),
+        || (settle::calls(r) << 16) ^ debug.retired_pending() as u64,
+        || debug.retired_pending() == 0 && !debug.retiring() && debug.retired_stuck() == 0,
+    );
 }
 
-/// Waits (bounded) until no vector is left to retry: the accelerator
-/// retried by itself, the guest untouched.
+/// Waits until no vector is left to retry: the accelerator retried by
+/// itself, the guest untouched. Progress: the rig's hypervisor calls (each
+/// retry makes some).
 fn wait_converged(r: &Rig) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (0..VECTORS).any(|v| r.accel.debug().retrying(v).unwrap()) {
-        assert!(
-            Instant::now() < deadline,
-            "held vectors never retried without a guest access"
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    let debug = r.accel.debug();
+    settle::wait_for(
+        "held vectors to be retried without a guest access",
+        r.vm.watchdog(),
+        || settle::calls(r),
+        || !(0..VECTORS).any(|v| debug.retrying(v).unwrap_or(true)),
+    );
 }
 
 /// What one run left behind.

@@ -305,14 +305,20 @@ impl Run<'_> {
     }
 
     /// Whether `done` holds before the guest's watchdog runs out (looked
-    /// at again every [`POLL`]).
-    fn within_watchdog(&mut self, mut done: impl FnMut(&mut Self) -> bool) -> bool {
-        let deadline = Instant::now() + self.rig.vm().watchdog();
+    /// at again every [`POLL`]). Every change of `progress` (deliveries or
+    /// events so far) restarts the watchdog's period, so a loaded machine
+    /// makes the wait longer, not failed.
+    fn within_watchdog(
+        &mut self,
+        progress: impl Fn(&mut Self) -> u64,
+        mut done: impl FnMut(&mut Self) -> bool,
+    ) -> bool {
+        let mut watchdog = testvm::Watchdog::new(self.rig.vm().watchdog(), progress(self));
         loop {
             if done(self) {
                 return true;
             }
-            if Instant::now() >= deadline {
+            if watchdog.check(progress(self)).is_err() {
                 return false;
             }
             std::thread::sleep(POLL);
@@ -327,9 +333,9 @@ impl Run<'_> {
         count: u64,
     ) -> Result<(), String> {
         // Reach N within the watchdog...
-        if !self.within_watchdog(|r| r.irqs(vcpu, vector) >= count) {
+        if !self.within_watchdog(|r| r.irqs(vcpu, vector), |r| r.irqs(vcpu, vector) >= count) {
             return Err(format!(
-                "IDT vector {vector:#x}: {} interrupts after the {} ms watchdog, expected {cmp} {count}",
+                "IDT vector {vector:#x}: {} interrupts, none more in the last {} ms (watchdog), expected {cmp} {count}",
                 self.irqs(vcpu, vector),
                 self.rig.vm().watchdog().as_millis()
             ));
@@ -353,17 +359,21 @@ impl Run<'_> {
 
     fn expect_event(&mut self, device: u8, kind: EventKind, entry: Option<u16>) -> Done {
         // Events of an absorbed access are reported when it is serviced:
-        // wait for one within the watchdog.
+        // wait for one within the watchdog (one event: nothing partial to
+        // see progress in).
         let rig = self.rig;
         if !self.events.collect(rig) {
             return Ok(Some(
                 "events are our accelerator's; this VMM reports none".into(),
             ));
         }
-        if self.within_watchdog(|r| {
-            r.events.collect(rig);
-            r.events.consume(device, kind, entry) > 0
-        }) {
+        if self.within_watchdog(
+            |_| 0,
+            |r| {
+                r.events.collect(rig);
+                r.events.consume(device, kind, entry) > 0
+            },
+        ) {
             return Ok(None);
         }
         let about = entry.map_or(String::new(), |e| format!(" entry {e}"));

@@ -64,15 +64,24 @@ pub enum Error {
         /// Its result count.
         count: usize,
     },
-    /// The watchdog fired: the guest made no progress in time.
-    #[error("watchdog: vCPU {vcpu} did not {what} within {waited_ms} ms")]
+    /// The watchdog fired: the guest made no progress for a whole
+    /// watchdog period.
+    #[error(
+        "watchdog: vCPU {vcpu} did not {what}: no progress in {quiet_ms} ms ({waited_ms} ms waited in all); the vCPU was {doing}"
+    )]
     Watchdog {
         /// The vCPU waited for.
         vcpu: u8,
         /// What it should have done.
         what: &'static str,
-        /// How long we waited.
+        /// How long we waited in all.
         waited_ms: u64,
+        /// How long nothing moved (at least the watchdog period).
+        quiet_ms: u64,
+        /// Where the vCPU was: in the guest or in the host's handler of
+        /// its last exit (kind and address), and its exit and program
+        /// counts.
+        doing: String,
     },
     /// The guest took an exception.
     #[error("vCPU {vcpu} took exception {vector}")]

@@ -8,7 +8,9 @@
 //! any width, timestamps, loops) is assembled with iced-x86 and run by a
 //! vCPU; the values its reads returned come back in a [`ProgramOutput`].
 //! MMIO exits go to an [`MmioHandler`], and are counted by reason per vCPU.
-//! Every wait on the guest is bounded by the watchdog of [`VmConfig`].
+//! Every wait on the guest is bounded by the watchdog of [`VmConfig`], which
+//! fails a wait only when the guest made no progress for a whole period
+//! ([`Watchdog`]), and then says where the vCPU was.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![deny(missing_debug_implementations)]
@@ -20,6 +22,7 @@ mod memory;
 mod program;
 mod setup;
 mod vm;
+mod watchdog;
 
 pub use error::{Error, Result};
 pub use layout::{
@@ -28,6 +31,7 @@ pub use layout::{
 };
 pub use program::{Program, ResultSlot, Width};
 pub use vm::{ExitCounts, MmioHandler, ProgramOutput, TestVm, VmConfig};
+pub use watchdog::{Stalled, Watchdog};
 
 /// The README's examples, compiled (and run unless marked `no_run`) as doc tests.
 #[cfg(doctest)]

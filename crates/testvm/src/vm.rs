@@ -1,10 +1,10 @@
 //! [`TestVm`]: the guest, its vCPU threads, the program mailbox and the watchdog.
 
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kvm_bindings::{kvm_mp_state, kvm_msi, kvm_userspace_memory_region, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -14,6 +14,7 @@ use crate::layout::*;
 use crate::memory::GuestRam;
 use crate::program::Program;
 use crate::setup;
+use crate::watchdog::{Stalled, Watchdog};
 use crate::{Error, Result};
 
 /// Handles the guest's MMIO exits (the VMM's device model).
@@ -31,7 +32,10 @@ pub trait MmioHandler: Send + Sync {
 pub struct VmConfig {
     /// Number of vCPUs, 1..=4, each on its own thread.
     pub vcpus: u8,
-    /// How long any wait on the guest may take before the watchdog fails it.
+    /// How long any wait on the guest may go without progress (an exit of
+    /// the vCPU waited for, an interrupt counted towards the wait) before
+    /// the watchdog fails it: a slow guest on a loaded machine is waited
+    /// for as long as it progresses ([`crate::Watchdog`]).
     pub watchdog: Duration,
     /// Enable KVM_CAP_X2APIC_API with 32-bit APIC IDs and the broadcast
     /// quirk off, as cloud-hypervisor runs KVM (the default). KVM then
@@ -98,9 +102,60 @@ struct ExitCounters {
     mmio_unclaimed: AtomicU64,
     io: AtomicU64,
     interrupted: AtomicU64,
+    /// What the vCPU thread last did, for a watchdog's report: the last
+    /// exit's kind ([`LastExit`]) and address, and whether the thread is
+    /// handling it now (in the host) or back in KVM_RUN (in the guest).
+    last_kind: AtomicU8,
+    last_addr: AtomicU64,
+    in_handler: AtomicBool,
+}
+
+/// The kind of a vCPU's last exit, as stored in [`ExitCounters`] (0 until
+/// the first exit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum LastExit {
+    MmioRead = 1,
+    MmioWrite = 2,
+    Io = 3,
 }
 
 impl ExitCounters {
+    /// Exits that show the vCPU progressing: MMIO and port I/O (not kicks).
+    fn progress(&self) -> u64 {
+        self.mmio_reads.load(Ordering::SeqCst)
+            + self.mmio_writes.load(Ordering::SeqCst)
+            + self.io.load(Ordering::SeqCst)
+    }
+
+    /// The thread starts handling an exit of `kind` at `addr`.
+    fn enter(&self, kind: LastExit, addr: u64) {
+        self.last_kind.store(kind as u8, Ordering::SeqCst);
+        self.last_addr.store(addr, Ordering::SeqCst);
+        self.in_handler.store(true, Ordering::SeqCst);
+    }
+
+    /// The exit is handled; the thread goes back into the guest.
+    fn leave(&self) {
+        self.in_handler.store(false, Ordering::SeqCst);
+    }
+
+    /// Where the vCPU is, in words.
+    fn doing(&self) -> String {
+        let addr = self.last_addr.load(Ordering::SeqCst);
+        let last = match self.last_kind.load(Ordering::SeqCst) {
+            k if k == LastExit::MmioRead as u8 => format!("an MMIO read at {addr:#x}"),
+            k if k == LastExit::MmioWrite as u8 => format!("an MMIO write at {addr:#x}"),
+            k if k == LastExit::Io as u8 => format!("an OUT to port {addr:#x}"),
+            _ => return "in the guest; it has made no exit yet".into(),
+        };
+        if self.in_handler.load(Ordering::SeqCst) {
+            format!("in the host, handling {last}")
+        } else {
+            format!("in the guest since its last exit, {last}")
+        }
+    }
+
     fn snapshot(&self) -> ExitCounts {
         ExitCounts {
             mmio_reads: self.mmio_reads.load(Ordering::SeqCst),
@@ -297,9 +352,12 @@ impl TestVm {
             tsc_khz,
         };
         for index in 0..testvm.config.vcpus {
-            testvm.wait_until(index, "become ready", |vm| {
-                matches!(vm.shared.ram.read_u64(mailbox(index) + MB_READY), Ok(1))
-            })?;
+            testvm.wait_until(
+                index,
+                "become ready",
+                |vm| vm.progress(index),
+                |vm| matches!(vm.shared.ram.read_u64(mailbox(index) + MB_READY), Ok(1)),
+            )?;
         }
         Ok(testvm)
     }
@@ -436,9 +494,12 @@ impl TestVm {
         }
         let before = self.irq_count_on(vcpu, SENTINEL_VECTOR);
         self.signal_msi(vcpu, SENTINEL_VECTOR)?;
-        self.wait_until(vcpu, "take the sentinel interrupt", |vm| {
-            vm.irq_count_on(vcpu, SENTINEL_VECTOR) > before
-        })
+        self.wait_until(
+            vcpu,
+            "take the sentinel interrupt",
+            |vm| vm.progress(vcpu),
+            |vm| vm.irq_count_on(vcpu, SENTINEL_VECTOR) > before,
+        )
     }
 
     /// [`TestVm::sentinel`] on every vCPU.
@@ -450,11 +511,15 @@ impl TestVm {
     }
 
     /// Waits (bounded by the watchdog) until IDT `vector` has been taken at
-    /// least `count` times; returns the count seen.
+    /// least `count` times; returns the count seen. Each delivery of
+    /// `vector` restarts the watchdog's period.
     pub fn wait_irq_count(&self, vector: u8, count: u64) -> Result<u64> {
-        self.wait_until(0, "take the expected interrupts", |vm| {
-            vm.irq_count(vector) >= count
-        })?;
+        self.wait_until(
+            0,
+            "take the expected interrupts",
+            |vm| vm.irq_count(vector),
+            |vm| vm.irq_count(vector) >= count,
+        )?;
         Ok(self.irq_count(vector))
     }
 
@@ -516,12 +581,15 @@ impl TestVm {
         self.signal_msi(vcpu, DOORBELL_VECTOR)
     }
 
-    /// Waits for the program started on `vcpu` and returns what it recorded.
+    /// Waits for the program started on `vcpu` and returns what it
+    /// recorded. Each exit of the vCPU restarts the watchdog's period: a
+    /// long program on a loaded machine is waited for as long as it makes
+    /// exits, and one that stops making them fails, saying where it is.
     pub fn wait(&self, vcpu: u8) -> Result<ProgramOutput> {
         if vcpu >= self.config.vcpus {
             return Err(Error::NoSuchVcpu { vcpu });
         }
-        let deadline = Instant::now() + self.config.watchdog;
+        let mut watchdog = Watchdog::new(self.config.watchdog, self.progress(vcpu));
         let mut state = self.lock_state();
         loop {
             let s = &state[usize::from(vcpu)];
@@ -537,17 +605,17 @@ impl TestVm {
             if let Some(reason) = &s.stopped {
                 return Err(stopped_error(vcpu, reason));
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if let Err(stalled) = watchdog.check(self.progress(vcpu)) {
                 drop(state);
+                // Described before the vCPUs stop: where the guest was.
+                let err = self.watchdog_error(vcpu, "finish its program", stalled);
                 self.stop_vcpus();
-                return Err(Error::Watchdog {
-                    vcpu,
-                    what: "finish its program",
-                    waited_ms: self.config.watchdog.as_millis() as u64,
-                });
+                return Err(err);
             }
-            state = match self.shared.changed.wait_timeout(state, deadline - now) {
+            // Woken by the vCPU thread at the program's end, and at least
+            // as often as the watchdog looks at the process's threads.
+            let sleep = watchdog.remaining().max(Duration::from_millis(1));
+            state = match self.shared.changed.wait_timeout(state, sleep) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
@@ -561,13 +629,57 @@ impl TestVm {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Exits of `vcpu` that show it progressing.
+    fn progress(&self, vcpu: u8) -> u64 {
+        self.shared
+            .exits
+            .get(usize::from(vcpu))
+            .map_or(0, ExitCounters::progress)
+    }
+
+    /// The watchdog's error for `vcpu`: what it did not do, how long
+    /// nothing moved, and where the vCPU was.
+    fn watchdog_error(&self, vcpu: u8, what: &'static str, stalled: Stalled) -> Error {
+        let doing = self
+            .shared
+            .exits
+            .get(usize::from(vcpu))
+            .map_or_else(String::new, ExitCounters::doing);
+        let (started, finished) = {
+            let state = self.lock_state();
+            let s = &state[usize::from(vcpu)];
+            (s.started, s.finished)
+        };
+        Error::Watchdog {
+            vcpu,
+            what,
+            waited_ms: stalled.waited.as_millis() as u64,
+            quiet_ms: stalled.quiet.as_millis() as u64,
+            doing: format!(
+                "{doing}; {} exits in all, {} programs started, {} finished{}",
+                self.progress(vcpu),
+                started,
+                finished,
+                stalled
+                    .kernel_waits
+                    .map_or(String::new(), |threads| format!(
+                        "; extended {} periods for threads in kernel waits, last {threads}",
+                        stalled.kernel_periods
+                    ))
+            ),
+        }
+    }
+
+    /// Polls `cond` until it holds; `progress` is a counter whose every
+    /// change restarts the watchdog's period.
     fn wait_until(
         &self,
         vcpu: u8,
         what: &'static str,
+        progress: impl Fn(&TestVm) -> u64,
         cond: impl Fn(&TestVm) -> bool,
     ) -> Result<()> {
-        let deadline = Instant::now() + self.config.watchdog;
+        let mut watchdog = Watchdog::new(self.config.watchdog, progress(self));
         loop {
             if cond(self) {
                 return Ok(());
@@ -575,13 +687,11 @@ impl TestVm {
             if let Some(reason) = &self.lock_state()[usize::from(vcpu)].stopped {
                 return Err(stopped_error(vcpu, reason));
             }
-            if Instant::now() >= deadline {
-                return Err(Error::Watchdog {
-                    vcpu,
-                    what,
-                    waited_ms: self.config.watchdog.as_millis() as u64,
-                });
+            if let Err(stalled) = watchdog.check(progress(self)) {
+                return Err(self.watchdog_error(vcpu, what, stalled));
             }
+            // Polling: how long this sleeps changes only how soon the
+            // condition is seen, not whether the wait succeeds.
             std::thread::sleep(Duration::from_micros(200));
         }
     }
@@ -594,8 +704,14 @@ impl TestVm {
             Ok(t) => t,
             Err(p) => p.into_inner(),
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        // Kicked until every thread has left KVM_RUN, for as long as one
+        // more leaves within a watchdog period; a thread that never does
+        // is left behind (it holds its own references), not waited for.
+        let running = |threads: &Vec<JoinHandle<()>>| {
+            threads.iter().filter(|t| !t.is_finished()).count() as u64
+        };
+        let mut watchdog = Watchdog::new(self.config.watchdog, running(&threads));
+        while running(&threads) > 0 && watchdog.check(running(&threads)).is_ok() {
             for t in threads.iter().filter(|t| !t.is_finished()) {
                 // SAFETY: the pthread_t belongs to a thread we spawned and
                 // have not joined yet, so it is valid; the signal's handler
@@ -653,6 +769,7 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
         }
         match vcpu.run() {
             Ok(VcpuExit::MmioRead(addr, data)) => {
+                counters.enter(LastExit::MmioRead, addr);
                 counters.mmio_reads.fetch_add(1, Ordering::SeqCst);
                 let handler = shared.handler.read().ok().and_then(|h| h.clone());
                 let claimed = handler.is_some_and(|h| h.mmio_read(index, addr, data));
@@ -660,8 +777,10 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
                     counters.mmio_unclaimed.fetch_add(1, Ordering::SeqCst);
                     data.fill(0xFF);
                 }
+                counters.leave();
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
+                counters.enter(LastExit::MmioWrite, addr);
                 counters.mmio_writes.fetch_add(1, Ordering::SeqCst);
                 let handler = shared.handler.read().ok().and_then(|h| h.clone());
                 if !handler.is_some_and(|h| h.mmio_write(index, addr, data)) {
@@ -672,8 +791,10 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
                         break Some(reason);
                     }
                 }
+                counters.leave();
             }
             Ok(VcpuExit::IoOut(port, data)) => {
+                counters.enter(LastExit::Io, u64::from(port));
                 counters.io.fetch_add(1, Ordering::SeqCst);
                 if port == PORT_PROGRAM_DONE {
                     let done = shared
@@ -695,6 +816,7 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
                 } else {
                     break Some(format!("unexpected OUT to port {port:#x}"));
                 }
+                counters.leave();
             }
             Ok(other) => break Some(format!("unexpected exit {other:?}")),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {

@@ -137,18 +137,71 @@ fn watchdog_fails_a_program_that_never_finishes() {
         ..VmConfig::default()
     })
     .unwrap();
+    vm.set_mmio_handler(Arc::new(EchoDevice::default()));
     let mut p = Program::new();
+    p.write(Width::W32, BAR + 0x10, 5);
     p.spin(u64::MAX);
     vm.start(0, &p).unwrap();
-    let started = std::time::Instant::now();
+    // It fails rather than hangs (no assertion on how soon: a loaded
+    // machine may take longer), and says where the guest was: back in the
+    // guest after its write, spinning without exits.
     let err = vm.wait(0).unwrap_err();
-    assert!(
-        matches!(err, testvm::Error::Watchdog { vcpu: 0, .. }),
-        "{err}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(7));
+    match &err {
+        testvm::Error::Watchdog {
+            vcpu: 0,
+            quiet_ms,
+            doing,
+            ..
+        } => {
+            assert!(*quiet_ms >= 300, "{err}");
+            assert!(
+                doing.starts_with(&format!(
+                    "in the guest since its last exit, an MMIO write at {:#x}",
+                    BAR + 0x10
+                )),
+                "{err}"
+            );
+            assert!(doing.contains("1 programs started, 0 finished"), "{err}");
+        }
+        other => panic!("expected the watchdog, got {other}"),
+    }
     // The guest is stopped: further programs are refused, not hung.
     assert!(vm.run(0, &Program::new()).is_err());
+}
+
+/// A device whose every write takes `0` to handle.
+struct Slow(Duration);
+
+impl MmioHandler for Slow {
+    fn mmio_read(&self, _vcpu: u8, _addr: u64, data: &mut [u8]) -> bool {
+        data.fill(0);
+        true
+    }
+    fn mmio_write(&self, _vcpu: u8, _addr: u64, _data: &[u8]) -> bool {
+        std::thread::sleep(self.0);
+        true
+    }
+}
+
+#[test]
+fn watchdog_waits_as_long_as_the_program_makes_exits() {
+    // The program lasts two watchdog periods (8 writes of 500 ms against a
+    // 2 s period), and each exit restarts the period: it fails only if
+    // one exit took a whole period (1.5 s more than its handler's sleep).
+    let vm = TestVm::new(VmConfig {
+        vcpus: 1,
+        watchdog: Duration::from_secs(2),
+        ..VmConfig::default()
+    })
+    .unwrap();
+    vm.set_mmio_handler(Arc::new(Slow(Duration::from_millis(500))));
+    let mut p = Program::new();
+    p.repeat(8, |p| {
+        p.write(Width::W32, BAR, 1);
+    });
+    let out = vm.run(0, &p);
+    assert!(out.is_ok(), "a program making exits was failed: {out:?}");
+    assert_eq!(vm.exits_on(0).mmio_writes, 8);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use msix_accel::Policy;
 use serde::Serialize;
@@ -184,25 +184,51 @@ impl Load {
 
     /// Waits until every kind of load has done its first piece of work
     /// (a batch of spins, a churn guest, a file), so the checks that follow
-    /// run under load; fails at `watchdog` or when a load thread failed.
+    /// run under load; fails when a load thread failed, or when a whole
+    /// `watchdog` period passed without progress of the loads not yet
+    /// running (a hog batch; a churn ioctl, fire or guest; a file): a
+    /// loaded machine makes them start late, not fail.
     pub fn wait_running(&self, watchdog: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + watchdog;
+        let c = &self.counters;
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let started = || {
+            (
+                self.config.hogs == 0 || load(&c.hog_batches) > 0,
+                !self.config.churn || load(&c.churn_guests) > 0,
+                !self.config.io || load(&c.io_files) > 0,
+            )
+        };
+        // Only the loads still starting count: a running hog's batches
+        // must not keep a wait for a stuck churn guest alive.
+        let progress = || {
+            let (hogs, churn, io) = started();
+            let mut sum = 0u64;
+            if !hogs {
+                sum = sum.wrapping_add(load(&c.hog_batches));
+            }
+            if !churn {
+                sum = sum
+                    .wrapping_add(load(&c.churn_ioctls))
+                    .wrapping_add(load(&c.churn_fires));
+            }
+            if !io {
+                sum = sum.wrapping_add(load(&c.io_files));
+            }
+            sum
+        };
+        let mut dog = testvm::Watchdog::new(watchdog, progress());
         loop {
-            let errors = self.counters.errors();
+            let errors = c.errors();
             if let Some(e) = errors.first() {
                 return Err(Error::Check(format!("load: {e}")));
             }
-            let c = &self.counters;
-            let hogs = self.config.hogs == 0 || c.hog_batches.load(Ordering::Relaxed) > 0;
-            let churn = !self.config.churn || c.churn_guests.load(Ordering::Relaxed) > 0;
-            let io = !self.config.io || c.io_files.load(Ordering::Relaxed) > 0;
+            let (hogs, churn, io) = started();
             if hogs && churn && io {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            if let Err(stalled) = dog.check(progress()) {
                 return Err(Error::Check(format!(
-                    "load not running after {} s (hogs {hogs}, churn guest {churn}, file I/O {io})",
-                    watchdog.as_secs()
+                    "load not running: {stalled} (hogs {hogs}, churn guest {churn}, file I/O {io})"
                 )));
             }
             thread::sleep(Duration::from_millis(5));

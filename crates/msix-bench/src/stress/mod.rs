@@ -36,8 +36,8 @@ pub const MAX_ROUNDS: u64 = 1_000_000;
 pub const MAX_DURATION_S: u64 = 86_400;
 /// Largest `--hogs`.
 pub const MAX_HOGS: usize = 64;
-/// How long the load may take to get going (a churn guest on a loaded
-/// machine) before the run fails.
+/// How long the loads still starting may go without progress (a churn
+/// guest on a loaded machine) before the run fails.
 const LOAD_WATCHDOG: Duration = Duration::from_secs(120);
 
 /// What to run, from the command line.
