@@ -8,7 +8,11 @@
 //! access depends on, take effect at once. Counts are exact; the window is
 //! made long where a test must not depend on it.
 
-use std::time::{Duration, Instant};
+#[allow(dead_code)] // each test file uses its own part of the shared waits
+#[path = "support/settle.rs"]
+mod settle;
+
+use std::time::Duration;
 
 use msix_accel::Policy;
 use msix_rig::rig::{Rig, RigConfig};
@@ -101,11 +105,12 @@ fn under_strict_every_unmask_takes_effect_at_its_exit() {
 }
 
 fn wait_unmasked(r: &Rig, e: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while r.accel.debug().is_masked(e).unwrap() {
-        assert!(Instant::now() < deadline, "entry {e} never unmasked");
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    settle::wait_for(
+        &format!("entry {e} to be unmasked by the service thread"),
+        r.vm.watchdog(),
+        || settle::calls(r),
+        || !r.accel.debug().is_masked(e).unwrap_or(true),
+    );
 }
 
 /// Whether `fd` is readable now (poll, zero timeout).
