@@ -113,7 +113,12 @@ fn a_refused_accepted_toggle_flood_is_held_to_its_rates_and_loses_nothing() {
         2 * commit_bound
     );
     let throttled = stats.commits_deferred;
-    assert!(throttled >= 1, "the device's commits were throttled");
+    // Each toggle asks for a commit: more than the bound allows in the time
+    // the flood took must have been deferred (a host so slow that the flood
+    // fits in the bound needs no throttle).
+    if TOGGLES > commit_bound {
+        assert!(throttled >= 1, "the device's commits were throttled");
+    }
     eprintln!(
         "toggle flood: {TOGGLES} toggles in {elapsed:?}: RouteRejected {rejected} reported, {} suppressed; \
          {throttled} plans deferred; {routing} KVM_SET_GSI_ROUTING (retry timer from {RETRY_FIRST:?})",
