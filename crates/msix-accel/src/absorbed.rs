@@ -19,8 +19,11 @@
 //!   ([`crate::AccelConfig::unmask_coalescing`]) after the servicer saw it.
 //!   Every commit then takes all of them.
 //!
-//! While one waits, the entry reads as masked and its interrupts are held
-//! as pending, delivered when it is applied: later, never lost.
+//! While one waits, the guest reads Vector Control = 0 (the shadow shows
+//! the unmask from the servicer's first look on: the guest wrote it), but
+//! the model and the hypervisor still hold the entry masked, so its
+//! interrupts are held as pending (the PBA shows them) and delivered once
+//! when it is applied: later, never lost, never while masked.
 
 use std::ops::RangeInclusive;
 
@@ -82,6 +85,13 @@ impl Device {
             self.placement.unmask_events().clear_kick();
         }
         self.collect_absorbed();
+        // The guest reads back what it wrote from this look on, before any
+        // of them delivers (a delivery the guest may wait for before its
+        // read), whether or not its commit still waits.
+        let seen: Vec<u16> = self.absorbed.iter().copied().collect();
+        for vector in seen {
+            self.show_unmasked(vector);
+        }
         let (cheap, costly): (Vec<u16>, Vec<u16>) =
             self.absorbed.iter().partition(|&&v| !self.needs_commit(v));
         let all = match &scope {
@@ -160,6 +170,7 @@ impl Device {
         }
         Counters::bump(&self.counters.fast_path_unmasks);
         self.absorbed.insert(vector);
+        self.show_unmasked(vector);
         if self.absorbed.len() >= self.unmask_batch {
             self.service(Scope::All);
         } else {
