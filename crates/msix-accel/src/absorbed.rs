@@ -49,7 +49,8 @@ pub(crate) enum Scope {
 
 impl Device {
     /// Takes the unmasks the ioeventfds absorbed since the last look into
-    /// `absorbed` (their eventfds drained).
+    /// `absorbed` (their eventfds drained), each shown unmasked in the
+    /// shadow.
     fn collect_absorbed(&mut self) {
         let mut ready = Vec::new();
         if let Err(e) = self.placement.unmask_events().ready(&mut ready) {
@@ -66,6 +67,13 @@ impl Device {
             if matches!(self.placement.unmask_events().drain(vector), Ok(true)) {
                 Counters::bump(&self.counters.fast_path_unmasks);
                 self.absorbed.insert(vector);
+                // The guest reads back what it wrote from this look on,
+                // before anything this look delivers (a delivery the guest
+                // may wait for before its read), whether or not the commit
+                // it needs still waits. Until it is applied, nothing syncs
+                // its shadow from the model: every access that could
+                // applies it first.
+                self.show_unmasked(vector);
             }
         }
     }
@@ -85,13 +93,6 @@ impl Device {
             self.placement.unmask_events().clear_kick();
         }
         self.collect_absorbed();
-        // The guest reads back what it wrote from this look on, before any
-        // of them delivers (a delivery the guest may wait for before its
-        // read), whether or not its commit still waits.
-        let seen: Vec<u16> = self.absorbed.iter().copied().collect();
-        for vector in seen {
-            self.show_unmasked(vector);
-        }
         let (cheap, costly): (Vec<u16>, Vec<u16>) =
             self.absorbed.iter().partition(|&&v| !self.needs_commit(v));
         let all = match &scope {
