@@ -143,8 +143,18 @@ impl AssignedDevice {
         }
     }
 
-    /// A fresh kernel VFIO source on the device (MSI-X disabled).
+    /// A fresh kernel VFIO source on the device (MSI-X disabled), with no
+    /// message pending on the vectors the checks use: one an earlier run
+    /// left pending at the device is sent first, into nothing
+    /// ([`crate::stale_pending`]).
     pub fn source(&self) -> Result<VfioMsixSource, Error> {
+        if let Some(nic) = &self.nic {
+            crate::stale_pending::flush(
+                nic,
+                self.vectors(),
+                VfioMsixSource::from_vfio_device(self.device.clone())?,
+            )?;
+        }
         Ok(VfioMsixSource::from_vfio_device(self.device.clone())?)
     }
 

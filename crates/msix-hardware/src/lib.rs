@@ -12,6 +12,7 @@
 pub mod checks;
 pub mod counted_source;
 pub mod cycle;
+pub mod delivery_account;
 pub mod device;
 pub mod first_vectors;
 pub mod handler;
@@ -22,6 +23,7 @@ pub mod regs;
 pub mod report;
 pub mod rig;
 pub mod scenario_rig;
+pub mod stale_pending;
 pub mod trigger_counts;
 pub mod vfio_irqs;
 

@@ -22,6 +22,7 @@ use testvm::{TestVm, VmConfig};
 
 use crate::checks::NO_TRIGGER;
 use crate::counted_source::{CountedSource, SourceCalls};
+use crate::delivery_account::DeliveryAccount;
 use crate::device::AssignedDevice;
 use crate::first_vectors::FirstVectors;
 use crate::nic::Nic;
@@ -86,6 +87,9 @@ pub struct DeviceScenarioRig<'d> {
     layout: RigLayout,
     setup: AccelSetup,
     nic: Option<&'d Nic>,
+    /// Raises against device messages and guest deliveries, printed at
+    /// the end of the run where they differ.
+    account: DeliveryAccount,
     vm: TestVm,
 }
 
@@ -137,6 +141,7 @@ impl<'d> DeviceScenarioRig<'d> {
                 maskable: config.maskable,
             },
             nic: device.nic.as_ref(),
+            account: DeliveryAccount::new(device.bdf(), config.vectors),
             vm,
         })
     }
@@ -221,6 +226,7 @@ impl Target for DeviceScenarioRig<'_> {
         let nic = self.nic.ok_or(NO_TRIGGER)?;
         self.accel.service_fast_path();
         for _ in 0..count {
+            self.account.raised(entry);
             self.raise_and_land(nic, entry)?;
         }
         Ok(())
@@ -238,6 +244,9 @@ impl Target for DeviceScenarioRig<'_> {
 
 impl Drop for DeviceScenarioRig<'_> {
     fn drop(&mut self) {
+        for line in self.account.mismatches(&self.accel, &self.vm) {
+            eprintln!("INFO {line}");
+        }
         if let Some(s) = self.service.take() {
             s.stop();
         }

@@ -818,7 +818,13 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
                 }
                 counters.leave();
             }
-            Ok(other) => break Some(format!("unexpected exit {other:?}")),
+            Ok(other) => {
+                // What the vCPU looked like when it stopped: after a triple
+                // fault (Shutdown) the state KVM kept says whether the
+                // guest's tables were still intact.
+                let what = format!("{other:?}");
+                break Some(format!("unexpected exit {what}{}", vcpu_state(&vcpu)));
+            }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 counters.interrupted.fetch_add(1, Ordering::SeqCst);
             }
@@ -833,6 +839,46 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
         Some(reason.unwrap_or_else(|| "stopped by the host".into()));
     drop(state);
     shared.changed.notify_all();
+}
+
+/// The vCPU's registers and pending events, in a line, for the reason of
+/// an unexpected stop (empty when KVM cannot read them).
+fn vcpu_state(vcpu: &VcpuFd) -> String {
+    let (Ok(r), Ok(s), Ok(e)) = (vcpu.get_regs(), vcpu.get_sregs(), vcpu.get_vcpu_events()) else {
+        return String::new();
+    };
+    format!(
+        " (state: rip {:#x} rsp {:#x} rflags {:#x} rax {:#x} cs {:#x} cr0 {:#x} cr3 {:#x} \
+         cr4 {:#x} efer {:#x} idt {:#x}/{:#x} gdt {:#x}/{:#x} tr {:#x}; exception \
+         injected {} pending {} nr {} has_error {} error {:#x}; interrupt injected {} nr {}; \
+         nmi injected {} pending {}; smm {} smi pending {} latched init {})",
+        r.rip,
+        r.rsp,
+        r.rflags,
+        r.rax,
+        s.cs.selector,
+        s.cr0,
+        s.cr3,
+        s.cr4,
+        s.efer,
+        s.idt.base,
+        s.idt.limit,
+        s.gdt.base,
+        s.gdt.limit,
+        s.tr.selector,
+        e.exception.injected,
+        e.exception.pending,
+        e.exception.nr,
+        e.exception.has_error_code,
+        e.exception.error_code,
+        e.interrupt.injected,
+        e.interrupt.nr,
+        e.nmi.injected,
+        e.nmi.pending,
+        e.smi.smm,
+        e.smi.pending,
+        e.smi.latched_init,
+    )
 }
 
 /// After an MMIO write exit, before the vCPU re-enters: for each watched
