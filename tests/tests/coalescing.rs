@@ -227,3 +227,162 @@ fn an_access_that_depends_on_a_waiting_unmask_applies_it_first() {
     r.vm.run(0, &p).unwrap();
     assert_eq!(r.vm.wait_irq_count(0x43, 1).unwrap(), 1);
 }
+
+/// A rig whose servicer is the test itself (as in the test above), entry
+/// 0 given its first message (IDT 0x40) and unmasked by the guest, and the
+/// servicer's first look taken: the unmask needs a commit, so it waits.
+/// `message_control` is set before (0x8000: enabled; 0xC000: and
+/// Function Mask). Returns the rig and the route commits before the look.
+fn unmask_waiting_for_its_commit(message_control: u16) -> (Rig, u64) {
+    let mut r = rig(8, Policy::Fast, NEVER);
+    r.stop_service();
+    r.accel.register_servicer();
+    // Stopping the service thread is reported; that event is this setup's.
+    let stopped = r.take_events();
+    assert!(stopped
+        .iter()
+        .all(|e| e.kind == msix_accel::EventKind::FastPathUnserviced));
+    r.accel.move_bar(r.table_gpa, r.pba_gpa).unwrap();
+    r.accel.write_message_control(message_control).unwrap();
+    let mut p = Program::new();
+    message(&mut p, &r, 0);
+    p.write(Width::W32, r.entry(0, 12), 0);
+    r.vm.run(0, &p).unwrap();
+    let commits = r.ioctls().set_gsi_routing;
+    assert!(
+        r.accel.service_fast_path_cheap(),
+        "a first unmask waits for the window"
+    );
+    assert_eq!(r.accel.debug().unmasks_waiting(), 1);
+    assert_eq!(r.ioctls().set_gsi_routing, commits, "no commit yet");
+    (r, commits)
+}
+
+/// Entry 0's Vector Control as the guest reads it, proven not to exit
+/// (the shadow answers: an exit would apply the waiting unmask first).
+fn guest_reads_vector_control(r: &Rig) -> u64 {
+    let exits = r.vm.exits();
+    let mut p = Program::new();
+    let slot = p.read(Width::W32, r.entry(0, 12));
+    let out = r.vm.run(0, &p).unwrap();
+    assert_eq!(r.vm.exits().since(&exits).mmio(), 0, "read from the shadow");
+    out.get(slot)
+}
+
+/// Whether entry 0 holds an interrupt while it cannot deliver (the PBA
+/// bit: with a plain source, the irqfd's eventfd count; read without an
+/// exit, which would apply the waiting unmask).
+fn held(r: &Rig) -> bool {
+    use std::os::unix::io::AsRawFd;
+    use vfio_vectors::MsixSource;
+    readable(r.source.trigger(0).unwrap().as_raw_fd())
+}
+
+/// How many interrupts IDT `idt` took, once a sentinel proved everything
+/// sent before it arrived.
+fn settled_count(r: &Rig, idt: u8) -> u64 {
+    r.vm.sentinel_all().unwrap();
+    r.vm.irq_count(idt)
+}
+
+#[test]
+fn a_waiting_unmask_reads_back_at_once_and_delivers_once_at_its_commit() {
+    let (r, commits) = unmask_waiting_for_its_commit(0x8000);
+    // The guest reads what it wrote from the servicer's look on; the entry
+    // is still masked where it matters (model and hypervisor).
+    assert_eq!(guest_reads_vector_control(&r), 0);
+    assert!(r.accel.debug().is_masked(0).unwrap());
+    assert_eq!(
+        r.accel.debug().mask_path(0).unwrap(),
+        msix_accel::MaskPath::IrqfdDetached
+    );
+    // An interrupt meanwhile is held as pending, not delivered.
+    r.source.fire(0).unwrap();
+    assert!(held(&r), "the interrupt is held");
+    assert_eq!(settled_count(&r, 0x40), 0, "none before the commit");
+    assert_eq!(r.ioctls().set_gsi_routing, commits, "still no commit");
+    assert_eq!(guest_reads_vector_control(&r), 0);
+    // The window ends: one commit, the held interrupt delivered once.
+    assert_eq!(r.accel.service_fast_path(), 1);
+    assert_eq!(r.ioctls().set_gsi_routing, commits + 1);
+    r.vm.wait_irq_count(0x40, 1).unwrap();
+    assert!(!held(&r));
+    assert_eq!(settled_count(&r, 0x40), 1, "delivered exactly once");
+    assert_eq!(guest_reads_vector_control(&r), 0);
+    assert_eq!(r.take_events(), vec![]);
+}
+
+#[test]
+fn a_remask_before_the_commit_lands_reads_back_masked_and_holds() {
+    let (r, commits) = unmask_waiting_for_its_commit(0x8000);
+    assert_eq!(guest_reads_vector_control(&r), 0);
+    r.source.fire(0).unwrap();
+    assert_eq!(settled_count(&r, 0x40), 0, "none before the commit");
+    // The mask exits and depends on the waiting unmask: the guest's order
+    // is unmask then mask, so the unmask is applied first (one commit, the
+    // held interrupt delivered once), then the mask.
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(0, 12), 1);
+    r.vm.run(0, &p).unwrap();
+    assert_eq!(r.accel.debug().unmasks_waiting(), 0, "nothing left waiting");
+    assert_eq!(r.ioctls().set_gsi_routing, commits + 1);
+    assert!(r.accel.debug().is_masked(0).unwrap());
+    assert_eq!(guest_reads_vector_control(&r), 1);
+    assert_eq!(
+        settled_count(&r, 0x40),
+        1,
+        "delivered once, before the mask"
+    );
+    // Masked: a later interrupt is held, and the window's end finds
+    // nothing to apply.
+    r.source.fire(0).unwrap();
+    assert!(held(&r));
+    assert_eq!(r.accel.service_fast_path(), 0);
+    assert_eq!(settled_count(&r, 0x40), 1, "none while masked");
+    assert!(held(&r), "still held");
+    assert_eq!(guest_reads_vector_control(&r), 1);
+    assert_eq!(r.take_events(), vec![]);
+}
+
+#[test]
+fn a_message_change_before_the_commit_lands_is_honoured() {
+    let (r, _) = unmask_waiting_for_its_commit(0x8000);
+    assert_eq!(guest_reads_vector_control(&r), 0);
+    // A new message (IDT 0x41) written while the unmask waits: the write
+    // exits and applies the unmask first, then the message.
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(0, 8), 0x41);
+    r.vm.run(0, &p).unwrap();
+    assert_eq!(r.accel.debug().unmasks_waiting(), 0);
+    assert!(!r.accel.debug().is_masked(0).unwrap());
+    assert_eq!(guest_reads_vector_control(&r), 0);
+    r.source.fire(0).unwrap();
+    r.vm.wait_irq_count(0x41, 1).unwrap();
+    assert_eq!(settled_count(&r, 0x41), 1, "once, on the new message");
+    assert_eq!(settled_count(&r, 0x40), 0, "never on the old one");
+    assert_eq!(r.take_events(), vec![]);
+}
+
+#[test]
+fn function_mask_holds_a_waiting_unmask_that_reads_back_unmasked() {
+    let (r, _) = unmask_waiting_for_its_commit(0xC000);
+    // Function Mask leaves the entry's own bit as the guest wrote it.
+    assert_eq!(guest_reads_vector_control(&r), 0);
+    r.source.fire(0).unwrap();
+    // The window ends: the unmask is applied (its route may wait for the
+    // function unmask), and Function Mask still holds the interrupt.
+    assert_eq!(r.accel.service_fast_path(), 1);
+    assert_eq!(r.accel.debug().entry(0).unwrap().vector_control & 1, 0);
+    assert!(r.accel.debug().is_masked(0).unwrap(), "by Function Mask");
+    assert_eq!(settled_count(&r, 0x40), 0, "Function Mask holds it");
+    assert!(held(&r));
+    assert_eq!(guest_reads_vector_control(&r), 0);
+    r.accel.write_message_control(0x8000).unwrap();
+    r.vm.wait_irq_count(0x40, 1).unwrap();
+    assert_eq!(
+        settled_count(&r, 0x40),
+        1,
+        "delivered once at function unmask"
+    );
+    assert_eq!(r.take_events(), vec![]);
+}

@@ -19,8 +19,11 @@
 //!   ([`crate::AccelConfig::unmask_coalescing`]) after the servicer saw it.
 //!   Every commit then takes all of them.
 //!
-//! While one waits, the entry reads as masked and its interrupts are held
-//! as pending, delivered when it is applied: later, never lost.
+//! While one waits, the guest reads Vector Control = 0 (the shadow shows
+//! the unmask from the servicer's first look on: the guest wrote it), but
+//! the model and the hypervisor still hold the entry masked, so its
+//! interrupts are held as pending (the PBA shows them) and delivered once
+//! when it is applied: later, never lost, never while masked.
 
 use std::ops::RangeInclusive;
 
@@ -46,7 +49,8 @@ pub(crate) enum Scope {
 
 impl Device {
     /// Takes the unmasks the ioeventfds absorbed since the last look into
-    /// `absorbed` (their eventfds drained).
+    /// `absorbed` (their eventfds drained), each shown unmasked in the
+    /// shadow.
     fn collect_absorbed(&mut self) {
         let mut ready = Vec::new();
         if let Err(e) = self.placement.unmask_events().ready(&mut ready) {
@@ -63,6 +67,13 @@ impl Device {
             if matches!(self.placement.unmask_events().drain(vector), Ok(true)) {
                 Counters::bump(&self.counters.fast_path_unmasks);
                 self.absorbed.insert(vector);
+                // The guest reads back what it wrote from this look on,
+                // before anything this look delivers (a delivery the guest
+                // may wait for before its read), whether or not the commit
+                // it needs still waits. Until it is applied, nothing syncs
+                // its shadow from the model: every access that could
+                // applies it first.
+                self.show_unmasked(vector);
             }
         }
     }
@@ -160,6 +171,7 @@ impl Device {
         }
         Counters::bump(&self.counters.fast_path_unmasks);
         self.absorbed.insert(vector);
+        self.show_unmasked(vector);
         if self.absorbed.len() >= self.unmask_batch {
             self.service(Scope::All);
         } else {

@@ -235,6 +235,22 @@ impl Device {
     /// reads; a failure is reported (the shadow is plain memory: it does not
     /// fail unless the vector is out of range).
     pub(crate) fn sync_shadow(&mut self, vector: u16) {
+        self.store_shadow(vector, 0);
+    }
+
+    /// Shows `vector`'s entry in the shadow with Vector Control's mask bit
+    /// clear, while the model still holds it masked: an unmask the guest
+    /// wrote whose application waits (see `absorbed.rs`). The next
+    /// [`Device::sync_shadow`] of the entry (after the unmask is applied,
+    /// which every access that could change the entry does first) makes
+    /// shadow and model agree again.
+    pub(crate) fn show_unmasked(&mut self, vector: u16) {
+        self.store_shadow(vector, 1);
+    }
+
+    /// Copies `vector`'s entry into the shadow, its Vector Control with the
+    /// bits in `clear` cleared.
+    fn store_shadow(&mut self, vector: u16, clear: u32) {
         let result = self
             .model
             .entry(vector)
@@ -244,7 +260,12 @@ impl Device {
                     .shadow()
                     .store_entry(
                         vector,
-                        [e.address_lo, e.address_hi, e.data, e.vector_control],
+                        [
+                            e.address_lo,
+                            e.address_hi,
+                            e.data,
+                            e.vector_control & !clear,
+                        ],
                     )
                     .map_err(crate::Error::from)
             });
