@@ -8,6 +8,9 @@
 //! The move times (first and last 100) are printed, not asserted: run with
 //! `--nocapture` to see them.
 
+#[path = "../../crates/kvm-msix/tests/support/nofile.rs"]
+mod nofile;
+
 use std::time::Instant;
 
 use msix_accel::{EventKind, Policy};
@@ -20,18 +23,6 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-fn set_soft_nofile(limit: u64) {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we own.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-    rl.rlim_cur = limit.min(rl.rlim_max);
-    // SAFETY: setrlimit reads one valid rlimit.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }, 0);
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -39,7 +30,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[test]
 fn a_thousand_bar_moves_under_ulimit_n_1100_stay_within_the_fd_bound() {
-    set_soft_nofile(1100);
+    nofile::set_soft_nofile(1100);
     let r = Rig::new(RigConfig {
         vectors: VECTORS,
         policy: Policy::Fast,

@@ -11,27 +11,18 @@
 #[path = "support/settle.rs"]
 mod settle;
 
+#[path = "support/masked_entry.rs"]
+mod masked_entry;
+
 use msix_accel::Policy;
-use msix_rig::rig::{Rig, RigConfig};
-use testvm::{Program, TestVm, Width};
+use testvm::{Program, Width};
 
 const TRIALS: usize = 40;
 const OLD_IDT: u8 = 0x50;
 const NEW_IDT: u8 = 0x51;
 
 fn trial(policy: Policy, maskable: bool) -> (u64, u64) {
-    let r = Rig::new(RigConfig {
-        vectors: 2,
-        policy,
-        maskable,
-        ..RigConfig::default()
-    })
-    .expect("rig boots");
-    r.accel.write_message_control(0x8000).unwrap();
-    let mut p = Program::new();
-    p.write(Width::W32, r.entry(0, 0), TestVm::msi_address(0));
-    p.write(Width::W32, r.entry(0, 8), u64::from(OLD_IDT));
-    r.vm.run(0, &p).unwrap();
+    let r = masked_entry::masked_entry_rig(policy, maskable, OLD_IDT);
     // Held while masked.
     r.source.fire(0).unwrap();
     assert!(r.accel.pending(0).unwrap());

@@ -10,10 +10,13 @@
 #[path = "support/settle.rs"]
 mod settle;
 
+#[path = "support/masked_entry.rs"]
+mod masked_entry;
+
 use msix_accel::{EventKind, MaskPath, Policy};
 use msix_hypervisor::{Op, Trigger};
-use msix_rig::rig::{Rig, RigConfig};
-use testvm::{Program, TestVm, Width};
+use msix_rig::rig::Rig;
+use testvm::{Program, Width};
 
 const IDT: u8 = 0x50;
 
@@ -26,20 +29,9 @@ fn wait_for(r: &Rig, what: &str, done: impl Fn(&Rig) -> bool) {
 
 fn held_then_recovered(policy: Policy, maskable: bool, op: Op) {
     let what = format!("{policy} maskable={maskable} {op}");
-    let r = Rig::new(RigConfig {
-        vectors: 2,
-        policy,
-        maskable,
-        ..RigConfig::default()
-    })
-    .expect("rig boots");
-    r.accel.write_message_control(0x8000).unwrap();
     // The message first (masked: no commit yet), then the unmask, whose
     // commit or irqfd assignment fails once with ENOMEM.
-    let mut p = Program::new();
-    p.write(Width::W32, r.entry(0, 0), TestVm::msi_address(0));
-    p.write(Width::W32, r.entry(0, 8), u64::from(IDT));
-    r.vm.run(0, &p).unwrap();
+    let r = masked_entry::masked_entry_rig(policy, maskable, IDT);
     // Every call fails until heal(): the retry timer cannot succeed before
     // the test has seen the vector held.
     r.faults().fail(op, Trigger::From(1), libc::ENOMEM);

@@ -9,6 +9,9 @@
 //! KVM does (a registration holds its eventfd until undone at the same
 //! address) and says whether a guest write would have been absorbed.
 
+#[path = "support/nofile.rs"]
+mod nofile;
+
 use std::sync::Arc;
 
 use kvm_msix::{Location, PlacementConfig, Policy, TablePlacement};
@@ -44,33 +47,10 @@ fn limit_leaving(spare: u64) -> u64 {
     }
 }
 
-fn set_soft_limit(limit: u64) {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we own.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-    rl.rlim_cur = limit.min(rl.rlim_max);
-    // SAFETY: setrlimit reads one valid rlimit.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }, 0);
-}
-
-fn hard_limit() -> u64 {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we own.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-    rl.rlim_cur
-}
-
 /// Moves the table to `to` with only `spare` fds left to create; returns
 /// whether the move fell below `fast` for want of one.
 fn move_with_spare_fds(vm: &FakeVm, t: &mut TablePlacement, to: u64, spare: u64) -> bool {
-    let normal = hard_limit();
-    set_soft_limit(limit_leaving(spare));
+    let normal = nofile::set_soft_nofile(limit_leaving(spare));
     let work = t.relocate(
         Some(Location {
             table_gpa: to,
@@ -81,7 +61,7 @@ fn move_with_spare_fds(vm: &FakeVm, t: &mut TablePlacement, to: u64, spare: u64)
     );
     let outcome = work.run(vm);
     t.finish(outcome);
-    set_soft_limit(normal);
+    nofile::set_soft_nofile(normal);
     t.take_fallback().is_some()
 }
 

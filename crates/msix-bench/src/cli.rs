@@ -1,6 +1,7 @@
 //! The `msix-bench` command line: which subcommand runs, `help` and
 //! `--version`. Each subcommand parses and checks its own arguments before
-//! any work starts.
+//! any work starts; the two that measure on this host with flags alone (the
+//! bench and `--vfio`) share that front matter (`prepare`).
 
 use crate::{bench, conformance, scenario, stress};
 
@@ -22,6 +23,32 @@ pub fn run(args: &[String]) -> i32 {
         _ if args.iter().any(|a| a == "--vfio") => crate::vfio::run_cli(args),
         _ => bench::run_cli(args),
     }
+}
+
+/// The front matter of the bench and of `--vfio`, in the order a user
+/// meets its failures, each reported in one line on stderr before anything
+/// is measured: `-h` or `--help` anywhere prints `help` (exit code 0);
+/// `parse` turns the flags into options and checks what it can of them
+/// (exit code 2 on its error); /dev/kvm must open read-write (exit code 2).
+/// Ok with the options when the run may start, else the exit code.
+pub(crate) fn prepare<O>(
+    args: &[String],
+    help: &str,
+    parse: impl FnOnce(&[String]) -> Result<O, String>,
+) -> Result<O, i32> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{help}");
+        return Err(0);
+    }
+    let options = parse(args).map_err(|e| {
+        eprintln!("msix-bench: {e}");
+        2
+    })?;
+    if let Err(e) = msix_rig::sys::check_kvm() {
+        eprintln!("msix-bench: {e}");
+        return Err(2);
+    }
+    Ok(options)
 }
 
 /// `msix-bench help [SUBCOMMAND]`.

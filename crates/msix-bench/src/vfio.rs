@@ -12,7 +12,6 @@ use msix_hardware::checks::{self, RunResult};
 use msix_hardware::device::{self, AssignedDevice};
 use msix_hardware::peers::{PeerKind, PeerRig};
 use msix_hardware::report::HardwareReport;
-use msix_rig::sys;
 
 /// `msix-bench --vfio` usage.
 pub const HELP: &str = "\
@@ -76,21 +75,10 @@ pub fn runs() -> Vec<(Policy, bool)> {
 
 /// Runs `msix-bench --vfio ...`; returns the exit code.
 pub fn run_cli(args: &[String]) -> i32 {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{HELP}");
-        return 0;
-    }
-    let options = match Options::parse(args) {
+    let options = match crate::cli::prepare(args, HELP, Options::parse) {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("msix-bench: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = sys::check_kvm() {
-        eprintln!("msix-bench: {e}");
-        return 2;
-    }
     let device = match AssignedDevice::open(&options.device) {
         Ok(d) => d,
         Err(e) => {

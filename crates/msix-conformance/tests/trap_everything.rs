@@ -10,10 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use irqfd_routes::{
     eventfd_pending, Gsi, GsiRouting, IrqchipRoutes, Irqfd, MsiMessage, MsiRouteTable,
 };
-use msix_accel::AccelEvent;
-use msix_conformance::{
-    load, run_matrix, AccelSetup, Candidate, Scenario, Storm, Target, Verdict, SCENARIO_WATCHDOG,
-};
+use msix_conformance::{load, run_matrix, Candidate, Scenario, Target, Verdict, SCENARIO_WATCHDOG};
 use msix_hypervisor::{KvmVm, MsixVm};
 use msix_rig::rig::RigLayout;
 use testvm::{MmioHandler, TestVm, VmConfig};
@@ -259,14 +256,8 @@ impl Target for ToyVmm {
     fn vm(&self) -> &TestVm {
         &self.vm
     }
-    fn table_gpa(&self, device: u8) -> u64 {
-        self.layout.table_gpa(device)
-    }
-    fn pba_gpa(&self, device: u8) -> u64 {
-        self.layout.pba_gpa(device)
-    }
-    fn bar_gpa(&self, device: u8, bir: u8) -> u64 {
-        self.layout.bar_gpa(device, bir)
+    fn layout(&self) -> RigLayout {
+        self.layout
     }
     fn message_control(&self, _device: u8) -> u16 {
         self.device.lock().control
@@ -274,22 +265,11 @@ impl Target for ToyVmm {
     fn write_message_control(&self, _device: u8, value: u16) -> Result<(), String> {
         self.device.write_message_control(value)
     }
-    fn fire(&self, _device: u8, entry: u16, count: u64) -> Result<(), String> {
-        self.source
-            .fire_n(entry, count)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    }
-    fn storm(&self, _device: u8, entries: Vec<u16>) -> Result<Box<dyn Storm>, String> {
-        let storm =
-            msix_rig::storm::storm(&self.source, entries, None).map_err(|e| e.to_string())?;
-        Ok(Box::new(storm))
-    }
-    fn take_events(&self) -> Option<Vec<AccelEvent>> {
-        None // the toy reports no events: `expect event` steps are skipped
-    }
-    fn accel_setup(&self) -> Option<AccelSetup> {
-        None // not our accelerator: `expect exits` steps are skipped
+    // The toy reports no events and is not our accelerator: the defaults
+    // of `take_events` and `accel_setup` (None) skip the `expect event`
+    // and `expect exits` steps.
+    fn software_source(&self, _device: u8) -> Option<&SoftwareSource> {
+        Some(&self.source)
     }
     fn settle(&self) -> Result<(), String> {
         let error = self

@@ -209,14 +209,8 @@ impl Target for DeviceScenarioRig<'_> {
     fn write_message_control(&self, _device: u8, value: u16) -> Result<(), String> {
         self.accel.write_message_control(value).map_err(err)
     }
-    fn table_gpa(&self, device: u8) -> u64 {
-        self.layout.table_gpa(device)
-    }
-    fn pba_gpa(&self, device: u8) -> u64 {
-        self.layout.pba_gpa(device)
-    }
-    fn bar_gpa(&self, device: u8, bir: u8) -> u64 {
-        self.layout.bar_gpa(device, bir)
+    fn layout(&self) -> RigLayout {
+        self.layout
     }
     /// Each raise lands before the next. Unmasks the guest left absorbed
     /// are applied first, so the vector's path cannot change during a

@@ -4,11 +4,10 @@
 //! A peer reports no events and is not held to our exit counts (the runner
 //! skips those steps and says why).
 
-use msix_accel::AccelEvent;
-use msix_conformance::{AccelSetup, Candidate, Scenario, Storm, Target, SCENARIO_WATCHDOG};
+use msix_conformance::{Candidate, Scenario, Target, SCENARIO_WATCHDOG};
 use msix_rig::rig::RigLayout;
-use msix_rig::storm;
 use testvm::{TestVm, VmConfig};
+use vfio_vectors::software::SoftwareSource;
 use vfio_vectors::MsixSource;
 
 use crate::model::PeerModel;
@@ -58,15 +57,11 @@ impl Target for PeerRig {
     fn vm(&self) -> &TestVm {
         &self.vm
     }
-    fn table_gpa(&self, _device: u8) -> u64 {
-        self.table_gpa
-    }
-    fn pba_gpa(&self, _device: u8) -> u64 {
-        self.device.pba_gpa()
-    }
-    fn bar_gpa(&self, device: u8, bir: u8) -> u64 {
-        let vectors = self.source.vector_count();
-        RigLayout::standard(vectors).bar_gpa(device, bir)
+    /// The standard layout, the only one a peer model runs (see
+    /// `skip_reason`): the table at BAR 0 offset 0, the PBA on the next
+    /// page, where `PeerRig` placed them.
+    fn layout(&self) -> RigLayout {
+        RigLayout::standard(self.source.vector_count())
     }
     fn message_control(&self, _device: u8) -> u16 {
         self.device.message_control()
@@ -76,21 +71,8 @@ impl Target for PeerRig {
             .write_message_control(value)
             .map_err(|e| e.to_string())
     }
-    fn fire(&self, _device: u8, entry: u16, count: u64) -> Result<(), String> {
-        self.source
-            .fire_n(entry, count)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    }
-    fn storm(&self, _device: u8, entries: Vec<u16>) -> Result<Box<dyn Storm>, String> {
-        let handle = storm::storm(&self.source, entries, None).map_err(|e| e.to_string())?;
-        Ok(Box::new(handle))
-    }
-    fn take_events(&self) -> Option<Vec<AccelEvent>> {
-        None
-    }
-    fn accel_setup(&self) -> Option<AccelSetup> {
-        None
+    fn software_source(&self, _device: u8) -> Option<&SoftwareSource> {
+        Some(&self.source)
     }
     fn settle(&self) -> Result<(), String> {
         PeerRig::settle(self).map_err(|e| e.to_string())

@@ -612,8 +612,8 @@ impl TestVm {
                 self.stop_vcpus();
                 return Err(err);
             }
-            // Woken by the vCPU thread at the program's end, and at least
-            // as often as the watchdog looks at the process's threads.
+            // Woken by the vCPU thread at the program's end, and often
+            // enough to see the watchdog's period end in time.
             let sleep = watchdog.remaining().max(Duration::from_millis(1));
             state = match self.shared.changed.wait_timeout(state, sleep) {
                 Ok((guard, _)) => guard,

@@ -14,10 +14,12 @@
 //! (state `D`), such as a KVM_IRQFD deassign flushing the host-wide irqfd
 //! cleanup workqueue that every guest on the host feeds, or a routing
 //! commit waiting for an SRCU grace period. On a loaded host one such call
-//! was seen to take over 10 s. A period in which one was seen is extended,
-//! up to [`MAX_KERNEL_PERIODS`] periods in a row; the failure then names
-//! the threads and where in the kernel they waited. A deadlock on our own
-//! locks sleeps interruptibly (futex) and is not extended.
+//! was seen to take over 10 s. When a period ends without progress, the
+//! process's threads are looked at (only then: a wait that progresses never
+//! reads /proc); if one is in such a wait, the period is extended, up to
+//! [`MAX_KERNEL_PERIODS`] periods in a row; the failure then names the
+//! threads and where in the kernel they waited. A deadlock on our own locks
+//! sleeps interruptibly (futex) and is not extended.
 
 use std::time::{Duration, Instant};
 
@@ -25,9 +27,10 @@ use std::time::{Duration, Instant};
 /// was in an uninterruptible kernel wait (without progress otherwise).
 pub const MAX_KERNEL_PERIODS: u32 = 12;
 
-/// How often, at most, the process's threads are looked at while nothing
-/// progresses.
-const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// The longest a timed wait sleeps before checking in again
+/// ([`Watchdog::remaining`]): how late, at most, the end of a period is
+/// seen.
+const CHECK_IN_EVERY: Duration = Duration::from_millis(10);
 
 /// Threads of this process in an uninterruptible kernel wait (state `D`),
 /// each as `name (in kernel function)`.
@@ -76,13 +79,10 @@ pub struct Watchdog {
     first: u64,
     last: u64,
     changes: u64,
-    /// Threads seen in a kernel wait in this period, if any.
-    kernel_seen: Option<String>,
-    /// The last such threads seen, for the failure.
+    /// The threads last seen in a kernel wait, for the failure.
     kernel_last: Option<String>,
     /// Periods in a row extended for a kernel wait.
     kernel_periods: u32,
-    last_sample: Option<Instant>,
     /// Lists the threads in kernel waits ([`kernel_waits`]; a stand-in in
     /// unit tests).
     sampler: fn() -> Vec<String>,
@@ -141,47 +141,39 @@ impl Watchdog {
             first: progress,
             last: progress,
             changes: 0,
-            kernel_seen: None,
             kernel_last: None,
             kernel_periods: 0,
-            last_sample: None,
             sampler,
         }
     }
 
     /// Checks in with the counter's value now: a change restarts the
     /// period; a whole period without one is an error, unless a thread of
-    /// this process was seen in an uninterruptible kernel wait during it
-    /// (see the module's documentation).
+    /// this process is in an uninterruptible kernel wait when it ends (see
+    /// the module's documentation).
     pub fn check(&mut self, progress: u64) -> Result<(), Stalled> {
         let now = Instant::now();
         if progress != self.last {
             self.last = progress;
             self.changes += 1;
             self.last_change = now;
-            self.restart(now);
+            self.period_start = now;
             self.kernel_periods = 0;
             return Ok(());
         }
-        if self
-            .last_sample
-            .is_none_or(|t| now.duration_since(t) >= SAMPLE_EVERY)
-        {
-            self.last_sample = Some(now);
-            let waits = (self.sampler)();
-            if !waits.is_empty() {
-                self.kernel_seen = Some(waits.join(", "));
-            }
-        }
-        let quiet = now.duration_since(self.period_start);
-        if quiet < self.period {
+        if now.duration_since(self.period_start) < self.period {
             return Ok(());
         }
-        if let Some(seen) = self.kernel_seen.take() {
+        // A whole period without progress: only now is it worth reading
+        // every thread's state, to tell a host slow in the kernel from a
+        // wait that is stuck.
+        let waits = (self.sampler)();
+        if !waits.is_empty() {
+            let seen = waits.join(", ");
             if self.kernel_periods < MAX_KERNEL_PERIODS {
                 self.kernel_periods += 1;
                 self.kernel_last = Some(seen);
-                self.restart(now);
+                self.period_start = now;
                 return Ok(());
             }
             self.kernel_last = Some(seen);
@@ -195,18 +187,12 @@ impl Watchdog {
         })
     }
 
-    fn restart(&mut self, now: Instant) {
-        self.period_start = now;
-        self.kernel_seen = None;
-    }
-
     /// How long a timed wait may sleep before checking in again: what is
-    /// left of the period, at most the interval at which threads are
-    /// looked at.
+    /// left of the period, at most 10 ms.
     pub fn remaining(&self) -> Duration {
         self.period
             .saturating_sub(self.period_start.elapsed())
-            .min(SAMPLE_EVERY)
+            .min(CHECK_IN_EVERY)
     }
 
     /// The counter's total change since the watchdog started (for a
@@ -245,18 +231,45 @@ mod tests {
         for i in 0..1000 {
             assert!(w.check(i % 2).is_ok());
         }
-        assert!(w.remaining() <= SAMPLE_EVERY);
+        assert!(w.remaining() <= CHECK_IN_EVERY);
+    }
+
+    static SCANS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    fn counted_kernel_wait() -> Vec<String> {
+        SCANS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        a_kernel_wait()
+    }
+
+    #[test]
+    fn threads_are_looked_at_only_when_a_period_ends_without_progress() {
+        let scans = || SCANS.load(std::sync::atomic::Ordering::SeqCst);
+        // A period that cannot end during the test: checks with and
+        // without progress never read the threads.
+        let mut w = Watchdog::with_sampler(Duration::from_secs(3600), 0, counted_kernel_wait);
+        for i in 0..1000 {
+            assert!(w.check(i / 2).is_ok());
+        }
+        assert_eq!(scans(), 0, "no scan while the period runs");
+        // A zero period ends at every check without progress: one scan
+        // each, which extends it while a thread is in a kernel wait.
+        let mut w = Watchdog::with_sampler(Duration::ZERO, 0, counted_kernel_wait);
+        assert!(w.check(0).is_ok());
+        assert_eq!(scans(), 1);
+        assert!(w.check(1).is_ok(), "progress: no scan");
+        assert_eq!(scans(), 1);
+        assert!(w.check(1).is_ok());
+        assert_eq!(scans(), 2);
+        assert_eq!(w.kernel_periods, 1, "progress started the count again");
     }
 
     #[test]
     fn a_kernel_wait_extends_a_bounded_number_of_periods_and_is_named() {
         let mut w = Watchdog::with_sampler(Duration::ZERO, 0, a_kernel_wait);
         for extended in 1..=MAX_KERNEL_PERIODS {
-            w.last_sample = None; // sample at every check
             assert!(w.check(0).is_ok(), "period {extended} extended");
             assert_eq!(w.kernel_periods, extended);
         }
-        w.last_sample = None;
         let stalled = w.check(0).unwrap_err();
         assert_eq!(stalled.kernel_periods, MAX_KERNEL_PERIODS);
         assert!(

@@ -25,7 +25,6 @@ use crate::Error;
 use floor::{FloorKind, FloorRig};
 use msix_peers::{PeerModel, PeerRig};
 use msix_rig::rig::RigConfig;
-use msix_rig::sys;
 use report::{Check, Row, RowKind};
 use workload::{PendingResult, StormResult, Target};
 
@@ -211,28 +210,17 @@ EXIT STATUS:
 /// Runs the bench from the command line (flags after the program name);
 /// returns the process exit code.
 pub fn run_cli(args: &[String]) -> i32 {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{HELP}");
-        return 0;
-    }
-    let options = match Options::parse(args) {
+    let options = match crate::cli::prepare(args, HELP, |args| {
+        let options = Options::parse(args)?;
+        if let Some(path) = &options.plot {
+            // Checked before measuring, not after a run of minutes.
+            plot::check_writable(path).map_err(|e| format!("--plot {path}: {e}"))?;
+        }
+        Ok(options)
+    }) {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("msix-bench: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
-    if let Some(path) = &options.plot {
-        // Checked before measuring, not after a run of minutes.
-        if let Err(e) = plot::check_writable(path) {
-            eprintln!("msix-bench: --plot {path}: {e}");
-            return 2;
-        }
-    }
-    if let Err(e) = sys::check_kvm() {
-        eprintln!("msix-bench: {e}");
-        return 2;
-    }
     let report = run(&options);
     let mut other = None;
     if options.json {
