@@ -185,7 +185,7 @@ impl Run<'_> {
             }
             Step::StormStop => {
                 let h = self.storm.take().ok_or("no storm is running")?;
-                h.stop();
+                h.stop()?;
             }
             Step::Msix { device, action } => {
                 let mc = rig.message_control(*device);
@@ -500,7 +500,13 @@ fn drive(scenario: &Scenario, rig: &dyn Target, outcome: &mut Outcome) {
         outcome.steps_run += 1;
     }
     if let Some(h) = run.storm.take() {
-        h.stop();
+        // A storm the file left running: one that could not fire at all is
+        // still the target's failure.
+        if let Err(e) = h.stop() {
+            if outcome.failure.is_none() {
+                outcome.failure = Some(format!("{}: the storm at the end: {e}", scenario.path));
+            }
+        }
     }
     if outcome.failure.is_none() {
         // An error the VMM met, and whatever it reported that no `expect

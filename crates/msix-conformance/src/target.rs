@@ -20,13 +20,21 @@ use msix_rig::storm::{self, StormHandle};
 
 /// A storm running on a target; stopped by the runner.
 pub trait Storm: std::fmt::Debug {
-    /// Stops the storm and waits until it has fired its last.
-    fn stop(self: Box<Self>);
+    /// Stops the storm, once it has raised each of its entries at least
+    /// once (a storm stopped before that leaves a state that depends on the
+    /// machine's load), and waits until it has fired its last.
+    fn stop(self: Box<Self>) -> Result<(), String>;
 }
 
+/// How long a storm may go without a fire while the runner waits for its
+/// first full round.
+const STORM_WATCHDOG: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Storm for StormHandle {
-    fn stop(self: Box<Self>) {
+    fn stop(self: Box<Self>) -> Result<(), String> {
+        let round = self.wait_full_round(STORM_WATCHDOG);
         StormHandle::stop(*self);
+        round.map_err(|e| e.to_string())
     }
 }
 

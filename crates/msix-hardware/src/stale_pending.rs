@@ -38,7 +38,7 @@ fn pending(nic: &Nic, count: u16) -> Result<Vec<u16>, Error> {
 /// Makes the device send every message it holds pending on vectors below
 /// `count`, into `scratch` (a source nothing listens to), and disables
 /// `scratch` again. Returns the vectors that were pending. Fails when one
-/// stays pending for [`FLUSH_WATCHDOG`].
+/// stays pending for 20 s after its entry was unmasked.
 pub fn flush(nic: &Nic, count: u16, mut scratch: VfioMsixSource) -> Result<Vec<u16>, Error> {
     let stale = pending(nic, count)?;
     if stale.is_empty() {

@@ -278,6 +278,33 @@ impl StormHandle {
             .sum()
     }
 
+    /// Waits until every vector of the storm has fired at least once (one
+    /// full round), or the storm has ended by itself. Each fire restarts
+    /// the `watchdog` period, so a loaded machine makes the wait longer,
+    /// not failed; a whole period without a fire fails it. What a storm
+    /// leaves behind (a pending bit, a delivery) is then the storm's, not
+    /// a matter of whether its thread got a CPU before it was stopped.
+    pub fn wait_full_round(&self, watchdog: Duration) -> Result<(), Error> {
+        let mut dog = testvm::Watchdog::new(watchdog, self.fired());
+        loop {
+            let round = self
+                .shared
+                .fired
+                .iter()
+                .all(|f| f.load(Ordering::Relaxed) > 0);
+            if round || self.is_finished() {
+                return Ok(());
+            }
+            if let Err(stalled) = dog.check(self.fired()) {
+                return Err(Error::Check(format!(
+                    "the storm did not fire each of its vectors {:?} once: {stalled}",
+                    self.shared.vectors
+                )));
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     /// Stops the storm and reports what it fired.
     pub fn stop(mut self) -> StormReport {
         self.shared.stop.store(true, Ordering::Relaxed);
