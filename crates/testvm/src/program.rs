@@ -73,6 +73,10 @@ enum Op {
         vector: u8,
         open: bool,
     },
+    WaitIrq {
+        vector: u8,
+        count: u64,
+    },
     Repeat {
         count: u64,
         body: Vec<Op>,
@@ -149,6 +153,16 @@ impl Program {
     /// closes it just before unmasking: any count is a delivery while masked.
     pub fn masked_window(&mut self, vector: u8, open: bool) -> &mut Self {
         self.ops.push(Op::Window { vector, open });
+        self
+    }
+
+    /// The guest spins (PAUSE, interrupts enabled) until it has taken IDT
+    /// `vector` at least `count` times in all on this vCPU: a wait for an
+    /// interrupt that holds however late the host injects it. It makes no
+    /// exit while it waits, so one that never comes fails the host's
+    /// watchdog, which names the vCPU as in the guest.
+    pub fn wait_irq(&mut self, vector: u8, count: u64) -> &mut Self {
+        self.ops.push(Op::WaitIrq { vector, count });
         self
     }
 
@@ -237,6 +251,17 @@ fn emit(a: &mut CodeAssembler, ops: &[Op], results: u64) -> std::result::Result<
             Op::Window { vector, open } => {
                 let flag = ROW_WINDOW_FLAGS as i32 + i32::from(vector);
                 a.mov(byte_ptr(flag).gs(), u32::from(open))?;
+            }
+            Op::WaitIrq { vector, count } => {
+                let mut top = a.create_label();
+                let mut done = a.create_label();
+                a.mov(rcx, count)?;
+                a.set_label(&mut top)?;
+                a.cmp(qword_ptr(i32::from(vector) * 8).gs(), rcx)?;
+                a.jae(done)?;
+                a.pause()?;
+                a.jmp(top)?;
+                a.set_label(&mut done)?;
             }
             Op::Repeat { count, ref body } => {
                 if count > 0 {
