@@ -55,6 +55,7 @@ mod exits;
 mod fast_path;
 mod migration;
 mod plan;
+mod poll_window;
 mod rate;
 mod relocation;
 mod report;
@@ -67,6 +68,7 @@ mod vector;
 pub use accelerator::MsixAccelerator;
 pub use config::{
     AccelConfig, DEFAULT_FAST_ENTRIES, DEFAULT_UNMASK_BATCH, DEFAULT_UNMASK_COALESCING,
+    DEFAULT_UNMASK_POLLING,
 };
 pub use debug::AccelDebug;
 pub use error::{Error, Result};
@@ -76,10 +78,11 @@ pub use kvm_msix::Policy;
 pub use migration::{AccelState, ACCEL_STATE_VERSION};
 pub use msix_hypervisor::{IoctlCounts, KvmVm, MsixVm};
 pub use msix_model::BarOffset;
+pub use poll_window::POLL_GROW_START;
 pub use rate::{COMMIT_BURST, COMMIT_INTERVAL, EVENT_BURST, EVENT_INTERVAL};
 pub use relocation::RETIRED_SLACK;
 pub use retry::{RETRY_FIRST, RETRY_MAX};
-pub use service::{FastPathSubscriber, ServiceThread};
+pub use service::{FastPathSubscriber, ServiceScheduling, ServiceThread};
 pub use stats::AccelStats;
 pub use vector::MaskPath;
 pub use vfio_vectors::{MsixSource, SourceFeatures};

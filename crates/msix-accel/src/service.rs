@@ -6,12 +6,16 @@
 //! route commit within the coalescing window, see `absorbed.rs`) and undoes
 //! the unmask ioeventfds a BAR move or decode-off retired (each waits for an
 //! SRCU grace period, so never under the device's lock). It sleeps until
-//! one of its fds is readable: no periodic polling.
+//! one of its fds is readable; with [`crate::AccelConfig::unmask_polling`]
+//! set, a [`ServiceThread`] keeps polling for a self-tuned window after
+//! applying an unmask that followed a mask exit (`poll_window.rs`), so that
+//! the next unmask of a guest cycling its mask does not have to wake it.
 
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use event_manager::{
     EventManager, EventOps, EventSubscriber, Events, MutEventSubscriber, SubscriberOps,
@@ -20,7 +24,21 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
+use crate::poll_window::PollWindow;
+use crate::stats::Counters;
 use crate::{Error, MsixAccelerator, Result};
+
+/// A subscriber's polling state (see `poll_window.rs`).
+#[derive(Debug)]
+struct Polling {
+    window: PollWindow,
+    /// When the last pass that applied unmasks ended.
+    since: Option<Instant>,
+    /// Poll until then (None: sleep).
+    until: Option<Instant>,
+    /// The device's mask exits at the last pass.
+    masks: u64,
+}
 
 /// An event-manager subscriber servicing one accelerator. It registers
 /// four fds whatever the table size (the epoll set over the entries' unmask
@@ -35,16 +53,74 @@ pub struct FastPathSubscriber {
     /// Ends the coalescing window of unmasks that wait for a commit.
     window: Mutex<Option<TimerFd>>,
     armed: AtomicBool,
+    polling: Mutex<Polling>,
 }
 
 impl FastPathSubscriber {
     /// A subscriber for `accel`.
     pub fn new(accel: Arc<MsixAccelerator>) -> Self {
         FastPathSubscriber {
-            accel,
             registered: AtomicBool::new(false),
             window: Mutex::new(TimerFd::new().ok()),
             armed: AtomicBool::new(false),
+            polling: Mutex::new(Polling {
+                window: PollWindow::new(accel.config().unmask_polling),
+                since: None,
+                until: None,
+                masks: 0,
+            }),
+            accel,
+        }
+    }
+
+    fn polling(&self) -> std::sync::MutexGuard<'_, Polling> {
+        // Times and a window: no invariant a panic could break.
+        self.polling.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Until when the thread running this subscriber should keep polling
+    /// (non-blocking looks at every fd) instead of sleeping; None: sleep.
+    /// [`ServiceThread`] does this; a VMM's own event loop may too, by
+    /// waiting with a zero timeout until then.
+    pub fn poll_until(&self) -> Option<Instant> {
+        self.polling().until
+    }
+
+    /// The thread made one non-blocking look while polling for this
+    /// device.
+    fn polled(&self) {
+        Counters::bump(&self.accel.counters.unmask_poll_iterations);
+    }
+
+    /// Before a pass: how long the unmask took to come tunes the window.
+    fn before_pass(&self, now: Instant) {
+        let mut p = self.polling();
+        let caught = p.until.is_some_and(|until| now <= until);
+        if caught {
+            Counters::bump(&self.accel.counters.unmasks_caught_polling);
+        }
+        if let Some(since) = p.since {
+            p.window.record(now.saturating_duration_since(since));
+        }
+    }
+
+    /// After a pass: poll for the window when the guest made a mask exit
+    /// since the previous pass (mask traffic), else sleep.
+    fn after_pass(&self) {
+        let masks = self.accel.counters.mask_write_exits.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let mut p = self.polling();
+        let traffic = masks != p.masks;
+        p.masks = masks;
+        p.since = Some(now);
+        let window = p.window.window();
+        p.until = (traffic && !window.is_zero()).then(|| now + window);
+        self.accel
+            .counters
+            .unmask_poll_window_ns
+            .store(window.as_nanos() as u64, Ordering::Relaxed);
+        if p.until.is_some() {
+            Counters::bump(&self.accel.counters.unmask_poll_windows);
         }
     }
 
@@ -56,7 +132,10 @@ impl FastPathSubscriber {
     /// The guest unmasked entries: apply what needs no commit now, and
     /// start the coalescing window for the rest (when not started yet).
     fn on_unmasks(&self) {
-        if !self.accel.service_fast_path_cheap() || self.armed.load(Ordering::SeqCst) {
+        self.before_pass(Instant::now());
+        let waiting = self.accel.service_fast_path_cheap();
+        self.after_pass();
+        if !waiting || self.armed.load(Ordering::SeqCst) {
             return;
         }
         let window = self.accel.config().unmask_coalescing;
@@ -89,6 +168,16 @@ impl FastPathSubscriber {
     /// `EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>` takes.
     pub fn shared(accel: Arc<MsixAccelerator>) -> Arc<Mutex<dyn MutEventSubscriber + Send>> {
         Arc::new(Mutex::new(Arc::new(FastPathSubscriber::new(accel))))
+    }
+
+    /// The window polling grows to at most, for every subscriber of a
+    /// thread: polling never runs longer than this past the last pass.
+    fn max_window(subscribers: &[Arc<FastPathSubscriber>]) -> Duration {
+        subscribers
+            .iter()
+            .map(|s| s.accel.config().unmask_polling)
+            .max()
+            .unwrap_or_default()
     }
 }
 
@@ -140,6 +229,56 @@ impl Drop for FastPathSubscriber {
     }
 }
 
+/// While a subscriber asks for it, one non-blocking look at every fd
+/// (dispatching what is ready, the stop eventfd included); false when none
+/// asks, and the thread may sleep.
+fn poll_once(
+    manager: &mut EventManager<Subscriber>,
+    subscribers: &[Arc<FastPathSubscriber>],
+) -> bool {
+    let now = Instant::now();
+    let mut polling = false;
+    for s in subscribers {
+        if s.poll_until().is_some_and(|until| now < until) {
+            s.polled();
+            polling = true;
+        }
+    }
+    if polling {
+        let _ = manager.run_with_timeout(0);
+        std::hint::spin_loop();
+    }
+    polling
+}
+
+/// How a [`ServiceThread`]'s thread is scheduled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceScheduling {
+    /// As it was spawned (normally `SCHED_OTHER`): woken by an absorbed
+    /// unmask, it may preempt the vCPU thread that wrote it, when the
+    /// scheduler puts it on that thread's CPU (the guest then waits for
+    /// the whole pass).
+    #[default]
+    Normal,
+    /// `SCHED_BATCH`: the same CPU share, but a wake-up never preempts
+    /// the running thread; the woken servicer runs when a CPU is free or
+    /// at the next tick, and the vCPU's next exit applies the unmask first
+    /// if it comes sooner. Only when the unmask is applied changes (the
+    /// pending interrupt is held meanwhile), never whether.
+    Batch,
+}
+
+/// Puts the calling thread under `SCHED_BATCH`.
+fn set_batch() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param for the call to read; pid 0
+    // is the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Ends the service loop when its eventfd is written.
 #[derive(Debug)]
 struct Stop {
@@ -179,6 +318,14 @@ impl ServiceThread {
     /// Starts servicing `accels`; they are registered as serviced before
     /// this returns.
     pub fn spawn(accels: &[Arc<MsixAccelerator>]) -> Result<ServiceThread> {
+        Self::spawn_with(accels, ServiceScheduling::default())
+    }
+
+    /// [`ServiceThread::spawn`], the thread scheduled as `scheduling` says.
+    pub fn spawn_with(
+        accels: &[Arc<MsixAccelerator>],
+        scheduling: ServiceScheduling,
+    ) -> Result<ServiceThread> {
         let mut manager: EventManager<Subscriber> =
             EventManager::new().map_err(|e| Error::Service(format!("{e:?}")))?;
         let stop =
@@ -191,16 +338,29 @@ impl ServiceThread {
         if stopping.load(Ordering::SeqCst) {
             return Err(Error::Service("cannot watch the stop eventfd".into()));
         }
+        let mut subscribers = Vec::new();
         for accel in accels {
-            manager.add_subscriber(FastPathSubscriber::shared(accel.clone()));
+            let subscriber = Arc::new(FastPathSubscriber::new(accel.clone()));
+            subscribers.push(subscriber.clone());
+            manager.add_subscriber(Arc::new(Mutex::new(subscriber)));
         }
+        let polls = !FastPathSubscriber::max_window(&subscribers).is_zero();
         let handle = std::thread::Builder::new()
             .name("msix-fast-path".into())
             .spawn(move || {
+                if scheduling == ServiceScheduling::Batch {
+                    // Refused (a seccomp filter, say): it runs as spawned,
+                    // which is only slower.
+                    let _ = set_batch();
+                }
                 while !stopping.load(Ordering::SeqCst) {
                     // EINTR or a transient epoll error: wait again.
+                    if polls && poll_once(&mut manager, &subscribers) {
+                        continue;
+                    }
                     let _ = manager.run();
                 }
+                drop(subscribers);
                 // Dropping the manager drops the subscribers, which withdraw
                 // as servicers.
             })

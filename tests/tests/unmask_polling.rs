@@ -1,0 +1,167 @@
+//! A service thread polling for absorbed unmasks
+//! (`AccelConfig::unmask_polling`): it polls only after mask traffic, and
+//! everything stays exact while it does. Whether a poll catches an unmask
+//! depends on timing, so nothing here asserts that one did: the counts
+//! asserted are those that hold whatever the timing (exits, unmasks
+//! applied, deliveries, the PBA), and "no polling" is proven by the poll
+//! iteration counter after a sentinel that the servicer handled.
+//! The window's growth and shrinking are unit-tested in
+//! `crates/msix-accel/src/poll_window.rs` on given delays.
+
+#[path = "support/settle.rs"]
+mod settle;
+
+use std::time::Duration;
+
+use msix_accel::Policy;
+use msix_rig::rig::{Rig, RigConfig};
+use testvm::{Program, Width};
+
+const VECTOR: u8 = 0x40;
+const POLL_MAX: Duration = Duration::from_micros(200);
+
+fn rig(maskable: bool, unmask_polling: Duration) -> Rig {
+    Rig::new(RigConfig {
+        policy: Policy::Fast,
+        maskable,
+        unmask_polling,
+        ..RigConfig::default()
+    })
+    .expect("rig boots")
+}
+
+/// Programs entry `e` for IDT vector [`VECTOR`] + `e` and unmasks it,
+/// without any mask write (the entry is masked from reset); the servicer
+/// applies the unmask.
+fn bring_up(r: &Rig, entries: u16) {
+    r.accel.write_message_control(0x8000).unwrap();
+    let mut p = Program::new();
+    for e in 0..entries {
+        p.write(Width::W32, r.entry(e, 0), 0xFEE0_0000);
+        p.write(Width::W32, r.entry(e, 4), 0);
+        p.write(Width::W32, r.entry(e, 8), u64::from(VECTOR) + u64::from(e));
+        p.write(Width::W32, r.entry(e, 12), 0);
+    }
+    r.vm.run(0, &p).unwrap();
+}
+
+fn linux_cycles(r: &Rig, n: u64) -> u64 {
+    let mut p = Program::new();
+    p.repeat(n, |p| {
+        p.write(Width::W32, r.entry(0, 12), 1);
+        p.read(Width::W32, r.entry(0, 0));
+        p.write(Width::W32, r.entry(0, 12), 0);
+    });
+    let before = r.vm.exits();
+    r.vm.run(0, &p).unwrap();
+    r.vm.exits().since(&before).mmio()
+}
+
+/// Waits until the servicer (not a VMM call) has taken `n` absorbed
+/// unmasks in all, then until its pass is over (a VMM call takes the
+/// device's lock after it).
+fn wait_unmasks(r: &Rig, n: u64) {
+    settle::wait_for(
+        "the servicer to apply the absorbed unmasks",
+        r.vm.watchdog(),
+        || r.accel.stats().fast_path_unmasks,
+        || r.accel.stats().fast_path_unmasks >= n,
+    );
+    r.accel.service_fast_path();
+}
+
+#[test]
+fn without_mask_traffic_the_servicer_never_polls() {
+    // A window that could grow to a second: if anything but mask traffic
+    // started polling, the counter would show it.
+    let r = rig(true, Duration::from_secs(1));
+    bring_up(&r, 8);
+    wait_unmasks(&r, 8);
+    for e in 0..8u8 {
+        r.source.fire(u16::from(e)).unwrap();
+        assert_eq!(r.vm.wait_irq_count(VECTOR + e, 1).unwrap(), 1);
+    }
+    // Table reads and a PBA read: exits and no exits, but no mask.
+    let mut p = Program::new();
+    for e in 0..8 {
+        p.read(Width::W32, r.entry(e, 12));
+    }
+    p.read(Width::W64, r.pba_gpa);
+    r.vm.run(0, &p).unwrap();
+    // The sentinel: a BAR move retires the unmask ioeventfds, which the
+    // servicer (woken for them, not for an unmask) undoes.
+    let bar = r.devices[0].bar_gpa(0);
+    r.accel.set_bar(0, Some(bar + 0x4_0000)).unwrap();
+    settle::wait_retired(&r);
+    let stats = r.accel.stats();
+    assert_eq!(stats.mask_write_exits, 0);
+    assert_eq!(stats.fast_path_unmasks, 8);
+    assert_eq!(stats.ioeventfds_retired, 8);
+    assert_eq!(stats.unmask_poll_windows, 0);
+    assert_eq!(stats.unmask_poll_iterations, 0);
+    assert_eq!(stats.unmasks_caught_polling, 0);
+}
+
+#[test]
+fn with_polling_off_mask_traffic_never_polls() {
+    let r = rig(true, Duration::ZERO);
+    bring_up(&r, 1);
+    wait_unmasks(&r, 1);
+    assert_eq!(linux_cycles(&r, 200), 200);
+    wait_unmasks(&r, 201);
+    let stats = r.accel.stats();
+    assert_eq!(stats.fast_path_unmasks, 201);
+    assert_eq!(stats.unmask_poll_windows, 0);
+    assert_eq!(stats.unmask_poll_iterations, 0);
+    assert_eq!(stats.unmask_poll_window_ns, 0);
+}
+
+#[test]
+fn polling_after_mask_traffic_keeps_exits_unmasks_and_pending_exact() {
+    for maskable in [false, true] {
+        let r = rig(maskable, POLL_MAX);
+        bring_up(&r, 1);
+        wait_unmasks(&r, 1);
+        let before = r.ioctls();
+        // Exactly one exit per cycle, whoever applies each unmask (the
+        // polling servicer, the woken one, or the next mask exit).
+        assert_eq!(linux_cycles(&r, 300), 300, "maskable={maskable}");
+        wait_unmasks(&r, 301);
+        let stats = r.accel.stats();
+        assert_eq!(stats.mask_write_exits, 300);
+        assert_eq!(stats.fast_path_unmasks, 301, "each unmask applied once");
+        assert!(stats.unmasks_caught_polling <= 300);
+        // Polling happens only in windows, and a window never passes the
+        // maximum.
+        if stats.unmask_poll_windows == 0 {
+            assert_eq!(stats.unmask_poll_iterations, 0);
+        }
+        assert!(stats.unmask_poll_window_ns <= POLL_MAX.as_nanos() as u64);
+        if maskable {
+            let calls = r.ioctls().since(&before);
+            assert_eq!((calls.irqfd_assign, calls.irqfd_deassign), (0, 0));
+            assert_eq!(calls.set_gsi_routing, 0);
+        }
+
+        // Pending semantics right after the cycles, the servicer possibly
+        // still polling: held while masked, in the PBA, delivered once.
+        let mut mask = Program::new();
+        mask.write(Width::W32, r.entry(0, 12), 1);
+        mask.read(Width::W32, r.entry(0, 0));
+        r.vm.run(0, &mask).unwrap();
+        r.source.fire_n(0, 3).unwrap();
+        r.vm.sentinel_all().unwrap();
+        assert_eq!(r.vm.irq_count(VECTOR), 0, "maskable={maskable}");
+        let mut pba = Program::new();
+        let bits = pba.read(Width::W64, r.pba_gpa);
+        let out = r.vm.run(0, &pba).unwrap();
+        assert_eq!(out.get(bits) & 1, 1, "PBA bit 0, maskable={maskable}");
+        let mut unmask = Program::new();
+        unmask.write(Width::W32, r.entry(0, 12), 0);
+        r.vm.run(0, &unmask).unwrap();
+        assert_eq!(r.vm.wait_irq_count(VECTOR, 1).unwrap(), 1);
+        r.vm.sentinel_all().unwrap();
+        assert_eq!(r.vm.irq_count(VECTOR), 1, "maskable={maskable}");
+        assert!(!r.accel.pending(0).unwrap());
+    }
+}
