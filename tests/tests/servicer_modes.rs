@@ -8,67 +8,26 @@
 //! The window's growth and shrinking are unit-tested in
 //! `crates/msix-accel/src/poll_window.rs` on given delays.
 
+#[path = "support/servicer.rs"]
+mod servicer;
 #[path = "support/settle.rs"]
 mod settle;
 
 use std::time::Duration;
 
-use msix_accel::Policy;
-use msix_rig::rig::{Rig, RigConfig};
+use msix_accel::ServiceScheduling;
+use msix_rig::rig::Rig;
 use testvm::{Program, Width};
 
-const VECTOR: u8 = 0x40;
-const POLL_MAX: Duration = Duration::from_micros(200);
+use servicer::{
+    bring_up, linux_cycles, pending_held_and_delivered_once, rig_with, wait_unmasks, VECTOR,
+};
 
 fn rig(maskable: bool, unmask_polling: Duration) -> Rig {
-    Rig::new(RigConfig {
-        policy: Policy::Fast,
-        maskable,
-        unmask_polling,
-        ..RigConfig::default()
-    })
-    .expect("rig boots")
+    rig_with(maskable, unmask_polling, ServiceScheduling::Normal)
 }
 
-/// Programs entry `e` for IDT vector [`VECTOR`] + `e` and unmasks it,
-/// without any mask write (the entry is masked from reset); the servicer
-/// applies the unmask.
-fn bring_up(r: &Rig, entries: u16) {
-    r.accel.write_message_control(0x8000).unwrap();
-    let mut p = Program::new();
-    for e in 0..entries {
-        p.write(Width::W32, r.entry(e, 0), 0xFEE0_0000);
-        p.write(Width::W32, r.entry(e, 4), 0);
-        p.write(Width::W32, r.entry(e, 8), u64::from(VECTOR) + u64::from(e));
-        p.write(Width::W32, r.entry(e, 12), 0);
-    }
-    r.vm.run(0, &p).unwrap();
-}
-
-fn linux_cycles(r: &Rig, n: u64) -> u64 {
-    let mut p = Program::new();
-    p.repeat(n, |p| {
-        p.write(Width::W32, r.entry(0, 12), 1);
-        p.read(Width::W32, r.entry(0, 0));
-        p.write(Width::W32, r.entry(0, 12), 0);
-    });
-    let before = r.vm.exits();
-    r.vm.run(0, &p).unwrap();
-    r.vm.exits().since(&before).mmio()
-}
-
-/// Waits until the servicer (not a VMM call) has taken `n` absorbed
-/// unmasks in all, then until its pass is over (a VMM call takes the
-/// device's lock after it).
-fn wait_unmasks(r: &Rig, n: u64) {
-    settle::wait_for(
-        "the servicer to apply the absorbed unmasks",
-        r.vm.watchdog(),
-        || r.accel.stats().fast_path_unmasks,
-        || r.accel.stats().fast_path_unmasks >= n,
-    );
-    r.accel.service_fast_path();
-}
+const POLL_MAX: Duration = Duration::from_micros(200);
 
 #[test]
 fn without_mask_traffic_the_servicer_never_polls() {
@@ -143,25 +102,6 @@ fn polling_after_mask_traffic_keeps_exits_unmasks_and_pending_exact() {
             assert_eq!(calls.set_gsi_routing, 0);
         }
 
-        // Pending semantics right after the cycles, the servicer possibly
-        // still polling: held while masked, in the PBA, delivered once.
-        let mut mask = Program::new();
-        mask.write(Width::W32, r.entry(0, 12), 1);
-        mask.read(Width::W32, r.entry(0, 0));
-        r.vm.run(0, &mask).unwrap();
-        r.source.fire_n(0, 3).unwrap();
-        r.vm.sentinel_all().unwrap();
-        assert_eq!(r.vm.irq_count(VECTOR), 0, "maskable={maskable}");
-        let mut pba = Program::new();
-        let bits = pba.read(Width::W64, r.pba_gpa);
-        let out = r.vm.run(0, &pba).unwrap();
-        assert_eq!(out.get(bits) & 1, 1, "PBA bit 0, maskable={maskable}");
-        let mut unmask = Program::new();
-        unmask.write(Width::W32, r.entry(0, 12), 0);
-        r.vm.run(0, &unmask).unwrap();
-        assert_eq!(r.vm.wait_irq_count(VECTOR, 1).unwrap(), 1);
-        r.vm.sentinel_all().unwrap();
-        assert_eq!(r.vm.irq_count(VECTOR), 1, "maskable={maskable}");
-        assert!(!r.accel.pending(0).unwrap());
+        pending_held_and_delivered_once(&r, &format!("maskable={maskable}"));
     }
 }
