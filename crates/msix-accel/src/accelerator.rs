@@ -18,7 +18,7 @@
 //! servicer (each unregistration waits for an SRCU grace period).
 
 use std::os::unix::io::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use irqfd_routes::{Irqfd, SharedRouting};
@@ -52,6 +52,9 @@ pub struct MsixAccelerator {
     /// The retry timer's fd (None: the host refused a timer).
     pub(crate) retry_fd: Option<RawFd>,
     pub(crate) servicers: AtomicU32,
+    /// The CPU the last mask exit ran on (-1: none yet, or polling off): a
+    /// polling servicer on that CPU would only take it from the vCPU.
+    pub(crate) mask_exit_cpu: AtomicI32,
     /// The BAR bases; its lock serialises placements, moves and removals
     /// (their memslot work runs outside the device's lock).
     pub(crate) relocations: Mutex<BarBases>,
@@ -155,6 +158,7 @@ impl MsixAccelerator {
             unmask_fd,
             retry_fd,
             servicers: AtomicU32::new(0),
+            mask_exit_cpu: AtomicI32::new(-1),
             relocations: Mutex::new(BarBases::default()),
             claimed: Claims::default(),
             throttled: AtomicBool::new(false),

@@ -237,9 +237,16 @@ fn poll_once(
     subscribers: &[Arc<FastPathSubscriber>],
 ) -> bool {
     let now = Instant::now();
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
     let mut polling = false;
     for s in subscribers {
-        if s.poll_until().is_some_and(|until| now < until) {
+        // Never on the CPU of the guest's last mask exit: there polling
+        // would only take the CPU from the vCPU thread that writes the
+        // unmask (the thread sleeps instead, and is woken as without
+        // polling).
+        let beside_vcpu = s.accel.mask_exit_cpu.load(Ordering::Relaxed) == cpu;
+        if !beside_vcpu && s.poll_until().is_some_and(|until| now < until) {
             s.polled();
             polling = true;
         }

@@ -182,7 +182,9 @@ USAGE:
 With no subcommand, runs the benchmark in real KVM guests (software MSI-X
 source) and prints side-by-side tables measured in one run:
   rows      fast, strict, trap (each also +srcmask: the source masks
-            vectors); models of peer VMMs: qemu-like,
+            vectors); fast+srcmask+poll (the service thread polls for
+            unmasks after mask traffic) and fast+srcmask+batch (the
+            service thread under SCHED_BATCH); models of peer VMMs: qemu-like,
             cloud-hypervisor-like, dragonball-like, crosvm-like; and the
             physical floors floor-1exit (read-only table, unmask absorbed
             by an ioeventfd, a do-nothing handler: 1 exit per cycle),
@@ -362,7 +364,10 @@ impl Subject {
         for policy in Policy::ALL {
             for maskable in [false, true] {
                 all.push(Subject::Ours { policy, maskable });
-                if policy == Policy::Fast {
+                // The servicer's alternatives, with source masking only
+                // (what they change is the same without it; a full run
+                // stays within minutes).
+                if policy == Policy::Fast && maskable {
                     all.push(Subject::Polling { maskable });
                     all.push(Subject::Batch { maskable });
                 }
@@ -619,7 +624,7 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 4 + 10 + 4);
+        assert_eq!(names.len(), 4 + 8 + 4);
     }
 
     #[test]
