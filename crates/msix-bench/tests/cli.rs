@@ -402,7 +402,8 @@ fn a_redirected_bench_run_reports_each_stage_and_ends_with_its_verdict() {
         "{last}"
     );
     assert!(
-        ran.stdout.contains("why: fast, fast+srcmask take 1 exit"),
+        ran.stdout
+            .contains("why: fast, fast+srcmask, fast+srcmask+poll, fast+srcmask+batch take 1 exit"),
         "{}",
         ran.stdout
     );
