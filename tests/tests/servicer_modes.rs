@@ -10,8 +10,6 @@
 
 #[path = "support/servicer.rs"]
 mod servicer;
-#[path = "support/settle.rs"]
-mod settle;
 
 use std::time::Duration;
 
@@ -19,6 +17,7 @@ use msix_accel::ServiceScheduling;
 use msix_rig::rig::Rig;
 use testvm::{Program, Width};
 
+use servicer::settle;
 use servicer::{
     bring_up, linux_cycles, pending_held_and_delivered_once, rig_with, wait_unmasks, VECTOR,
 };

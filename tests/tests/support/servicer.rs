@@ -11,7 +11,7 @@ use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, Width};
 
 #[path = "settle.rs"]
-mod settle;
+pub mod settle;
 
 /// IDT vector of entry 0.
 pub const VECTOR: u8 = 0x40;
