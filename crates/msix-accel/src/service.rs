@@ -267,10 +267,10 @@ pub enum ServiceScheduling {
     /// the whole pass).
     #[default]
     Normal,
-    /// `SCHED_BATCH`: the same CPU share, but a wake-up never preempts
-    /// the running thread; the woken servicer runs when a CPU is free or
-    /// at the next tick, and the vCPU's next exit applies the unmask first
-    /// if it comes sooner. Only when the unmask is applied changes (the
+    /// `SCHED_BATCH`: the same fair share, but Linux does not let its
+    /// wake-up preempt the running thread; the woken servicer runs when a
+    /// CPU is free or the running thread's turn ends, and the vCPU's next
+    /// exit applies the unmask first if it comes sooner. Only when the unmask is applied changes (the
     /// pending interrupt is held meanwhile), never whether.
     Batch,
 }
