@@ -14,6 +14,9 @@ pub const DEFAULT_UNMASK_COALESCING: std::time::Duration = std::time::Duration::
 /// [`crate::ServiceThread`]).
 pub const DEFAULT_UNMASK_POLLING: std::time::Duration = std::time::Duration::ZERO;
 
+/// Default of [`AccelConfig::unmask_deferral`]: off.
+pub const DEFAULT_UNMASK_DEFERRAL: std::time::Duration = std::time::Duration::ZERO;
+
 /// Default number of entries whose unmask is absorbed by an ioeventfd.
 ///
 /// Each absorbed entry costs two fds (its unmask eventfd and the ioeventfd
@@ -67,6 +70,13 @@ pub struct AccelConfig {
     /// tunes itself between 0 and this (as KVM's halt polling does) and is
     /// 0 without mask traffic. Zero: never poll.
     pub unmask_polling: std::time::Duration,
+    /// Under `fast`, with a [`crate::FastPathSubscriber`] (or
+    /// [`crate::ServiceThread`]) as servicer: an absorbed unmask that wakes
+    /// it less than this after the guest's last mask exit is left to the
+    /// guest's next exit, the servicer no longer woken by unmasks until no
+    /// mask exit came for this long; it then applies what is left. Bounds
+    /// how late an unmask no exit follows is applied. Zero: never defer.
+    pub unmask_deferral: std::time::Duration,
     /// The device ID every MSI route carries, for hypervisors whose
     /// interrupt translation needs it (aarch64 GICv3 ITS:
     /// `KVM_MSI_VALID_DEVID`); `None` on x86.
@@ -95,7 +105,16 @@ impl AccelConfig {
             unmask_batch: DEFAULT_UNMASK_BATCH,
             unmask_coalescing: DEFAULT_UNMASK_COALESCING,
             unmask_polling: DEFAULT_UNMASK_POLLING,
+            unmask_deferral: DEFAULT_UNMASK_DEFERRAL,
         }
+    }
+
+    /// The same setup with absorbed unmasks left to the guest's next exit
+    /// for up to `window` after its last mask exit (see
+    /// [`AccelConfig::unmask_deferral`]).
+    pub fn with_unmask_deferral(mut self, window: std::time::Duration) -> Self {
+        self.unmask_deferral = window;
+        self
     }
 
     /// The same setup with a service thread polling at most `max` for the

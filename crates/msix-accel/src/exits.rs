@@ -106,6 +106,7 @@ impl MsixAccelerator {
                     let cpu = unsafe { libc::sched_getcpu() };
                     self.mask_exit_cpu.store(cpu, Ordering::Relaxed);
                 }
+                self.note_mask_exit();
                 &self.counters.mask_write_exits
             }
             (4, 12) => &self.counters.unmask_write_exits,

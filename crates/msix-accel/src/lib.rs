@@ -47,6 +47,7 @@ mod accelerator;
 mod claims;
 mod config;
 mod debug;
+mod deferral;
 mod device;
 mod error;
 mod event;
@@ -68,7 +69,7 @@ mod vector;
 pub use accelerator::MsixAccelerator;
 pub use config::{
     AccelConfig, DEFAULT_FAST_ENTRIES, DEFAULT_UNMASK_BATCH, DEFAULT_UNMASK_COALESCING,
-    DEFAULT_UNMASK_POLLING,
+    DEFAULT_UNMASK_DEFERRAL, DEFAULT_UNMASK_POLLING,
 };
 pub use debug::AccelDebug;
 pub use error::{Error, Result};

@@ -24,6 +24,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
+use crate::deferral::{Deferral, OnUnmask};
 use crate::poll_window::PollWindow;
 use crate::stats::Counters;
 use crate::{Error, MsixAccelerator, Result};
@@ -43,7 +44,8 @@ struct Polling {
 /// An event-manager subscriber servicing one accelerator. It registers
 /// four fds whatever the table size (the epoll set over the entries' unmask
 /// eventfds, the retired-ioeventfd queue, the coalescing window's timer and
-/// the held vectors' retry timer) and declares itself the
+/// the held vectors' retry timer; a fifth, the deferral's timer, with
+/// [`crate::AccelConfig::unmask_deferral`]) and declares itself the
 /// accelerator's servicer once both are registered; dropping it withdraws
 /// that (a table under `fast` is then placed again under `strict`).
 #[derive(Debug)]
@@ -54,6 +56,7 @@ pub struct FastPathSubscriber {
     window: Mutex<Option<TimerFd>>,
     armed: AtomicBool,
     polling: Mutex<Polling>,
+    deferral: Deferral,
 }
 
 impl FastPathSubscriber {
@@ -69,6 +72,7 @@ impl FastPathSubscriber {
                 until: None,
                 masks: 0,
             }),
+            deferral: Deferral::new(accel.config().unmask_deferral),
             accel,
         }
     }
@@ -182,12 +186,26 @@ impl FastPathSubscriber {
 }
 
 impl EventSubscriber for FastPathSubscriber {
-    fn process(&self, events: Events, _ops: &mut EventOps) {
+    fn process(&self, events: Events, ops: &mut EventOps) {
         if !events.event_set().contains(EventSet::IN) {
             return;
         }
-        if events.fd() == self.accel.fast_path_fd() {
-            self.on_unmasks();
+        let unmask_fd = self.accel.fast_path_fd();
+        if events.fd() == unmask_fd {
+            let since = self.accel.since_mask_exit();
+            let masks = self.accel.counters.mask_write_exits.load(Ordering::Relaxed);
+            let traffic = masks != self.polling().masks;
+            match self.deferral.on_unmask(ops, unmask_fd, since, traffic) {
+                OnUnmask::Apply => self.on_unmasks(),
+                OnUnmask::Deferred => {
+                    Counters::bump(&self.accel.counters.unmask_deferrals);
+                }
+            }
+        } else if Some(events.fd()) == self.deferral.timer_fd() {
+            let since = self.accel.since_mask_exit();
+            if self.deferral.on_timer(ops, unmask_fd, since) {
+                self.on_unmasks();
+            }
         } else if events.fd() == self.accel.retired_fd() {
             self.accel.undo_retired();
         } else if Some(events.fd()) == self.window_fd() {
@@ -207,6 +225,12 @@ impl EventSubscriber for FastPathSubscriber {
         };
         if !window {
             *self.window() = None;
+        }
+        // Without its timer, unmasks are never deferred.
+        if let Some(fd) = self.deferral.timer_fd() {
+            if ops.add(Events::new_raw(fd, EventSet::IN)).is_err() {
+                self.deferral.disable();
+            }
         }
         // Without it, held vectors are retried at the device's exits only.
         if let Some(fd) = self.accel.retry_fd() {

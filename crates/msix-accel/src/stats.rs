@@ -81,6 +81,9 @@ stats! {
     unmask_poll_iterations,
     /// The polling window now, in nanoseconds (a level, not a count).
     unmask_poll_window_ns,
+    /// Times the servicer left absorbed unmasks to the guest's next exit
+    /// (see [`crate::AccelConfig::unmask_deferral`]).
+    unmask_deferrals,
     /// Vectors masked at the source (irqfd left attached).
     masks_at_source,
     /// Vectors masked by detaching their irqfd.

@@ -117,6 +117,8 @@ pub struct RigConfig {
     pub unmask_polling: Duration,
     /// How the service thread is scheduled.
     pub service_scheduling: ServiceScheduling,
+    /// [`AccelConfig::unmask_deferral`] of every device.
+    pub unmask_deferral: Duration,
     /// Where every device's table and PBA sit; None: [`RigLayout::standard`].
     pub layout: Option<RigLayout>,
 }
@@ -137,6 +139,7 @@ impl Default for RigConfig {
             fast_entries: msix_accel::DEFAULT_FAST_ENTRIES,
             unmask_polling: msix_accel::DEFAULT_UNMASK_POLLING,
             service_scheduling: ServiceScheduling::default(),
+            unmask_deferral: msix_accel::DEFAULT_UNMASK_DEFERRAL,
             layout: None,
         }
     }
@@ -152,7 +155,8 @@ impl RigConfig {
             .with_device_id(u32::from(device))
             .with_fast_entries(self.fast_entries)
             .with_unmask_coalescing(self.unmask_coalescing, self.unmask_batch)
-            .with_unmask_polling(self.unmask_polling);
+            .with_unmask_polling(self.unmask_polling)
+            .with_unmask_deferral(self.unmask_deferral);
         match layout.bar_size {
             Some(size) => config.with_table_bar_size(size),
             None => config,

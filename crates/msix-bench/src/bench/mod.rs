@@ -43,6 +43,8 @@ pub const SEED: u64 = 15;
 /// The polling rows' [`msix_accel::AccelConfig::unmask_polling`]: the
 /// default maximum of KVM's halt polling (`halt_poll_ns`).
 pub const POLL_MAX: Duration = Duration::from_micros(200);
+/// The deferring row's [`msix_accel::AccelConfig::unmask_deferral`].
+pub const DEFERRAL: Duration = Duration::from_millis(1);
 
 /// What to run, from the command line.
 #[derive(Clone, Debug, PartialEq)]
@@ -184,7 +186,9 @@ source) and prints side-by-side tables measured in one run:
   rows      fast, strict, trap (each also +srcmask: the source masks
             vectors); fast+srcmask+poll (the service thread polls for
             unmasks after mask traffic) and fast+srcmask+batch (the
-            service thread under SCHED_BATCH); models of peer VMMs: qemu-like,
+            service thread under SCHED_BATCH), fast+srcmask+defer (unmasks
+            left to the guest's next exit for up to 100 us after a mask
+            exit); models of peer VMMs: qemu-like,
             cloud-hypervisor-like, dragonball-like, crosvm-like; and the
             physical floors floor-1exit (read-only table, unmask absorbed
             by an ioeventfd, a do-nothing handler: 1 exit per cycle),
@@ -338,6 +342,10 @@ pub enum Subject {
         /// Source-side masking.
         maskable: bool,
     },
+    /// Our accelerator under `fast` with absorbed unmasks left to the
+    /// guest's next exit for up to [`DEFERRAL`] after its last mask exit,
+    /// with source masking.
+    Deferring,
     /// A peer model.
     Peer(PeerModel),
     /// A physical floor.
@@ -370,6 +378,7 @@ impl Subject {
                 if policy == Policy::Fast && maskable {
                     all.push(Subject::Polling { maskable });
                     all.push(Subject::Batch { maskable });
+                    all.push(Subject::Deferring);
                 }
             }
         }
@@ -386,6 +395,7 @@ impl Subject {
             Subject::Polling { maskable: false } => "fast+poll".to_string(),
             Subject::Batch { maskable: true } => "fast+srcmask+batch".to_string(),
             Subject::Batch { maskable: false } => "fast+batch".to_string(),
+            Subject::Deferring => "fast+srcmask+defer".to_string(),
             Subject::Peer(model) => model.name().to_string(),
             Subject::Floor(kind) => kind.name().to_string(),
         }
@@ -394,7 +404,10 @@ impl Subject {
     /// Ours, a peer or a floor.
     pub fn kind(&self) -> RowKind {
         match self {
-            Subject::Ours { .. } | Subject::Polling { .. } | Subject::Batch { .. } => RowKind::Ours,
+            Subject::Ours { .. }
+            | Subject::Polling { .. }
+            | Subject::Batch { .. }
+            | Subject::Deferring => RowKind::Ours,
             Subject::Peer(_) => RowKind::Peer,
             Subject::Floor(_) => RowKind::Floor,
         }
@@ -407,6 +420,7 @@ impl Subject {
             Subject::Ours { maskable: true, .. }
                 | Subject::Polling { maskable: true }
                 | Subject::Batch { maskable: true }
+                | Subject::Deferring
         )
     }
 
@@ -419,7 +433,7 @@ impl Subject {
                 Policy::Strict => 2,
                 Policy::Trap => 3,
             }),
-            Subject::Polling { .. } | Subject::Batch { .. } => Some(1),
+            Subject::Polling { .. } | Subject::Batch { .. } | Subject::Deferring => Some(1),
             Subject::Floor(kind) => Some(kind.exits_per_cycle()),
             Subject::Peer(_) => None,
         }
@@ -454,6 +468,15 @@ impl Subject {
                 maskable,
                 watchdog,
                 service_scheduling: msix_accel::ServiceScheduling::Batch,
+                ..RigConfig::default()
+            })?),
+            Subject::Deferring => Box::new(ours::rig(RigConfig {
+                vectors,
+                vcpus: 1,
+                policy: Policy::Fast,
+                maskable: true,
+                watchdog,
+                unmask_deferral: DEFERRAL,
                 ..RigConfig::default()
             })?),
             Subject::Peer(model) => Box::new(PeerRig::new(model, vectors, watchdog)?),
@@ -624,7 +647,7 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 4 + 8 + 4);
+        assert_eq!(names.len(), 4 + 9 + 4);
     }
 
     #[test]

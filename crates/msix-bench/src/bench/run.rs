@@ -21,9 +21,12 @@ use crate::Error;
 use msix_rig::sys;
 
 /// Pairs of our rows whose ratio the run reports (row, against).
-pub const OURS_PAIRS: [(&str, &str); 7] = [
+pub const OURS_PAIRS: [(&str, &str); 10] = [
     ("fast+srcmask+poll", "fast+srcmask"),
     ("fast+srcmask+batch", "fast+srcmask"),
+    ("fast+srcmask+defer", "fast+srcmask"),
+    ("fast+srcmask+defer", "strict+srcmask"),
+    ("crosvm-like", "fast+srcmask+defer"),
     ("fast+srcmask", "strict+srcmask"),
     ("fast+srcmask+poll", "strict+srcmask"),
     ("fast+srcmask+batch", "strict+srcmask"),
@@ -272,6 +275,7 @@ pub fn run(options: &Options) -> Report {
                                 ..
                             } | Subject::Polling { .. }
                                 | Subject::Batch { .. }
+                                | Subject::Deferring
                         );
                         if fast && n == 2048 && b.route_commits > MAX_FAST_COMMITS_2048 {
                             failures.push((Check::FastBringUp, format!(
