@@ -522,7 +522,7 @@ impl Report {
         let absorbed = rows_where(&|r| r.kind == RowKind::Ours && r.name.starts_with("fast"));
         if !absorbed.is_empty() {
             notes.push(format!(
-                "why: {absorbed} take 1 exit, but the unmask the ioeventfd absorbs wakes the service thread, which preempts the vCPU thread on its CPU or takes the device's lock beside it: guest time that no column counts (preempt, svc wakes: the next table)"
+                "why: {absorbed} take 1 exit, but the unmask the ioeventfd absorbs is applied by the service thread, woken for it (it preempts the vCPU thread on its CPU or runs beside it), or by the guest's next exit: guest time that no column counts (preempt, svc wakes: the next table)"
             ));
         }
         let swapped = rows_where(&|r| r.kind == RowKind::Peer && r.ioctls_per_cycle.set_irqs > 0.0);
