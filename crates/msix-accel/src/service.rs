@@ -26,6 +26,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use crate::deferral::{Deferral, OnUnmask};
 use crate::poll_window::PollWindow;
+use crate::service_scheduling::{set_batch, ServiceScheduling};
 use crate::stats::Counters;
 use crate::{Error, MsixAccelerator, Result};
 
@@ -280,34 +281,6 @@ fn poll_once(
         std::hint::spin_loop();
     }
     polling
-}
-
-/// How a [`ServiceThread`]'s thread is scheduled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ServiceScheduling {
-    /// As it was spawned (normally `SCHED_OTHER`): woken by an absorbed
-    /// unmask, it may preempt the vCPU thread that wrote it, when the
-    /// scheduler puts it on that thread's CPU (the guest then waits for
-    /// the whole pass).
-    #[default]
-    Normal,
-    /// `SCHED_BATCH`: the same fair share, but Linux does not let its
-    /// wake-up preempt the running thread; the woken servicer runs when a
-    /// CPU is free or the running thread's turn ends, and the vCPU's next
-    /// exit applies the unmask first if it comes sooner. Only when the unmask is applied changes (the
-    /// pending interrupt is held meanwhile), never whether.
-    Batch,
-}
-
-/// Puts the calling thread under `SCHED_BATCH`.
-fn set_batch() -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param for the call to read; pid 0
-    // is the calling thread.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Ends the service loop when its eventfd is written.
