@@ -18,8 +18,9 @@
 //! servicer (each unregistration waits for an SRCU grace period).
 
 use std::os::unix::io::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use irqfd_routes::{Irqfd, SharedRouting};
 use kvm_msix::{PlacementConfig, RetiredIoevents, TablePlacement};
@@ -52,6 +53,14 @@ pub struct MsixAccelerator {
     /// The retry timer's fd (None: the host refused a timer).
     pub(crate) retry_fd: Option<RawFd>,
     pub(crate) servicers: AtomicU32,
+    /// The CPU the last mask exit ran on (-1: none yet, or polling off): a
+    /// polling servicer on that CPU would only take it from the vCPU.
+    pub(crate) mask_exit_cpu: AtomicI32,
+    /// When the accelerator was made: the origin of `last_mask_exit_ns`.
+    pub(crate) epoch: Instant,
+    /// Nanoseconds from `epoch` to the last mask exit, plus one (0: none
+    /// yet, or deferral off).
+    pub(crate) last_mask_exit_ns: AtomicU64,
     /// The BAR bases; its lock serialises placements, moves and removals
     /// (their memslot work runs outside the device's lock).
     pub(crate) relocations: Mutex<BarBases>,
@@ -71,6 +80,24 @@ impl std::fmt::Debug for MsixAccelerator {
 }
 
 impl MsixAccelerator {
+    /// A mask write exited: note when, for the servicer's deferral.
+    pub(crate) fn note_mask_exit(&self) {
+        if !self.config.unmask_deferral.is_zero() {
+            let ns = self.epoch.elapsed().as_nanos() as u64;
+            self.last_mask_exit_ns.store(ns + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// How long ago the guest's last mask exit was (None: none noted).
+    pub(crate) fn since_mask_exit(&self) -> Option<Duration> {
+        let at = self
+            .last_mask_exit_ns
+            .load(Ordering::Relaxed)
+            .checked_sub(1)?;
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        Some(Duration::from_nanos(now.saturating_sub(at)))
+    }
+
     /// Sets up the device: the model, the shadow table and room for the
     /// unmask eventfds, every vector in the reset state (masked; masked at
     /// the source too when source masking is used). GSIs are taken only when
@@ -155,6 +182,9 @@ impl MsixAccelerator {
             unmask_fd,
             retry_fd,
             servicers: AtomicU32::new(0),
+            mask_exit_cpu: AtomicI32::new(-1),
+            epoch: Instant::now(),
+            last_mask_exit_ns: AtomicU64::new(0),
             relocations: Mutex::new(BarBases::default()),
             claimed: Claims::default(),
             throttled: AtomicBool::new(false),

@@ -9,6 +9,14 @@ pub const DEFAULT_UNMASK_BATCH: u16 = 64;
 /// Default of [`AccelConfig::unmask_coalescing`].
 pub const DEFAULT_UNMASK_COALESCING: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Default of [`AccelConfig::unmask_polling`]: the longest a service
+/// thread polls for the next absorbed unmask after mask traffic (see
+/// [`crate::ServiceThread`]).
+pub const DEFAULT_UNMASK_POLLING: std::time::Duration = std::time::Duration::ZERO;
+
+/// Default of [`AccelConfig::unmask_deferral`]: off.
+pub const DEFAULT_UNMASK_DEFERRAL: std::time::Duration = std::time::Duration::ZERO;
+
 /// Default number of entries whose unmask is absorbed by an ioeventfd.
 ///
 /// Each absorbed entry costs two fds (its unmask eventfd and the ioeventfd
@@ -56,6 +64,19 @@ pub struct AccelConfig {
     /// zero applies every unmask as soon as the servicer sees it. An unmask
     /// whose route the hypervisor already holds never waits.
     pub unmask_coalescing: std::time::Duration,
+    /// Under `fast`, the longest a [`crate::ServiceThread`] keeps polling
+    /// for the next absorbed unmask after applying one that followed a mask
+    /// exit, instead of sleeping until the unmask wakes it; the window
+    /// tunes itself between 0 and this (as KVM's halt polling does) and is
+    /// 0 without mask traffic. Zero: never poll.
+    pub unmask_polling: std::time::Duration,
+    /// Under `fast`, with a [`crate::FastPathSubscriber`] (or
+    /// [`crate::ServiceThread`]) as servicer: an absorbed unmask that wakes
+    /// it less than this after the guest's last mask exit is left to the
+    /// guest's next exit, the servicer no longer woken by unmasks until no
+    /// mask exit came for this long; it then applies what is left. Bounds
+    /// how late an unmask no exit follows is applied. Zero: never defer.
+    pub unmask_deferral: std::time::Duration,
     /// The device ID every MSI route carries, for hypervisors whose
     /// interrupt translation needs it (aarch64 GICv3 ITS:
     /// `KVM_MSI_VALID_DEVID`); `None` on x86.
@@ -83,7 +104,24 @@ impl AccelConfig {
             msi_devid: None,
             unmask_batch: DEFAULT_UNMASK_BATCH,
             unmask_coalescing: DEFAULT_UNMASK_COALESCING,
+            unmask_polling: DEFAULT_UNMASK_POLLING,
+            unmask_deferral: DEFAULT_UNMASK_DEFERRAL,
         }
+    }
+
+    /// The same setup with absorbed unmasks left to the guest's next exit
+    /// for up to `window` after its last mask exit (see
+    /// [`AccelConfig::unmask_deferral`]).
+    pub fn with_unmask_deferral(mut self, window: std::time::Duration) -> Self {
+        self.unmask_deferral = window;
+        self
+    }
+
+    /// The same setup with a service thread polling at most `max` for the
+    /// next absorbed unmask (see [`AccelConfig::unmask_polling`]).
+    pub fn with_unmask_polling(mut self, max: std::time::Duration) -> Self {
+        self.unmask_polling = max;
+        self
     }
 
     /// The same setup with absorbed unmasks that need a commit waiting at

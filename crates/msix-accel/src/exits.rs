@@ -2,6 +2,7 @@
 //! VMM hands every MMIO exit in the device's BARs to
 //! [`MsixAccelerator::mmio_read`] / [`MsixAccelerator::mmio_write`].
 
+use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 
 use kvm_msix::BarRegion;
@@ -99,7 +100,15 @@ impl MsixAccelerator {
 
     fn count_table_write(&self, offset: u64, data: &[u8]) {
         let counter = match (data.len(), offset % 16) {
-            (4, 12) if data[0] & 1 == 1 => &self.counters.mask_write_exits,
+            (4, 12) if data[0] & 1 == 1 => {
+                if !self.config.unmask_polling.is_zero() {
+                    // SAFETY: sched_getcpu has no preconditions.
+                    let cpu = unsafe { libc::sched_getcpu() };
+                    self.mask_exit_cpu.store(cpu, Ordering::Relaxed);
+                }
+                self.note_mask_exit();
+                &self.counters.mask_write_exits
+            }
             (4, 12) => &self.counters.unmask_write_exits,
             (4, 0 | 4 | 8) => &self.counters.message_write_exits,
             _ => &self.counters.other_table_write_exits,

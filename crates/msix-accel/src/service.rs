@@ -6,12 +6,16 @@
 //! route commit within the coalescing window, see `absorbed.rs`) and undoes
 //! the unmask ioeventfds a BAR move or decode-off retired (each waits for an
 //! SRCU grace period, so never under the device's lock). It sleeps until
-//! one of its fds is readable: no periodic polling.
+//! one of its fds is readable; with [`crate::AccelConfig::unmask_polling`]
+//! set, a [`ServiceThread`] keeps polling for a self-tuned window after
+//! applying an unmask that followed a mask exit (`poll_window.rs`), so that
+//! the next unmask of a guest cycling its mask does not have to wake it.
 
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use event_manager::{
     EventManager, EventOps, EventSubscriber, Events, MutEventSubscriber, SubscriberOps,
@@ -20,12 +24,29 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
+use crate::deferral::{Deferral, OnUnmask};
+use crate::poll_window::PollWindow;
+use crate::service_scheduling::{set_batch, ServiceScheduling};
+use crate::stats::Counters;
 use crate::{Error, MsixAccelerator, Result};
+
+/// A subscriber's polling state (see `poll_window.rs`).
+#[derive(Debug)]
+struct Polling {
+    window: PollWindow,
+    /// When the last pass that applied unmasks ended.
+    since: Option<Instant>,
+    /// Poll until then (None: sleep).
+    until: Option<Instant>,
+    /// The device's mask exits at the last pass.
+    masks: u64,
+}
 
 /// An event-manager subscriber servicing one accelerator. It registers
 /// four fds whatever the table size (the epoll set over the entries' unmask
 /// eventfds, the retired-ioeventfd queue, the coalescing window's timer and
-/// the held vectors' retry timer) and declares itself the
+/// the held vectors' retry timer; a fifth, the deferral's timer, with
+/// [`crate::AccelConfig::unmask_deferral`]) and declares itself the
 /// accelerator's servicer once both are registered; dropping it withdraws
 /// that (a table under `fast` is then placed again under `strict`).
 #[derive(Debug)]
@@ -35,16 +56,76 @@ pub struct FastPathSubscriber {
     /// Ends the coalescing window of unmasks that wait for a commit.
     window: Mutex<Option<TimerFd>>,
     armed: AtomicBool,
+    polling: Mutex<Polling>,
+    deferral: Deferral,
 }
 
 impl FastPathSubscriber {
     /// A subscriber for `accel`.
     pub fn new(accel: Arc<MsixAccelerator>) -> Self {
         FastPathSubscriber {
-            accel,
             registered: AtomicBool::new(false),
             window: Mutex::new(TimerFd::new().ok()),
             armed: AtomicBool::new(false),
+            polling: Mutex::new(Polling {
+                window: PollWindow::new(accel.config().unmask_polling),
+                since: None,
+                until: None,
+                masks: 0,
+            }),
+            deferral: Deferral::new(accel.config().unmask_deferral),
+            accel,
+        }
+    }
+
+    fn polling(&self) -> std::sync::MutexGuard<'_, Polling> {
+        // Times and a window: no invariant a panic could break.
+        self.polling.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Until when the thread running this subscriber should keep polling
+    /// (non-blocking looks at every fd) instead of sleeping; None: sleep.
+    /// [`ServiceThread`] does this; a VMM's own event loop may too, by
+    /// waiting with a zero timeout until then.
+    pub fn poll_until(&self) -> Option<Instant> {
+        self.polling().until
+    }
+
+    /// The thread made one non-blocking look while polling for this
+    /// device.
+    fn polled(&self) {
+        Counters::bump(&self.accel.counters.unmask_poll_iterations);
+    }
+
+    /// Before a pass: how long the unmask took to come tunes the window.
+    fn before_pass(&self, now: Instant) {
+        let mut p = self.polling();
+        let caught = p.until.is_some_and(|until| now <= until);
+        if caught {
+            Counters::bump(&self.accel.counters.unmasks_caught_polling);
+        }
+        if let Some(since) = p.since {
+            p.window.record(now.saturating_duration_since(since));
+        }
+    }
+
+    /// After a pass: poll for the window when the guest made a mask exit
+    /// since the previous pass (mask traffic), else sleep.
+    fn after_pass(&self) {
+        let masks = self.accel.counters.mask_write_exits.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let mut p = self.polling();
+        let traffic = masks != p.masks;
+        p.masks = masks;
+        p.since = Some(now);
+        let window = p.window.window();
+        p.until = (traffic && !window.is_zero()).then(|| now + window);
+        self.accel
+            .counters
+            .unmask_poll_window_ns
+            .store(window.as_nanos() as u64, Ordering::Relaxed);
+        if p.until.is_some() {
+            Counters::bump(&self.accel.counters.unmask_poll_windows);
         }
     }
 
@@ -56,7 +137,10 @@ impl FastPathSubscriber {
     /// The guest unmasked entries: apply what needs no commit now, and
     /// start the coalescing window for the rest (when not started yet).
     fn on_unmasks(&self) {
-        if !self.accel.service_fast_path_cheap() || self.armed.load(Ordering::SeqCst) {
+        self.before_pass(Instant::now());
+        let waiting = self.accel.service_fast_path_cheap();
+        self.after_pass();
+        if !waiting || self.armed.load(Ordering::SeqCst) {
             return;
         }
         let window = self.accel.config().unmask_coalescing;
@@ -90,15 +174,39 @@ impl FastPathSubscriber {
     pub fn shared(accel: Arc<MsixAccelerator>) -> Arc<Mutex<dyn MutEventSubscriber + Send>> {
         Arc::new(Mutex::new(Arc::new(FastPathSubscriber::new(accel))))
     }
+
+    /// The window polling grows to at most, for every subscriber of a
+    /// thread: polling never runs longer than this past the last pass.
+    fn max_window(subscribers: &[Arc<FastPathSubscriber>]) -> Duration {
+        subscribers
+            .iter()
+            .map(|s| s.accel.config().unmask_polling)
+            .max()
+            .unwrap_or_default()
+    }
 }
 
 impl EventSubscriber for FastPathSubscriber {
-    fn process(&self, events: Events, _ops: &mut EventOps) {
+    fn process(&self, events: Events, ops: &mut EventOps) {
         if !events.event_set().contains(EventSet::IN) {
             return;
         }
-        if events.fd() == self.accel.fast_path_fd() {
-            self.on_unmasks();
+        let unmask_fd = self.accel.fast_path_fd();
+        if events.fd() == unmask_fd {
+            let since = self.accel.since_mask_exit();
+            let masks = self.accel.counters.mask_write_exits.load(Ordering::Relaxed);
+            let traffic = masks != self.polling().masks;
+            match self.deferral.on_unmask(ops, unmask_fd, since, traffic) {
+                OnUnmask::Apply => self.on_unmasks(),
+                OnUnmask::Deferred => {
+                    Counters::bump(&self.accel.counters.unmask_deferrals);
+                }
+            }
+        } else if Some(events.fd()) == self.deferral.timer_fd() {
+            let since = self.accel.since_mask_exit();
+            if self.deferral.on_timer(ops, unmask_fd, since) {
+                self.on_unmasks();
+            }
         } else if events.fd() == self.accel.retired_fd() {
             self.accel.undo_retired();
         } else if Some(events.fd()) == self.window_fd() {
@@ -119,6 +227,12 @@ impl EventSubscriber for FastPathSubscriber {
         if !window {
             *self.window() = None;
         }
+        // Without its timer, unmasks are never deferred.
+        if let Some(fd) = self.deferral.timer_fd() {
+            if ops.add(Events::new_raw(fd, EventSet::IN)).is_err() {
+                self.deferral.disable();
+            }
+        }
         // Without it, held vectors are retried at the device's exits only.
         if let Some(fd) = self.accel.retry_fd() {
             let _ = ops.add(Events::new_raw(fd, EventSet::IN));
@@ -138,6 +252,35 @@ impl Drop for FastPathSubscriber {
             self.accel.unregister_servicer();
         }
     }
+}
+
+/// While a subscriber asks for it, one non-blocking look at every fd
+/// (dispatching what is ready, the stop eventfd included); false when none
+/// asks, and the thread may sleep.
+fn poll_once(
+    manager: &mut EventManager<Subscriber>,
+    subscribers: &[Arc<FastPathSubscriber>],
+) -> bool {
+    let now = Instant::now();
+    // SAFETY: sched_getcpu has no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() };
+    let mut polling = false;
+    for s in subscribers {
+        // Never on the CPU of the guest's last mask exit: there polling
+        // would only take the CPU from the vCPU thread that writes the
+        // unmask (the thread sleeps instead, and is woken as without
+        // polling).
+        let beside_vcpu = s.accel.mask_exit_cpu.load(Ordering::Relaxed) == cpu;
+        if !beside_vcpu && s.poll_until().is_some_and(|until| now < until) {
+            s.polled();
+            polling = true;
+        }
+    }
+    if polling {
+        let _ = manager.run_with_timeout(0);
+        std::hint::spin_loop();
+    }
+    polling
 }
 
 /// Ends the service loop when its eventfd is written.
@@ -179,6 +322,14 @@ impl ServiceThread {
     /// Starts servicing `accels`; they are registered as serviced before
     /// this returns.
     pub fn spawn(accels: &[Arc<MsixAccelerator>]) -> Result<ServiceThread> {
+        Self::spawn_with(accels, ServiceScheduling::default())
+    }
+
+    /// [`ServiceThread::spawn`], the thread scheduled as `scheduling` says.
+    pub fn spawn_with(
+        accels: &[Arc<MsixAccelerator>],
+        scheduling: ServiceScheduling,
+    ) -> Result<ServiceThread> {
         let mut manager: EventManager<Subscriber> =
             EventManager::new().map_err(|e| Error::Service(format!("{e:?}")))?;
         let stop =
@@ -191,16 +342,29 @@ impl ServiceThread {
         if stopping.load(Ordering::SeqCst) {
             return Err(Error::Service("cannot watch the stop eventfd".into()));
         }
+        let mut subscribers = Vec::new();
         for accel in accels {
-            manager.add_subscriber(FastPathSubscriber::shared(accel.clone()));
+            let subscriber = Arc::new(FastPathSubscriber::new(accel.clone()));
+            subscribers.push(subscriber.clone());
+            manager.add_subscriber(Arc::new(Mutex::new(subscriber)));
         }
+        let polls = !FastPathSubscriber::max_window(&subscribers).is_zero();
         let handle = std::thread::Builder::new()
             .name("msix-fast-path".into())
             .spawn(move || {
+                if scheduling == ServiceScheduling::Batch {
+                    // Refused (a seccomp filter, say): it runs as spawned,
+                    // which is only slower.
+                    let _ = set_batch();
+                }
                 while !stopping.load(Ordering::SeqCst) {
                     // EINTR or a transient epoll error: wait again.
+                    if polls && poll_once(&mut manager, &subscribers) {
+                        continue;
+                    }
                     let _ = manager.run();
                 }
+                drop(subscribers);
                 // Dropping the manager drops the subscribers, which withdraw
                 // as servicers.
             })

@@ -71,6 +71,19 @@ stats! {
     /// Unmasks absorbed by an ioeventfd and serviced by the service thread
     /// or drained at the start of a synchronous exit.
     fast_path_unmasks,
+    /// Service passes after which a [`crate::ServiceThread`] polled for
+    /// the next unmask (mask traffic and a non-zero window).
+    unmask_poll_windows,
+    /// Unmasks a polling service thread found (it was not woken for them).
+    unmasks_caught_polling,
+    /// Non-blocking looks a service thread made while polling for this
+    /// device's unmasks: 0 without mask traffic.
+    unmask_poll_iterations,
+    /// The polling window now, in nanoseconds (a level, not a count).
+    unmask_poll_window_ns,
+    /// Times the servicer left absorbed unmasks to the guest's next exit
+    /// (see [`crate::AccelConfig::unmask_deferral`]).
+    unmask_deferrals,
     /// Vectors masked at the source (irqfd left attached).
     masks_at_source,
     /// Vectors masked by detaching their irqfd.

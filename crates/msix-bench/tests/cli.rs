@@ -378,9 +378,9 @@ fn a_redirected_bench_run_reports_each_stage_and_ends_with_its_verdict() {
     );
     // stderr is a pipe here, not a terminal: a line per stage, no bar.
     for stage in [
-        "booting 12 rows' guests",
+        "booting 17 rows' guests",
         "rounds: 2 × 2 Linux mask cycles per row",
-        "storm and pending checks: 10 rows",
+        "storm and pending checks: 13 rows",
         "bring-up of 64 vectors in Linux's two orders",
         "statistics",
     ] {
@@ -402,7 +402,8 @@ fn a_redirected_bench_run_reports_each_stage_and_ends_with_its_verdict() {
         "{last}"
     );
     assert!(
-        ran.stdout.contains("why: fast, fast+srcmask take 1 exit"),
+        ran.stdout
+            .contains("why: fast, fast+srcmask, fast+srcmask+poll, fast+srcmask+batch, fast+srcmask+defer take 1 exit"),
         "{}",
         ran.stdout
     );

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use irqfd_routes::{GsiRouting, IrqchipRoutes, SharedRouting};
 use msix_accel::{
-    AccelConfig, AccelEvent, BarOffset, EventLog, MsixAccelerator, Policy, ServiceThread,
+    AccelConfig, AccelEvent, BarOffset, EventLog, MsixAccelerator, Policy, ServiceScheduling,
+    ServiceThread,
 };
 use msix_hypervisor::{CountingVm, FaultyVm, IoctlCounts, KvmVm};
 use testvm::{MmioHandler, TestVm, VmConfig};
@@ -112,6 +113,12 @@ pub struct RigConfig {
     pub unmask_batch: u16,
     /// [`AccelConfig::fast_entries`] of every device.
     pub fast_entries: u16,
+    /// [`AccelConfig::unmask_polling`] of every device.
+    pub unmask_polling: Duration,
+    /// How the service thread is scheduled.
+    pub service_scheduling: ServiceScheduling,
+    /// [`AccelConfig::unmask_deferral`] of every device.
+    pub unmask_deferral: Duration,
     /// Where every device's table and PBA sit; None: [`RigLayout::standard`].
     pub layout: Option<RigLayout>,
 }
@@ -130,6 +137,9 @@ impl Default for RigConfig {
             unmask_coalescing: msix_accel::DEFAULT_UNMASK_COALESCING,
             unmask_batch: msix_accel::DEFAULT_UNMASK_BATCH,
             fast_entries: msix_accel::DEFAULT_FAST_ENTRIES,
+            unmask_polling: msix_accel::DEFAULT_UNMASK_POLLING,
+            service_scheduling: ServiceScheduling::default(),
+            unmask_deferral: msix_accel::DEFAULT_UNMASK_DEFERRAL,
             layout: None,
         }
     }
@@ -144,7 +154,9 @@ impl RigConfig {
             .with_source_masking(self.maskable)
             .with_device_id(u32::from(device))
             .with_fast_entries(self.fast_entries)
-            .with_unmask_coalescing(self.unmask_coalescing, self.unmask_batch);
+            .with_unmask_coalescing(self.unmask_coalescing, self.unmask_batch)
+            .with_unmask_polling(self.unmask_polling)
+            .with_unmask_deferral(self.unmask_deferral);
         match layout.bar_size {
             Some(size) => config.with_table_bar_size(size),
             None => config,
@@ -290,7 +302,7 @@ impl Rig {
         }
         let accels: Vec<Arc<MsixAccelerator>> = devices.iter().map(|d| d.accel.clone()).collect();
         // The servicer first: a table under `fast` needs one.
-        let service = ServiceThread::spawn(&accels)?;
+        let service = ServiceThread::spawn_with(&accels, config.service_scheduling)?;
         for d in &devices {
             layout.place(&d.accel, d.index)?;
         }

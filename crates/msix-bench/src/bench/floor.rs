@@ -11,6 +11,11 @@
 //!   can do less.
 //! - [`FloorKind::Trap`] (`floor-trap`): no memslot, no ioeventfd; every
 //!   access exits to the do-nothing handler: 3 exits per cycle.
+//! - [`FloorKind::OneExitWake`] (`floor-1exit-wake`) and
+//!   [`FloorKind::OneExitSpin`] (`floor-1exit-spin`): `floor-1exit` with a
+//!   thread watching the unmask eventfd that does nothing with what it
+//!   sees ([`super::floor_servicer`]), asleep until woken, or kept awake
+//!   polling: what the wake-up of a servicer costs, apart from its work.
 //!
 //! Neither has MSI-X semantics (nothing is masked, nothing held): they have
 //! a route and an irqfd for entry 0's vector, permanently attached, so that
@@ -27,6 +32,7 @@ use vfio_vectors::software::SoftwareSource;
 use vfio_vectors::MsixSource;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::floor_servicer::{FloorServicer, ServicerMode, ServicerShared};
 use super::workload::{CallCounts, Target, VECTOR};
 use crate::Error;
 use msix_rig::clock::ClockedMmio;
@@ -39,35 +45,59 @@ pub enum FloorKind {
     OneExit,
     /// Everything trapped: 3 exits per Linux cycle.
     Trap,
+    /// [`FloorKind::OneExit`] with a do-nothing servicer woken by every
+    /// absorbed unmask.
+    OneExitWake,
+    /// [`FloorKind::OneExit`] with a do-nothing servicer kept awake,
+    /// polling the unmask eventfd.
+    OneExitSpin,
 }
 
 impl FloorKind {
-    /// Both floors, in report order.
-    pub const ALL: [FloorKind; 2] = [FloorKind::OneExit, FloorKind::Trap];
+    /// Every floor, in report order.
+    pub const ALL: [FloorKind; 4] = [
+        FloorKind::OneExit,
+        FloorKind::Trap,
+        FloorKind::OneExitWake,
+        FloorKind::OneExitSpin,
+    ];
 
-    /// `floor-1exit` or `floor-trap`.
+    /// `floor-1exit`, `floor-trap`, `floor-1exit-wake` or `floor-1exit-spin`.
     pub fn name(self) -> &'static str {
         match self {
             FloorKind::OneExit => "floor-1exit",
             FloorKind::Trap => "floor-trap",
+            FloorKind::OneExitWake => "floor-1exit-wake",
+            FloorKind::OneExitSpin => "floor-1exit-spin",
         }
     }
 
     /// Exits per Linux mask cycle, by construction.
     pub fn exits_per_cycle(self) -> u64 {
         match self {
-            FloorKind::OneExit => 1,
             FloorKind::Trap => 3,
+            _ => 1,
+        }
+    }
+
+    /// The do-nothing servicer it adds, if any.
+    fn servicer(self) -> Option<ServicerMode> {
+        match self {
+            FloorKind::OneExitWake => Some(ServicerMode::Wake),
+            FloorKind::OneExitSpin => Some(ServicerMode::Spin),
+            _ => None,
         }
     }
 }
 
 /// Completes every access to the table or PBA and does nothing else
-/// (reads return zeros).
+/// (reads return zeros); with a servicer, notes the vCPU thread's CPU at
+/// each write (the mask) for the servicer's placement count.
 #[derive(Debug)]
 struct NothingHandler {
     start: u64,
     end: u64,
+    servicer: Option<Arc<ServicerShared>>,
 }
 
 impl MmioHandler for NothingHandler {
@@ -76,6 +106,9 @@ impl MmioHandler for NothingHandler {
         (self.start..self.end).contains(&addr)
     }
     fn mmio_write(&self, _vcpu: u8, addr: u64, _data: &[u8]) -> bool {
+        if let Some(s) = &self.servicer {
+            s.note_vcpu_cpu();
+        }
         (self.start..self.end).contains(&addr)
     }
 }
@@ -96,10 +129,11 @@ impl Drop for Shadowed {
 }
 
 /// A guest whose table is handled by a floor. Fields drop in order: the
-/// memslot (deleted), the unmask ioeventfd, the irqfd, then the guest.
+/// servicer (stopped), the memslot (deleted), the unmask ioeventfd, the irqfd, then the guest.
 #[derive(Debug)]
 pub struct FloorRig {
     kind: FloorKind,
+    servicer: Option<FloorServicer>,
     _shadow: Option<Shadowed>,
     unmask: Option<EventFd>,
     irqfd: Irqfd,
@@ -136,7 +170,7 @@ impl FloorRig {
         irqfd.attach(source.trigger(0)?, gsi)?;
         let (shadow, unmask) = match kind {
             FloorKind::Trap => (None, None),
-            FloorKind::OneExit => {
+            FloorKind::OneExit | FloorKind::OneExitWake | FloorKind::OneExitSpin => {
                 let shadow_error = |e: kvm_msix::Error| Error::Check(format!("floor shadow: {e}"));
                 let shadow = TableShadow::new(table_len).map_err(shadow_error)?;
                 // Entry 0 as the guest programs it (reads are served from
@@ -167,12 +201,18 @@ impl FloorRig {
                 (Some(shadowed), Some(fd))
             }
         };
+        let servicer = match (kind.servicer(), &unmask) {
+            (Some(mode), Some(fd)) => Some(FloorServicer::spawn(mode, fd)?),
+            _ => None,
+        };
         vm.set_mmio_handler(Arc::new(ClockedMmio::new(Arc::new(NothingHandler {
             start: BAR_GPA,
             end: BAR_GPA + 0x2000,
+            servicer: servicer.as_ref().map(FloorServicer::shared),
         }))));
         Ok(FloorRig {
             kind,
+            servicer,
             _shadow: shadow,
             unmask,
             irqfd,
@@ -191,6 +231,7 @@ impl FloorRig {
 
 impl Drop for FloorRig {
     fn drop(&mut self) {
+        self.servicer = None;
         self.vm.stop_vcpus();
         if let Some(fd) = &self.unmask {
             let _ = self.hv.unregister_ioeventfd(fd, BAR_GPA + 12, 0);
@@ -223,5 +264,13 @@ impl Target for FloorRig {
     }
     fn settle(&self) -> Result<(), Error> {
         Ok(())
+    }
+    fn measuring(&self, on: bool) {
+        if let Some(s) = &self.servicer {
+            s.measuring(on);
+        }
+    }
+    fn servicer_placement(&self) -> Option<[u64; 2]> {
+        self.servicer.as_ref().map(|s| s.shared().placement())
     }
 }

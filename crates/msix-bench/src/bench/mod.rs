@@ -6,12 +6,14 @@
 //! reported as tables, JSON ([`report`]) and an SVG chart ([`plot`]).
 
 pub mod floor;
+pub mod floor_servicer;
 pub mod ours;
 pub mod peer;
 pub mod plot;
 pub mod report;
 pub mod rounds;
 pub mod run;
+pub mod sched;
 pub mod stats;
 pub mod workload;
 
@@ -37,6 +39,11 @@ pub const MAX_ROUNDS: u64 = 2_000;
 /// The seed of the round order and of the bootstrap: fixed, so that the
 /// same measurements always give the same output.
 pub const SEED: u64 = 15;
+/// The polling rows' [`msix_accel::AccelConfig::unmask_polling`]: the
+/// default maximum of KVM's halt polling (`halt_poll_ns`).
+pub const POLL_MAX: Duration = Duration::from_micros(200);
+/// The deferring row's [`msix_accel::AccelConfig::unmask_deferral`].
+pub const DEFERRAL: Duration = Duration::from_millis(1);
 
 /// What to run, from the command line.
 #[derive(Clone, Debug, PartialEq)]
@@ -58,6 +65,9 @@ pub struct Options {
     pub storm_chunks: u64,
     /// Bring-up table sizes (each in both of Linux's orders).
     pub bring_up: Vec<u16>,
+    /// The rows to run, by name (`floor-1exit` is always added, as the
+    /// reference of the ratios); None: every row.
+    pub rows: Option<Vec<String>>,
 }
 
 impl Options {
@@ -72,6 +82,7 @@ impl Options {
             latency_per_round: 1,
             storm_chunks: 16,
             bring_up: vec![64, 512, 2048],
+            rows: None,
         }
     }
 
@@ -119,6 +130,35 @@ impl Options {
                 }
                 "--cycles" => o.cycles = bounded(it.next(), "--cycles", MAX_CYCLES)?,
                 "--rounds" => o.rounds = bounded(it.next(), "--rounds", MAX_ROUNDS)?,
+                "--rows" => {
+                    let list = it.next().ok_or("--rows needs a list of row names")?;
+                    let names: Vec<String> = list.split(',').map(str::to_string).collect();
+                    let known: Vec<String> = Subject::all().iter().map(Subject::name).collect();
+                    if let Some(bad) = names.iter().find(|n| !known.contains(n)) {
+                        return Err(format!(
+                            "--rows: no row {bad:?} (rows: {})",
+                            known.join(", ")
+                        ));
+                    }
+                    o.rows = Some(names);
+                }
+                "--bring-up" => {
+                    let list = it.next().ok_or("--bring-up needs sizes or none")?;
+                    o.bring_up = if list == "none" {
+                        Vec::new()
+                    } else {
+                        list.split(',')
+                            .map(|n| {
+                                n.parse()
+                                    .ok()
+                                    .filter(|n| (1..=2048).contains(n))
+                                    .ok_or_else(|| {
+                                        format!("--bring-up: {n:?} is not a size in 1..=2048")
+                                    })
+                            })
+                            .collect::<Result<_, _>>()?
+                    };
+                }
                 other => return Err(format!("unknown argument {other:?} (see --help)")),
             }
         }
@@ -132,6 +172,7 @@ msix-bench: the msix-accel side-by-side MSI-X benchmark, scenario runner and str
 
 USAGE:
     msix-bench [--quick] [--json] [--plot FILE.svg] [--rounds N] [--cycles N]
+               [--rows NAME,...] [--bring-up SIZES|none]
     msix-bench --vfio BDF [--json]   (a NIC bound to vfio-pci; --vfio --help)
     msix-bench scenario [--policy fast|strict|trap] [--json] FILE...
     msix-bench conformance [--json] FILE...
@@ -142,18 +183,28 @@ USAGE:
 With no subcommand, runs the benchmark in real KVM guests (software MSI-X
 source) and prints side-by-side tables measured in one run:
   rows      fast, strict, trap (each also +srcmask: the source masks
-            vectors); models of peer VMMs: qemu-like,
+            vectors); fast+srcmask+poll (the service thread polls for
+            unmasks after mask traffic) and fast+srcmask+batch (the
+            service thread under SCHED_BATCH), fast+srcmask+defer (unmasks
+            left to the guest's next exit for up to 100 us after a mask
+            exit); models of peer VMMs: qemu-like,
             cloud-hypervisor-like, dragonball-like, crosvm-like; and the
             physical floors floor-1exit (read-only table, unmask absorbed
-            by an ioeventfd, a do-nothing handler: 1 exit per cycle) and
-            floor-trap (everything trapped: 3) (see docs/performance.md)
+            by an ioeventfd, a do-nothing handler: 1 exit per cycle),
+            floor-trap (everything trapped: 3), and floor-1exit with a
+            do-nothing thread on the unmask eventfd, woken by each unmask
+            (floor-1exit-wake) or kept awake polling (floor-1exit-spin)
+            (see docs/performance.md)
   rounds    every row measured once per round in a shuffled order (fixed
             seed); per row the median over rounds; ratios paired by round;
             95% intervals by a block bootstrap over consecutive rounds, and
             \"order not established\" when a ratio's interval contains 1
   cycle     Linux mask cycle on entry 0 (mask, flush read, unmask): exits,
             KVM ioctls and SET_IRQS re-points by kind, guest TSC time and
-            process CPU time per cycle, ours against floor-1exit
+            process CPU time per cycle, ours against floor-1exit; per
+            row what the scheduler did (vCPU and servicer threads' CPU
+            time, wake-ups, preemptions, CPU idle entries) and the load
+            average
   latency   source signal -> guest handler (unmasked), and guest unmask ->
             handler of a message held while masked: p50 and p99
   storm     vector 0 fired at full rate while the guest cycles its mask:
@@ -174,6 +225,10 @@ OPTIONS:
     --rounds N      rounds, 1..=2000 (default 800, quick 40)
     --cycles N      Linux mask cycles per row over the run, 1..=100000,
                     split evenly over the rounds (default 32000, quick 1600)
+    --rows LIST     only these rows, comma-separated names (floor-1exit,
+                    the ratios' reference, is always run)
+    --bring-up LIST bring-up table sizes, comma-separated in 1..=2048, or
+                    none (default 64,512,2048, quick 64)
     -h, --help      this text
     -V, --version   the version
 
@@ -261,6 +316,24 @@ pub enum Subject {
         /// Source-side masking.
         maskable: bool,
     },
+    /// Our accelerator under `fast` with its service thread polling for
+    /// unmasks after mask traffic ([`POLL_MAX`]), with or without source
+    /// masking.
+    Polling {
+        /// Source-side masking.
+        maskable: bool,
+    },
+    /// Our accelerator under `fast` with its service thread under
+    /// `SCHED_BATCH` (a wake-up never preempts the vCPU thread), with or
+    /// without source masking.
+    Batch {
+        /// Source-side masking.
+        maskable: bool,
+    },
+    /// Our accelerator under `fast` with absorbed unmasks left to the
+    /// guest's next exit for up to [`DEFERRAL`] after its last mask exit,
+    /// with source masking.
+    Deferring,
     /// A peer model.
     Peer(PeerModel),
     /// A physical floor.
@@ -268,12 +341,33 @@ pub enum Subject {
 }
 
 impl Subject {
+    /// The rows `options` selects, in report order.
+    pub fn selected(options: &Options) -> Vec<Subject> {
+        Subject::all()
+            .into_iter()
+            .filter(|s| match &options.rows {
+                None => true,
+                Some(names) => {
+                    *s == Subject::Floor(FloorKind::OneExit) || names.contains(&s.name())
+                }
+            })
+            .collect()
+    }
+
     /// Every row, in report order: the floors, ours, the peers.
     pub fn all() -> Vec<Subject> {
         let mut all: Vec<Subject> = FloorKind::ALL.map(Subject::Floor).to_vec();
         for policy in Policy::ALL {
             for maskable in [false, true] {
                 all.push(Subject::Ours { policy, maskable });
+                // The servicer's alternatives, with source masking only
+                // (what they change is the same without it; a full run
+                // stays within minutes).
+                if policy == Policy::Fast && maskable {
+                    all.push(Subject::Polling { maskable });
+                    all.push(Subject::Batch { maskable });
+                    all.push(Subject::Deferring);
+                }
             }
         }
         all.extend(PeerModel::ALL.map(Subject::Peer));
@@ -285,6 +379,11 @@ impl Subject {
         match *self {
             Subject::Ours { policy, maskable } if maskable => format!("{policy}+srcmask"),
             Subject::Ours { policy, .. } => policy.to_string(),
+            Subject::Polling { maskable: true } => "fast+srcmask+poll".to_string(),
+            Subject::Polling { maskable: false } => "fast+poll".to_string(),
+            Subject::Batch { maskable: true } => "fast+srcmask+batch".to_string(),
+            Subject::Batch { maskable: false } => "fast+batch".to_string(),
+            Subject::Deferring => "fast+srcmask+defer".to_string(),
             Subject::Peer(model) => model.name().to_string(),
             Subject::Floor(kind) => kind.name().to_string(),
         }
@@ -293,7 +392,10 @@ impl Subject {
     /// Ours, a peer or a floor.
     pub fn kind(&self) -> RowKind {
         match self {
-            Subject::Ours { .. } => RowKind::Ours,
+            Subject::Ours { .. }
+            | Subject::Polling { .. }
+            | Subject::Batch { .. }
+            | Subject::Deferring => RowKind::Ours,
             Subject::Peer(_) => RowKind::Peer,
             Subject::Floor(_) => RowKind::Floor,
         }
@@ -301,7 +403,13 @@ impl Subject {
 
     /// Whether the source masks vectors itself.
     pub fn source_masking(&self) -> bool {
-        matches!(self, Subject::Ours { maskable: true, .. })
+        matches!(
+            self,
+            Subject::Ours { maskable: true, .. }
+                | Subject::Polling { maskable: true }
+                | Subject::Batch { maskable: true }
+                | Subject::Deferring
+        )
     }
 
     /// The exact exits per Linux mask cycle this row must show, if it is
@@ -313,6 +421,7 @@ impl Subject {
                 Policy::Strict => 2,
                 Policy::Trap => 3,
             }),
+            Subject::Polling { .. } | Subject::Batch { .. } | Subject::Deferring => Some(1),
             Subject::Floor(kind) => Some(kind.exits_per_cycle()),
             Subject::Peer(_) => None,
         }
@@ -329,6 +438,33 @@ impl Subject {
                 policy,
                 maskable,
                 watchdog,
+                ..RigConfig::default()
+            })?),
+            Subject::Polling { maskable } => Box::new(ours::rig(RigConfig {
+                vectors,
+                vcpus: 1,
+                policy: Policy::Fast,
+                maskable,
+                watchdog,
+                unmask_polling: POLL_MAX,
+                ..RigConfig::default()
+            })?),
+            Subject::Batch { maskable } => Box::new(ours::rig(RigConfig {
+                vectors,
+                vcpus: 1,
+                policy: Policy::Fast,
+                maskable,
+                watchdog,
+                service_scheduling: msix_accel::ServiceScheduling::Batch,
+                ..RigConfig::default()
+            })?),
+            Subject::Deferring => Box::new(ours::rig(RigConfig {
+                vectors,
+                vcpus: 1,
+                policy: Policy::Fast,
+                maskable: true,
+                watchdog,
+                unmask_deferral: DEFERRAL,
                 ..RigConfig::default()
             })?),
             Subject::Peer(model) => Box::new(PeerRig::new(model, vectors, watchdog)?),
@@ -380,7 +516,7 @@ pub fn check_semantics(
     storm: &StormResult,
     pending: &PendingResult,
 ) -> Vec<(Check, String)> {
-    if !matches!(subject, Subject::Ours { .. }) {
+    if subject.kind() != RowKind::Ours {
         return Vec::new();
     }
     let name = subject.name();
@@ -486,11 +622,43 @@ mod tests {
     #[test]
     fn every_row_has_a_unique_name_and_the_floors_come_first() {
         let names: Vec<String> = Subject::all().iter().map(Subject::name).collect();
-        assert_eq!(&names[..2], ["floor-1exit", "floor-trap"]);
+        assert_eq!(
+            &names[..4],
+            [
+                "floor-1exit",
+                "floor-trap",
+                "floor-1exit-wake",
+                "floor-1exit-spin"
+            ]
+        );
         let mut unique = names.clone();
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 2 + 6 + 4);
+        assert_eq!(names.len(), 4 + 9 + 4);
+    }
+
+    #[test]
+    fn rows_selects_by_name_and_always_keeps_the_floor() {
+        let o = Options::parse(&args(&["--rows", "fast+srcmask,floor-1exit-wake"])).unwrap();
+        let names: Vec<String> = Subject::selected(&o).iter().map(Subject::name).collect();
+        assert_eq!(names, ["floor-1exit", "floor-1exit-wake", "fast+srcmask"]);
+        assert_eq!(
+            Subject::selected(&Options::full()).len(),
+            Subject::all().len()
+        );
+        let e = Options::parse(&args(&["--rows", "fast,nope"])).unwrap_err();
+        assert!(e.contains("\"nope\""), "{e}");
+        assert!(Options::parse(&args(&["--rows"])).is_err());
+        let o = Options::parse(&args(&["--bring-up", "none"])).unwrap();
+        assert!(o.bring_up.is_empty());
+        let o = Options::parse(&args(&["--bring-up", "64,512"])).unwrap();
+        assert_eq!(o.bring_up, [64, 512]);
+        for bad in ["0", "2049", "x", "64,"] {
+            assert!(
+                Options::parse(&args(&["--bring-up", bad])).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::stats::RatioEstimate;
+use super::sched::RoundSched;
+use super::stats::{median, RatioEstimate};
 use super::workload::{
     BringUpOrder, BringUpResult, CallCounts, CycleResult, PendingResult, StormResult,
 };
@@ -242,8 +243,51 @@ pub struct RowReport {
     pub pending: Option<PendingResult>,
     /// Bring-up in both of Linux's orders, per table size (not for floors).
     pub bring_up: Vec<BringUpResult>,
+    /// What the scheduler did, medians over rounds.
+    pub sched: SchedReport,
     /// Guest ns per cycle of each round, in round order.
     pub rounds_guest_ns: Vec<f64>,
+    /// Process CPU ns per cycle of each round, in round order.
+    pub rounds_host_cpu_ns: Vec<f64>,
+    /// What the scheduler did in each round, in round order.
+    pub rounds_sched: Vec<RoundSched>,
+}
+
+/// Medians over rounds of what the scheduler did per cycle (see
+/// [`RoundSched`]).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SchedReport {
+    /// The vCPU thread's CPU time, ns per cycle.
+    pub vcpu_run_ns: f64,
+    /// Its preemptions per cycle.
+    pub vcpu_preempted: f64,
+    /// The servicer's CPU time, ns per cycle.
+    pub servicer_run_ns: f64,
+    /// The servicer's wake-ups per cycle.
+    pub servicer_wakes: f64,
+    /// Share of the unmasks a floor's servicer saw on the vCPU thread's
+    /// CPU (-1: not counted).
+    pub servicer_same_cpu: f64,
+    /// Idle entries of all CPUs per cycle.
+    pub idle_entries: f64,
+}
+
+impl SchedReport {
+    /// The medians of `rounds`.
+    pub fn new(rounds: &[RoundSched]) -> SchedReport {
+        let m = |f: fn(&RoundSched) -> f64| {
+            let v: Vec<f64> = rounds.iter().map(f).collect();
+            median(&v)
+        };
+        SchedReport {
+            vcpu_run_ns: m(|r| r.vcpu_run_ns),
+            vcpu_preempted: m(|r| r.vcpu_preempted),
+            servicer_run_ns: m(|r| r.servicer_run_ns),
+            servicer_wakes: m(|r| r.servicer_wakes),
+            servicer_same_cpu: m(|r| r.servicer_same_cpu),
+            idle_entries: m(|r| r.idle_entries),
+        }
+    }
 }
 
 /// A ratio of guest time per cycle between two rows of the run.
@@ -311,6 +355,10 @@ pub struct Report {
     pub bring_up_sizes: Vec<u16>,
     /// The host.
     pub host: Host,
+    /// Load averages (1, 5, 15 minutes) when the run started.
+    pub load_average_start: [f64; 3],
+    /// Load averages when the rounds and checks ended.
+    pub load_average_end: [f64; 3],
     /// Median half-width of the clock calibrations (how far a host-to-guest
     /// latency can be off), nanoseconds.
     pub calibration_uncertainty_ns: f64,
@@ -367,15 +415,18 @@ impl Report {
         verdict(&self.checks, other)
     }
 
-    /// The run's parameters in one line.
+    /// The run's parameters in one line, and the host's load.
     pub fn parameters(&self) -> String {
+        let [a, b, c] = self.load_average_start;
+        let [d, e, f] = self.load_average_end;
         format!(
-            "{} run: {} rounds × {} Linux mask cycles per row ({} each), rows in a seeded shuffled order each round (seed {}); medians and 95% intervals over rounds",
+            "{} run: {} rounds × {} Linux mask cycles per row ({} each), rows in a seeded shuffled order each round (seed {}); medians and 95% intervals over rounds\nhost: {} CPUs; load average {a:.2} {b:.2} {c:.2} at the start, {d:.2} {e:.2} {f:.2} at the end",
             if self.quick { "quick" } else { "full" },
             self.rounds,
             self.cycles_per_round,
             self.cycles,
-            self.seed
+            self.seed,
+            self.host.cpus,
         )
     }
 
@@ -385,7 +436,9 @@ impl Report {
         let _ = writeln!(s, "{}", self.parameters());
         let _ = writeln!(s);
         self.cycle_table(&mut s);
+        self.sched_table(&mut s);
         self.ratio_table(&mut s);
+        self.ours_table(&mut s);
         self.latency_table(&mut s);
         self.semantics_table(&mut s);
         self.bring_up_table(&mut s);
@@ -469,7 +522,7 @@ impl Report {
         let absorbed = rows_where(&|r| r.kind == RowKind::Ours && r.name.starts_with("fast"));
         if !absorbed.is_empty() {
             notes.push(format!(
-                "why: {absorbed} take 1 exit, but the unmask the ioeventfd absorbs wakes the service thread to apply it: guest time that no column counts"
+                "why: {absorbed} take 1 exit, but the unmask the ioeventfd absorbs is applied by the service thread, woken for it (it preempts the vCPU thread on its CPU or runs beside it), or by the guest's next exit: guest time that no column counts (preempt, svc wakes: the next table)"
             ));
         }
         let swapped = rows_where(&|r| r.kind == RowKind::Peer && r.ioctls_per_cycle.set_irqs > 0.0);
@@ -485,6 +538,52 @@ impl Report {
             );
         }
         notes
+    }
+
+    fn sched_table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "Where the time goes, per Linux mask cycle (medians over rounds)"
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "name",
+            "guest ns",
+            "host ns",
+            "vcpu ns",
+            "preempt",
+            "svc ns",
+            "svc wakes",
+            "same cpu",
+            "idle",
+        );
+        for r in &self.rows {
+            let x = &r.sched;
+            let same = if x.servicer_same_cpu >= 0.0 {
+                format!("{:.2}", x.servicer_same_cpu)
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                s,
+                "{:<22} {:>9} {:>9} {:>9} {:>9.2} {:>9} {:>9.2} {:>9} {:>9.2}",
+                r.name,
+                ns(r.guest_ns_median),
+                ns(r.host_cpu_ns_median),
+                ns(x.vcpu_run_ns),
+                x.vcpu_preempted,
+                ns(x.servicer_run_ns),
+                x.servicer_wakes,
+                same,
+                x.idle_entries,
+            );
+        }
+        let _ = writeln!(
+            s,
+            "(guest: guest TSC time; host: process CPU time; vcpu: the vCPU thread's CPU time; preempt: its preemptions; svc: the row's servicer thread's CPU time and wake-ups; same cpu: share of a floor servicer's unmasks seen on the vCPU thread's CPU; idle: idle entries of all CPUs)"
+        );
+        let _ = writeln!(s);
     }
 
     fn ratio_table(&self, s: &mut String) {
@@ -522,6 +621,34 @@ impl Report {
                 })
                 .collect();
             let _ = writeln!(s, "{:<22}  {:<42}  {:<42}", p.name, cells[0], cells[1]);
+        }
+        let _ = writeln!(s);
+    }
+
+    fn ours_table(&self, s: &mut String) {
+        let pairs: Vec<&RatioReport> = super::run::OURS_PAIRS
+            .iter()
+            .filter_map(|(n, a)| self.ratio(n, a))
+            .collect();
+        if pairs.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "Rows against each other: guest time per cycle, median of per-round ratios [95% CI]"
+        );
+        for r in pairs {
+            let order = match r.order {
+                "more" => "costs more",
+                "less" => "costs less",
+                _ => "order not established",
+            };
+            let _ = writeln!(
+                s,
+                "{:<40} {:<24} {order}",
+                format!("{} / {}", r.name, r.against),
+                ratio_text(&r.estimate)
+            );
         }
         let _ = writeln!(s);
     }

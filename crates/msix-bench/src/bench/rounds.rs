@@ -6,6 +6,7 @@
 //! of its guest time per cycle; [`super::stats`] turns them into medians,
 //! intervals and paired ratios.
 
+use super::sched::{RoundSched, RowThreads};
 use super::stats::Rng;
 use super::workload::{cycle_batch, pending_latency, unmasked_latency, CycleResult, Target};
 use crate::Error;
@@ -42,6 +43,8 @@ pub struct RowSamples {
     pub pending_missing: u64,
     /// Uncertainty of each calibration used, nanoseconds.
     pub calibration_ns: Vec<f64>,
+    /// What the scheduler did during each round's batch.
+    pub sched: Vec<RoundSched>,
 }
 
 /// A row to measure in the rounds.
@@ -52,6 +55,8 @@ pub struct RoundRow<'a> {
     /// Whether it holds a masked vector's message (not a floor), so that a
     /// pending delivery at unmask can be timed.
     pub holds_pending: bool,
+    /// Its vCPU and servicer threads.
+    pub threads: &'a RowThreads,
 }
 
 impl std::fmt::Debug for RoundRow<'_> {
@@ -69,7 +74,15 @@ fn measure_once(
     samples: &mut RowSamples,
 ) -> Result<(), Error> {
     let t = row.target;
+    let placed = t.servicer_placement();
+    let before = row.threads.snapshot();
     let batch = cycle_batch(t, plan.cycles_per_round)?;
+    let mut sched = before.per_cycle(&row.threads.snapshot(), batch.cycles);
+    if let (Some([s0, o0]), Some([s1, o1])) = (placed, t.servicer_placement()) {
+        let (same, other) = (s1 - s0, o1 - o0);
+        sched.servicer_same_cpu = same as f64 / (same + other).max(1) as f64;
+    }
+    samples.sched.push(sched);
     let per = |v: u64| v as f64 / batch.cycles.max(1) as f64;
     samples.guest_ns.push(per(batch.guest_ns));
     samples.host_cpu_ns.push(per(batch.host_cpu_ns));

@@ -10,13 +10,29 @@ use msix_accel::Policy;
 use super::floor::FloorKind;
 use super::report::{
     Check, CheckOutcome, Host, LatencyReport, Percentiles, RatioReport, Report, RowReport,
+    SchedReport,
 };
 use super::rounds::{self, RoundPlan, RoundRow, RowSamples};
+use super::sched::{self, RowThreads};
 use super::stats::{self, median, median_ci95, paired_ratio, RatioEstimate, Rng};
 use super::workload::{self, BringUpOrder, BringUpResult, PendingResult, StormResult, Target};
 use super::{check_exits, check_semantics, Options, Subject, SEED};
 use crate::Error;
 use msix_rig::sys;
+
+/// Pairs of our rows whose ratio the run reports (row, against).
+pub const OURS_PAIRS: [(&str, &str); 10] = [
+    ("fast+srcmask+poll", "fast+srcmask"),
+    ("fast+srcmask+batch", "fast+srcmask"),
+    ("fast+srcmask+defer", "fast+srcmask"),
+    ("fast+srcmask+defer", "strict+srcmask"),
+    ("crosvm-like", "fast+srcmask+defer"),
+    ("fast+srcmask", "strict+srcmask"),
+    ("fast+srcmask+poll", "strict+srcmask"),
+    ("fast+srcmask+batch", "strict+srcmask"),
+    ("crosvm-like", "fast+srcmask+poll"),
+    ("crosvm-like", "fast+srcmask+batch"),
+];
 
 /// The most route commits `fast` may spend bringing up 2048 vectors.
 pub const MAX_FAST_COMMITS_2048: u64 = 64;
@@ -46,12 +62,16 @@ fn ratio(num: &RowSamples, den: &RowSamples, name: &str, against: &str) -> Ratio
     paired_ratio(&num.guest_ns, &den.guest_ns, &mut rng)
 }
 
-/// Builds a row's guest with an 8-entry device, entry 0 live, warmed up.
-fn build_row(subject: Subject) -> Result<Box<dyn Target>, Error> {
+/// Builds a row's guest with an 8-entry device, entry 0 live, warmed up;
+/// with the threads its construction started (its vCPU, its servicer).
+fn build_row(subject: Subject) -> Result<(Box<dyn Target>, RowThreads), Error> {
+    let before = sched::tasks();
     let target = subject.build(8)?;
     workload::bring_up_entry0(target.as_ref())?;
     workload::warm_up(target.as_ref())?;
-    Ok(target)
+    // Listed after the warm-up: a new thread names itself once it runs.
+    let threads = RowThreads::from_tasks(&sched::new_tasks(&before, &sched::tasks()));
+    Ok((target, threads))
 }
 
 /// Brings up `vectors` entries in `order` in a fresh guest.
@@ -111,7 +131,8 @@ pub fn run(options: &Options) -> Report {
         // Only the largest tables need it; they report their own error.
         eprintln!("msix-bench: could not raise RLIMIT_NOFILE: {e}");
     }
-    let subjects = Subject::all();
+    let load_start = sched::load_average();
+    let subjects = Subject::selected(options);
     let with_semantics: Vec<Subject> = subjects
         .iter()
         .copied()
@@ -131,13 +152,18 @@ pub fn run(options: &Options) -> Report {
     // Every row's guest, alive for the whole of the rounds.
     bar.stage(&format!("booting {} rows' guests", subjects.len()));
     let mut targets: Vec<Option<Box<dyn Target>>> = Vec::new();
+    let mut threads: Vec<RowThreads> = Vec::new();
     for s in &subjects {
         bar.doing(format!("{}: boot", s.name()));
         match build_row(*s) {
-            Ok(t) => targets.push(Some(t)),
+            Ok((t, th)) => {
+                targets.push(Some(t));
+                threads.push(th);
+            }
             Err(e) => {
                 failures.push((Check::RowsRan, format!("{}: {e}", s.name())));
                 targets.push(None);
+                threads.push(RowThreads::default());
             }
         }
         bar.step();
@@ -152,10 +178,12 @@ pub fn run(options: &Options) -> Report {
     let refs: Vec<Option<RoundRow<'_>>> = subjects
         .iter()
         .zip(&targets)
-        .map(|(s, t)| {
+        .zip(&threads)
+        .map(|((s, t), threads)| {
             t.as_deref().map(|target| RoundRow {
                 target,
                 holds_pending: !matches!(s, Subject::Floor(_)),
+                threads,
             })
         })
         .collect();
@@ -245,7 +273,9 @@ pub fn run(options: &Options) -> Report {
                             Subject::Ours {
                                 policy: Policy::Fast,
                                 ..
-                            }
+                            } | Subject::Polling { .. }
+                                | Subject::Batch { .. }
+                                | Subject::Deferring
                         );
                         if fast && n == 2048 && b.route_commits > MAX_FAST_COMMITS_2048 {
                             failures.push((Check::FastBringUp, format!(
@@ -270,6 +300,7 @@ pub fn run(options: &Options) -> Report {
             }
         }
     }
+    let load_end = sched::load_average();
     bar.stage("statistics");
     bar.finish();
 
@@ -322,7 +353,10 @@ pub fn run(options: &Options) -> Report {
             storm,
             pending,
             bring_up: std::mem::take(&mut bring_ups[i]),
+            sched: SchedReport::new(&m.sched),
             rounds_guest_ns: m.guest_ns.clone(),
+            rounds_host_cpu_ns: m.host_cpu_ns.clone(),
+            rounds_sched: m.sched.clone(),
         });
     }
     for base in ["fast", "fast+srcmask"] {
@@ -338,6 +372,20 @@ pub fn run(options: &Options) -> Report {
                 let name = s.name();
                 ratios.push(RatioReport::new(&name, base, ratio(m, b, &name, base)));
             }
+        }
+    }
+
+    // Our rows against each other: the polling servicer against the
+    // sleeping one, and both against the 2-exit policy.
+    for (name, against) in OURS_PAIRS {
+        let find = |n: &str| {
+            subjects
+                .iter()
+                .position(|s| s.name() == n)
+                .and_then(|i| samples[i].as_ref())
+        };
+        if let (Some(m), Some(b)) = (find(name), find(against)) {
+            ratios.push(RatioReport::new(name, against, ratio(m, b, name, against)));
         }
     }
 
@@ -365,6 +413,8 @@ pub fn run(options: &Options) -> Report {
         storm_cycles: options.storm_chunks * workload::STORM_CHUNK,
         bring_up_sizes: options.bring_up.clone(),
         host: host(tsc_khz),
+        load_average_start: load_start,
+        load_average_end: load_end,
         calibration_uncertainty_ns: median(&calibrations),
         rows,
         ratios,

@@ -117,6 +117,14 @@ pub trait Target {
     /// left behind (our absorbed unmasks; a peer's userspace handler of a
     /// masked vector's eventfd), and reports an error a device met meanwhile.
     fn settle(&self) -> Result<(), Error>;
+    /// A batch of measured cycles starts (`on`) or ends: a row whose
+    /// servicer is kept awake only while measured hears it here.
+    fn measuring(&self, _on: bool) {}
+    /// Unmasks its servicer saw on the vCPU thread's CPU and on another,
+    /// so far, where the row counts them (the floors with a servicer).
+    fn servicer_placement(&self) -> Option<[u64; 2]> {
+        None
+    }
 }
 
 /// Enables MSI-X and has the guest program entry 0 for [`VECTOR`] on vCPU 0
@@ -186,9 +194,12 @@ pub fn cycle_batch(t: &dyn Target, cycles: u64) -> Result<CycleResult, Error> {
     let t1 = p.timestamp();
     let exits = t.vm().exits();
     let calls = t.calls();
+    t.measuring(true);
     let cpu = process_cpu_ns();
     let wall = Instant::now();
-    let out = t.vm().run(0, &p)?;
+    let out = t.vm().run(0, &p);
+    t.measuring(false);
+    let out = out?;
     t.settle()?;
     let wall_ns = wall.elapsed().as_nanos() as u64;
     let cpu_ns = process_cpu_ns().saturating_sub(cpu);
