@@ -77,6 +77,12 @@ enum Op {
         vector: u8,
         count: u64,
     },
+    PollUntil {
+        width: Width,
+        addr: u64,
+        mask: u64,
+        value: u64,
+    },
     Repeat {
         count: u64,
         body: Vec<Op>,
@@ -163,6 +169,22 @@ impl Program {
     /// watchdog, which names the vCPU as in the guest.
     pub fn wait_irq(&mut self, vector: u8, count: u64) -> &mut Self {
         self.ops.push(Op::WaitIrq { vector, count });
+        self
+    }
+
+    /// The guest reads `width` at `addr` until the value read, masked
+    /// with `mask`, equals `value` (PAUSE between reads). Each read is an
+    /// access like [`Program::read`] (an exit where the host traps it);
+    /// nothing is recorded. A value that never comes fails the host's
+    /// watchdog when the reads make no exits, and runs until it does
+    /// otherwise.
+    pub fn poll_until(&mut self, width: Width, addr: u64, mask: u64, value: u64) -> &mut Self {
+        self.ops.push(Op::PollUntil {
+            width,
+            addr,
+            mask,
+            value,
+        });
         self
     }
 
@@ -259,6 +281,31 @@ fn emit(a: &mut CodeAssembler, ops: &[Op], results: u64) -> std::result::Result<
                 a.set_label(&mut top)?;
                 a.cmp(qword_ptr(i32::from(vector) * 8).gs(), rcx)?;
                 a.jae(done)?;
+                a.pause()?;
+                a.jmp(top)?;
+                a.set_label(&mut done)?;
+            }
+            Op::PollUntil {
+                width,
+                addr,
+                mask,
+                value,
+            } => {
+                let mut top = a.create_label();
+                let mut done = a.create_label();
+                a.mov(rax, addr)?;
+                a.set_label(&mut top)?;
+                match width {
+                    Width::W8 => a.movzx(ecx, byte_ptr(rax))?,
+                    Width::W16 => a.movzx(ecx, word_ptr(rax))?,
+                    Width::W32 => a.mov(ecx, dword_ptr(rax))?,
+                    Width::W64 => a.mov(rcx, qword_ptr(rax))?,
+                }
+                a.mov(rdx, mask)?;
+                a.and(rcx, rdx)?;
+                a.mov(rdx, value)?;
+                a.cmp(rcx, rdx)?;
+                a.je(done)?;
                 a.pause()?;
                 a.jmp(top)?;
                 a.set_label(&mut done)?;

@@ -377,3 +377,40 @@ fn the_sentinel_comes_after_every_interrupt_already_in_the_local_apic() {
         Err(testvm::Error::NoSuchVcpu { vcpu: 2 })
     ));
 }
+
+/// A register that reads 1 with its low bit set until it has been read
+/// `busy` times, then 0.
+struct CountdownRegister {
+    busy: u64,
+    reads: AtomicU64,
+}
+
+impl MmioHandler for CountdownRegister {
+    fn mmio_read(&self, _vcpu: u8, _addr: u64, data: &mut [u8]) -> bool {
+        let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
+        data.fill(0);
+        // Bit 0 set and a high bit the mask must ignore.
+        data[0] = if n <= self.busy { 0x81 } else { 0x80 };
+        true
+    }
+    fn mmio_write(&self, _vcpu: u8, _addr: u64, _data: &[u8]) -> bool {
+        true
+    }
+}
+
+#[test]
+fn poll_until_reads_until_the_masked_value_then_goes_on() {
+    let vm = vm(1);
+    let register = Arc::new(CountdownRegister {
+        busy: 5,
+        reads: AtomicU64::new(0),
+    });
+    vm.set_mmio_handler(register.clone());
+    let mut p = Program::new();
+    p.poll_until(Width::W32, BAR + 0xC, 1, 0);
+    let after = p.read(Width::W32, BAR + 0xC);
+    let out = vm.run(0, &p).unwrap();
+    // Five reads saw bit 0 set, the sixth ended the loop, then one more.
+    assert_eq!(register.reads.load(Ordering::SeqCst), 7);
+    assert_eq!(out.get(after), 0x80);
+}

@@ -204,6 +204,9 @@ pub struct LatencyReport {
     pub pending_at_unmask: Option<Percentiles>,
     /// Pending samples whose fire was delivered while masked instead.
     pub pending_delivered_while_masked: u64,
+    /// Guest unmask write to its first read of Vector Control that shows
+    /// the unmask (under `fast`, the servicer's wake-up to shadow update).
+    pub unmask_read_back: Option<Percentiles>,
 }
 
 /// Everything measured for one row in one run: the JSON contract documented
@@ -656,13 +659,19 @@ impl Report {
     fn latency_table(&self, s: &mut String) {
         let _ = writeln!(
             s,
-            "Delivery latency, µs: unmasked = source signal -> guest handler (host clock against guest TSC, calibration ±{:.1} µs median); pending = guest unmask write -> handler of the message held while masked",
+            "Delivery latency, µs: unmasked = source signal -> guest handler (host clock against guest TSC, calibration ±{:.1} µs median); pending = guest unmask write -> handler of the message held while masked; read-back = guest unmask write -> its first read of Vector Control showing it",
             self.calibration_uncertainty_ns / 1000.0
         );
         let _ = writeln!(
             s,
-            "{:<22} {:>13} {:>13} {:>13} {:>13}",
-            "name", "unmasked p50", "unmasked p99", "pending p50", "pending p99"
+            "{:<22} {:>13} {:>13} {:>13} {:>13} {:>14} {:>14}",
+            "name",
+            "unmasked p50",
+            "unmasked p99",
+            "pending p50",
+            "pending p99",
+            "read-back p50",
+            "read-back p99"
         );
         for r in &self.rows {
             let l = &r.latency;
@@ -678,12 +687,14 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "{:<22} {:>13} {:>13} {:>13} {:>13}",
+                "{:<22} {:>13} {:>13} {:>13} {:>13} {:>14} {:>14}",
                 r.name,
                 us(l.unmasked.map(|p| p.p50_ns)),
                 us(l.unmasked.map(|p| p.p99_ns)),
                 pending(|p| p.p50_ns),
                 pending_99,
+                us(l.unmask_read_back.map(|p| p.p50_ns)),
+                us(l.unmask_read_back.map(|p| p.p99_ns)),
             );
         }
         let _ = writeln!(s);

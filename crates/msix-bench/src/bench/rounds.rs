@@ -8,7 +8,9 @@
 
 use super::sched::{RoundSched, RowThreads};
 use super::stats::Rng;
-use super::workload::{cycle_batch, pending_latency, unmasked_latency, CycleResult, Target};
+use super::workload::{
+    cycle_batch, pending_latency, readback_latency, unmasked_latency, CycleResult, Target,
+};
 use crate::Error;
 use msix_rig::clock::Calibration;
 
@@ -41,6 +43,9 @@ pub struct RowSamples {
     /// Pending samples whose fire was delivered while masked (so nothing
     /// was pending at the unmask).
     pub pending_missing: u64,
+    /// Unmask write to the first read of Vector Control that shows it,
+    /// nanoseconds.
+    pub readback_ns: Vec<f64>,
     /// Uncertainty of each calibration used, nanoseconds.
     pub calibration_ns: Vec<f64>,
     /// What the scheduler did during each round's batch.
@@ -104,6 +109,7 @@ fn measure_once(
             Some(ns) => samples.pending_ns.push(ns as f64),
             None => samples.pending_missing += 1,
         }
+        samples.readback_ns.push(readback_latency(t)? as f64);
     }
     Ok(())
 }

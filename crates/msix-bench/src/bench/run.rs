@@ -349,6 +349,7 @@ pub fn run(options: &Options) -> Report {
                 unmasked: percentiles(&m.unmasked_ns),
                 pending_at_unmask: percentiles(&m.pending_ns),
                 pending_delivered_while_masked: m.pending_missing,
+                unmask_read_back: percentiles(&m.readback_ns),
             },
             storm,
             pending,

@@ -431,6 +431,28 @@ pub fn pending_latency(t: &dyn Target) -> Result<Option<Latency>, Error> {
     ))
 }
 
+/// The read-back window of an unmask: entry 0 masked (and flushed), then
+/// the guest's unmask write followed by reads of its Vector Control until
+/// the mask bit reads 0; from the guest's TSC stamp just before the write
+/// to the one after that read (guest clock only). Under `fast` the unmask
+/// is absorbed and the shadow shows it once the servicer (or the next exit)
+/// has seen it: this is that window. Under `strict`, `trap` and the peers
+/// the write exits and the first read already sees it.
+pub fn readback_latency(t: &dyn Target) -> Result<Latency, Error> {
+    t.settle()?;
+    t.vm().run(0, &mask_program(t))?;
+    let vector_control = t.entry(0, 12);
+    let mut unmask = Program::new();
+    let start = unmask.timestamp();
+    unmask.write(Width::W32, vector_control, 0);
+    unmask.poll_until(Width::W32, vector_control, 1, 0);
+    let end = unmask.timestamp();
+    let out = t.vm().run(0, &unmask)?;
+    t.settle()?;
+    let ticks = i128::from(out.get(end)) - i128::from(out.get(start));
+    Ok(msix_rig::clock::ticks_to_ns(ticks, t.vm().tsc_khz()) as Latency)
+}
+
 /// The order in which Linux programs and unmasks a device's vectors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
