@@ -5,6 +5,10 @@ use msix_accel::Policy;
 use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, Width};
 
+#[path = "support/cycles.rs"]
+mod cycles;
+use cycles::linux_cycles;
+
 const VECTOR: u8 = 0x40;
 
 fn rig(policy: Policy, maskable: bool) -> Rig {
@@ -26,18 +30,6 @@ fn bring_up(r: &Rig) {
     p.write(Width::W32, r.entry(0, 12), 0);
     r.vm.run(0, &p).unwrap();
     r.accel.service_fast_path();
-}
-
-fn linux_cycles(r: &Rig, n: u64) -> u64 {
-    let mut p = Program::new();
-    p.repeat(n, |p| {
-        p.write(Width::W32, r.entry(0, 12), 1);
-        p.read(Width::W32, r.entry(0, 0));
-        p.write(Width::W32, r.entry(0, 12), 0);
-    });
-    let before = r.vm.exits();
-    r.vm.run(0, &p).unwrap();
-    r.vm.exits().since(&before).mmio()
 }
 
 #[test]

@@ -13,6 +13,10 @@ use testvm::{Program, Width};
 #[path = "settle.rs"]
 pub mod settle;
 
+#[path = "cycles.rs"]
+mod cycles;
+pub use cycles::linux_cycles;
+
 /// IDT vector of entry 0.
 pub const VECTOR: u8 = 0x40;
 
@@ -42,19 +46,6 @@ pub fn bring_up(r: &Rig, entries: u16) {
         p.write(Width::W32, r.entry(e, 12), 0);
     }
     r.vm.run(0, &p).unwrap();
-}
-
-/// `n` Linux mask cycles on entry 0; returns the exits they made.
-pub fn linux_cycles(r: &Rig, n: u64) -> u64 {
-    let mut p = Program::new();
-    p.repeat(n, |p| {
-        p.write(Width::W32, r.entry(0, 12), 1);
-        p.read(Width::W32, r.entry(0, 0));
-        p.write(Width::W32, r.entry(0, 12), 0);
-    });
-    let before = r.vm.exits();
-    r.vm.run(0, &p).unwrap();
-    r.vm.exits().since(&before).mmio()
 }
 
 /// Waits until the servicer (not a VMM call) has taken `n` absorbed
