@@ -108,6 +108,10 @@ struct ExitCounters {
     last_kind: AtomicU8,
     last_addr: AtomicU64,
     in_handler: AtomicBool,
+    /// Set by a watchdog that wants the vCPU's state: the vCPU thread,
+    /// kicked out of KVM_RUN, stores it in `dump` and goes back in.
+    dump_requested: AtomicBool,
+    dump: Mutex<Option<String>>,
 }
 
 /// The kind of a vCPU's last exit, as stored in [`ExitCounters`] (0 until
@@ -640,11 +644,14 @@ impl TestVm {
     /// The watchdog's error for `vcpu`: what it did not do, how long
     /// nothing moved, and where the vCPU was.
     fn watchdog_error(&self, vcpu: u8, what: &'static str, stalled: Stalled) -> Error {
-        let doing = self
+        let mut doing = self
             .shared
             .exits
             .get(usize::from(vcpu))
             .map_or_else(String::new, ExitCounters::doing);
+        if let Some(state) = self.kick_for_state(vcpu) {
+            doing = format!("{doing}; kicked out of the guest at {state}");
+        }
         let (started, finished) = {
             let state = self.lock_state();
             let s = &state[usize::from(vcpu)];
@@ -668,6 +675,45 @@ impl TestVm {
                     ))
             ),
         }
+    }
+
+    /// Kicks `vcpu` out of KVM_RUN to read where it is, when it is in the
+    /// guest; waits for its thread at most [`STATE_WAIT`]. None when it is
+    /// in the host's handler, has stopped, or does not answer.
+    fn kick_for_state(&self, vcpu: u8) -> Option<String> {
+        let counters = self.shared.exits.get(usize::from(vcpu))?;
+        if counters.in_handler.load(Ordering::SeqCst) {
+            return None;
+        }
+        counters.dump_requested.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + STATE_WAIT;
+        while std::time::Instant::now() < deadline {
+            {
+                let threads = self
+                    .threads
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let thread = threads
+                    .get(usize::from(vcpu))
+                    .filter(|t| !t.is_finished())?;
+                // SAFETY: the pthread_t belongs to a thread we spawned and
+                // have not joined (it is still in the list, unfinished), so
+                // it is valid; the signal's handler is installed and does
+                // nothing.
+                unsafe { libc::pthread_kill(thread.as_pthread_t(), kick_signal()) };
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            let dump = counters
+                .dump
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if dump.is_some() {
+                return dump;
+            }
+        }
+        counters.dump_requested.store(false, Ordering::SeqCst);
+        None
     }
 
     /// Polls `cond` until it holds; `progress` is a counter whose every
@@ -827,6 +873,20 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 counters.interrupted.fetch_add(1, Ordering::SeqCst);
+                if counters.dump_requested.swap(false, Ordering::SeqCst) {
+                    let state = vcpu.get_regs().map_or(String::new(), |r| {
+                        format!(
+                            "rip {:#x} ({}){}",
+                            r.rip,
+                            where_is(r.rip),
+                            vcpu_state(&vcpu)
+                        )
+                    });
+                    *counters
+                        .dump
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(state);
+                }
             }
             Err(e) => break Some(format!("KVM_RUN failed: errno {}", e.errno())),
         }
@@ -839,6 +899,20 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
         Some(reason.unwrap_or_else(|| "stopped by the host".into()));
     drop(state);
     shared.changed.notify_all();
+}
+
+/// How long a watchdog waits for a kicked vCPU to report its state.
+const STATE_WAIT: Duration = Duration::from_secs(1);
+
+/// What guest code `rip` belongs to.
+fn where_is(rip: u64) -> &'static str {
+    if (KERNEL_ADDR..KERNEL_ADDR + KERNEL_MAX).contains(&rip) {
+        "the test guest's kernel: its idle loop or an interrupt handler"
+    } else if (PROGRAMS_ADDR..PROGRAMS_ADDR + u64::from(MAX_VCPUS) * PROGRAM_MAX).contains(&rip) {
+        "a program"
+    } else {
+        "outside the test guest's code"
+    }
 }
 
 /// The vCPU's registers and pending events, in a line, for the reason of

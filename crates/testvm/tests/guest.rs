@@ -162,6 +162,9 @@ fn watchdog_fails_a_program_that_never_finishes() {
                 "{err}"
             );
             assert!(doing.contains("1 programs started, 0 finished"), "{err}");
+            // Kicked out to read its state: it was spinning in its program.
+            assert!(doing.contains("kicked out of the guest at rip"), "{err}");
+            assert!(doing.contains("(a program)"), "{err}");
         }
         other => panic!("expected the watchdog, got {other}"),
     }
