@@ -416,11 +416,13 @@ impl Subject {
     /// ours or a floor.
     pub fn exact_exits(&self) -> Option<u64> {
         match self {
-            Subject::Ours { policy, .. } => Some(match policy {
-                Policy::Fast => 1,
-                Policy::Strict => 2,
-                Policy::Trap => 3,
-            }),
+            // `auto`'s count is that of the mechanism it chose, known once
+            // the row is placed (`check_exits_in_force`).
+            Subject::Ours {
+                policy: Policy::Auto,
+                ..
+            } => None,
+            Subject::Ours { policy, .. } => Some(policy.linux_cycle_exits()),
             Subject::Polling { .. } | Subject::Batch { .. } | Subject::Deferring => Some(1),
             Subject::Floor(kind) => Some(kind.exits_per_cycle()),
             Subject::Peer(_) => None,
