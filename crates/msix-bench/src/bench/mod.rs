@@ -674,7 +674,15 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 4 + 9 + 4);
+        assert_eq!(names.len(), 4 + 10 + 4);
+        let defaults: Vec<&String> = Subject::all()
+            .iter()
+            .zip(&names)
+            .filter(|(s, _)| s.is_default())
+            .map(|(_, n)| n)
+            .collect();
+        let default = msix_accel::AccelConfig::new(1, 0, 0).policy;
+        assert_eq!(defaults, [&format!("{default}+srcmask")]);
     }
 
     #[test]
