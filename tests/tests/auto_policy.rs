@@ -66,7 +66,9 @@ fn reported_choice(r: &Rig) -> Policy {
         Policy::Strict
     };
     assert!(
-        chosen[0].detail.starts_with(&format!("auto chose {stated}")),
+        chosen[0]
+            .detail
+            .starts_with(&format!("auto chose {stated}")),
         "{}",
         chosen[0].detail
     );

@@ -596,9 +596,10 @@ pub fn check_semantics(
 /// of what did not.
 pub fn check_row(subject: Subject, row: &Row) -> Vec<String> {
     let in_force = row.policy_in_force.as_deref().and_then(|p| p.parse().ok());
-    let mut failures: Vec<String> = check_exits(subject, in_force, row.cycle.cycles, row.cycle.exits)
-        .into_iter()
-        .collect();
+    let mut failures: Vec<String> =
+        check_exits(subject, in_force, row.cycle.cycles, row.cycle.exits)
+            .into_iter()
+            .collect();
     failures.extend(
         check_semantics(subject, &row.storm, &row.pending)
             .into_iter()
