@@ -68,4 +68,8 @@ impl Target for Rig {
     fn policy_in_force(&self) -> Option<Policy> {
         Some(self.accel.policy())
     }
+    fn auto_medians(&self) -> Option<[u64; 2]> {
+        let s = self.accel.stats();
+        (s.auto_wake_ns > 0).then_some([s.auto_wake_ns, s.auto_inline_ns])
+    }
 }

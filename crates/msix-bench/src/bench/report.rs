@@ -227,6 +227,10 @@ pub struct RowReport {
     /// Ours: the mechanism the table was placed under (for `auto+srcmask`,
     /// what it chose on this host).
     pub policy_in_force: Option<String>,
+    /// `auto+srcmask`: the medians its measurement weighed, `[wake round
+    /// trip, in-thread apply]` in ns (`AccelStats::auto_wake_ns`,
+    /// `auto_inline_ns`).
+    pub auto_medians_ns: Option<[u64; 2]>,
     /// Whether the software source masks vectors itself.
     pub source_masking: bool,
     /// MMIO exits per Linux mask cycle (exact: exits / cycles).

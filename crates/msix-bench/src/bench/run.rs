@@ -262,6 +262,10 @@ pub fn run(options: &Options) -> Report {
                 .map(|p| p.to_string())
         })
         .collect();
+    let auto_medians: Vec<Option<[u64; 2]>> = targets
+        .iter()
+        .map(|t| t.as_deref().and_then(|t| t.auto_medians()))
+        .collect();
     drop(targets);
 
     let sizes: Vec<String> = options.bring_up.iter().map(u16::to_string).collect();
@@ -350,6 +354,7 @@ pub fn run(options: &Options) -> Report {
             kind: s.kind(),
             default: s.is_default(),
             policy_in_force: in_force[i].clone(),
+            auto_medians_ns: auto_medians[i],
             source_masking: s.source_masking(),
             exits_per_cycle: m.total.exits as f64 / m.total.cycles.max(1) as f64,
             ioctls_per_cycle: super::report::CallsPerCycle::new(&m.total.calls, m.total.cycles),

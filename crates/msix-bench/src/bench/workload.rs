@@ -125,6 +125,11 @@ pub trait Target {
     fn policy_in_force(&self) -> Option<msix_accel::Policy> {
         None
     }
+    /// Under `auto`: the medians its last measurement weighed, wake round
+    /// trip and in-thread apply, ns.
+    fn auto_medians(&self) -> Option<[u64; 2]> {
+        None
+    }
     /// Unmasks its servicer saw on the vCPU thread's CPU and on another,
     /// so far, where the row counts them (the floors with a servicer).
     fn servicer_placement(&self) -> Option<[u64; 2]> {
