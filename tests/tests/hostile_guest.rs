@@ -484,6 +484,9 @@ fn seed(policy: Policy, maskable: bool, vcpus: u8) -> u64 {
         (Policy::Strict, true, _) => 0x5EED_0016,
         (Policy::Trap, false, _) => 0x5EED_0022,
         (Policy::Trap, true, _) => 0x5EED_0026,
+        // The soak runs the mechanisms only (Policy::ALL): auto is one of
+        // them once placed.
+        (Policy::Auto, _, _) => 0x5EED_0030,
     }
 }
 

@@ -102,11 +102,7 @@ fn program(p: &mut Program, d: &RigDevice, entry: u16, idt: u8) {
 
 /// Exits to userspace of one Linux mask cycle under `policy`.
 fn cycle_exits(policy: Policy) -> u64 {
-    match policy {
-        Policy::Fast => 1,
-        Policy::Strict => 2,
-        Policy::Trap => 3,
-    }
+    policy.linux_cycle_exits()
 }
 
 fn layout_works(case: &Case, policy: Policy, maskable: bool) {

@@ -232,7 +232,7 @@ impl TablePlacement {
             shadow: ManuallyDrop::new(shadow),
             unmask: UnmaskEvents::new(capacity)?,
             placed: None,
-            effective: config.policy,
+            effective: config.policy.mechanism(),
             stuck_slot: None,
             fallback: None,
             limit: Policy::Fast,

@@ -19,34 +19,64 @@ pub enum Policy {
     /// isolated on their own pages, and for SEV-ES/SNP/TDX guests where KVM
     /// refuses read-only memslots.
     Trap,
+    /// Chosen by the accelerator (`msix-accel`) at placement time: `fast`
+    /// or `strict`, whichever a short measurement on this host finds
+    /// cheaper. A table binding alone treats it as `fast` (the highest it
+    /// may choose); the policy in force is never `auto`.
+    Auto,
 }
 
 impl Policy {
-    /// Every policy, fastest first.
+    /// Every mechanism (a policy that can be in force), fastest first.
     pub const ALL: [Policy; 3] = [Policy::Fast, Policy::Strict, Policy::Trap];
+
+    /// Every policy that can be asked for: the mechanisms and `auto`.
+    pub const CHOICES: [Policy; 4] = [Policy::Fast, Policy::Strict, Policy::Trap, Policy::Auto];
 
     /// Whether the table is mapped read-only into the guest.
     pub fn maps_table(self) -> bool {
-        matches!(self, Policy::Fast | Policy::Strict)
+        matches!(self.mechanism(), Policy::Fast | Policy::Strict)
     }
 
-    /// Whether unmask writes are absorbed by ioeventfds.
+    /// Whether unmask writes are absorbed by ioeventfds (for `auto`: may be).
     pub fn absorbs_unmask(self) -> bool {
-        self == Policy::Fast
+        self.mechanism() == Policy::Fast
+    }
+
+    /// The highest mechanism the policy may run: itself, `fast` for `auto`.
+    pub fn mechanism(self) -> Policy {
+        match self {
+            Policy::Auto => Policy::Fast,
+            p => p,
+        }
     }
 
     /// The lower of two policies (`trap` < `strict` < `fast`): what runs when
-    /// `self` is asked for and at most `limit` is possible.
+    /// `self` is asked for and at most `limit` is possible. Always a
+    /// mechanism (`auto` ranks as `fast`).
     pub fn at_most(self, limit: Policy) -> Policy {
-        let rank = |p: Policy| match p {
+        let rank = |p: Policy| match p.mechanism() {
             Policy::Trap => 0,
             Policy::Strict => 1,
-            Policy::Fast => 2,
+            _ => 2,
         };
         if rank(limit) < rank(self) {
-            limit
+            limit.mechanism()
         } else {
-            self
+            self.mechanism()
+        }
+    }
+
+    /// Exits to userspace of one Linux mask cycle (mask write, flush read,
+    /// unmask write) under the mechanism: 1 (`fast`: the read hits the
+    /// read-only shadow, the unmask an ioeventfd), 2 (`strict`: the unmask
+    /// exits), 3 (`trap`). `auto` counts as the mechanism it ranks as
+    /// (`fast`): pass the policy in force, which is never `auto`.
+    pub fn linux_cycle_exits(self) -> u64 {
+        match self.mechanism() {
+            Policy::Strict => 2,
+            Policy::Trap => 3,
+            _ => 1,
         }
     }
 
@@ -56,6 +86,7 @@ impl Policy {
             Policy::Fast => "fast",
             Policy::Strict => "strict",
             Policy::Trap => "trap",
+            Policy::Auto => "auto",
         }
     }
 }
@@ -66,15 +97,15 @@ impl fmt::Display for Policy {
     }
 }
 
-/// A policy name that is not `fast`, `strict` or `trap`.
+/// A policy name that is not `fast`, `strict`, `trap` or `auto`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown policy {0:?}: expected fast, strict or trap")]
+#[error("unknown policy {0:?}: expected fast, strict, trap or auto")]
 pub struct UnknownPolicy(pub String);
 
 impl FromStr for Policy {
     type Err = UnknownPolicy;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        Policy::ALL
+        Policy::CHOICES
             .into_iter()
             .find(|p| p.name() == s)
             .ok_or_else(|| UnknownPolicy(s.to_string()))
@@ -87,9 +118,13 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_names_are_refused() {
-        for p in Policy::ALL {
+        for p in Policy::CHOICES {
             assert_eq!(p.name().parse::<Policy>(), Ok(p));
         }
+        assert_eq!(Policy::Auto.at_most(Policy::Fast), Policy::Fast);
+        assert_eq!(Policy::Auto.at_most(Policy::Strict), Policy::Strict);
+        assert_eq!(Policy::Fast.at_most(Policy::Auto), Policy::Fast);
+        assert!(Policy::Auto.maps_table() && Policy::Auto.absorbs_unmask());
         assert!("fastest".parse::<Policy>().is_err());
         assert_eq!(Policy::Fast.at_most(Policy::Strict), Policy::Strict);
         assert_eq!(Policy::Trap.at_most(Policy::Fast), Policy::Trap);

@@ -28,6 +28,7 @@ use msix_hypervisor::MsixVm;
 use msix_model::MsixModel;
 use vfio_vectors::MsixSource;
 
+use crate::auto_policy::AutoState;
 use crate::claims::Claims;
 use crate::debug::AccelDebug;
 use crate::device::Device;
@@ -69,6 +70,8 @@ pub struct MsixAccelerator {
     /// The table was placed under `strict` because retired ioeventfds
     /// piled up: the servicer places it again once they are undone.
     pub(crate) throttled: AtomicBool,
+    /// Under `auto`: the last choice and when the host was measured.
+    pub(crate) auto: Mutex<AutoState>,
 }
 
 impl std::fmt::Debug for MsixAccelerator {
@@ -188,6 +191,7 @@ impl MsixAccelerator {
             relocations: Mutex::new(BarBases::default()),
             claimed: Claims::default(),
             throttled: AtomicBool::new(false),
+            auto: Mutex::new(AutoState::default()),
         })
     }
 

@@ -81,6 +81,15 @@ pub struct AccelConfig {
     /// interrupt translation needs it (aarch64 GICv3 ITS:
     /// `KVM_MSI_VALID_DEVID`); `None` on x86.
     pub msi_devid: Option<u32>,
+    /// Under `auto`, the least time between two measurements of this host
+    /// (placements in between keep the last choice): in `t` a device
+    /// measures at most `1 + t / auto_recheck` times.
+    pub auto_recheck: std::time::Duration,
+    /// Under `auto`, the choice to make whatever the measurement finds
+    /// (`fast`; any other policy means `strict`): the measurement still
+    /// runs, is counted and reported, only its verdict is replaced. For
+    /// tests and for hosts whose operator knows better; None: measure.
+    pub auto_pinned: Option<Policy>,
 }
 
 impl AccelConfig {
@@ -106,6 +115,8 @@ impl AccelConfig {
             unmask_coalescing: DEFAULT_UNMASK_COALESCING,
             unmask_polling: DEFAULT_UNMASK_POLLING,
             unmask_deferral: DEFAULT_UNMASK_DEFERRAL,
+            auto_recheck: crate::DEFAULT_AUTO_RECHECK,
+            auto_pinned: None,
         }
     }
 
@@ -141,6 +152,20 @@ impl AccelConfig {
     /// The same setup with every MSI route carrying device ID `devid`.
     pub fn with_msi_devid(mut self, devid: Option<u32>) -> Self {
         self.msi_devid = devid;
+        self
+    }
+
+    /// The same setup under `auto` measuring at most once per `recheck`
+    /// (see [`AccelConfig::auto_recheck`]).
+    pub fn with_auto_recheck(mut self, recheck: std::time::Duration) -> Self {
+        self.auto_recheck = recheck;
+        self
+    }
+
+    /// The same setup with `auto`'s verdict pinned to `choice` (see
+    /// [`AccelConfig::auto_pinned`]).
+    pub fn with_auto_pinned(mut self, choice: Option<Policy>) -> Self {
+        self.auto_pinned = choice;
         self
     }
 

@@ -61,11 +61,16 @@ pub enum EventKind {
     /// places the table again under `fast`. Only this device is slowed;
     /// the VMM's fds stay bounded.
     RelocationThrottled,
+    /// Under `auto`, a measurement of this host chose the mechanism in
+    /// the detail (`fast` or `strict`, with the medians it weighed):
+    /// reported at the first measurement and whenever the choice changes.
+    /// Not trouble: the VMM's record of what runs.
+    PolicyChosen,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::RouteRejected,
         EventKind::GsiExhausted,
         EventKind::CommitFailed,
@@ -79,6 +84,7 @@ impl EventKind {
         EventKind::TeardownFailed,
         EventKind::FastPathFailed,
         EventKind::RelocationThrottled,
+        EventKind::PolicyChosen,
     ];
 }
 

@@ -44,6 +44,8 @@
 
 mod absorbed;
 mod accelerator;
+mod auto_choice;
+mod auto_policy;
 mod claims;
 mod config;
 mod debug;
@@ -68,6 +70,7 @@ mod stats;
 mod vector;
 
 pub use accelerator::MsixAccelerator;
+pub use auto_policy::{AUTO_BUDGET, AUTO_EXIT_WEIGHT, AUTO_ROUNDS, DEFAULT_AUTO_RECHECK};
 pub use config::{
     AccelConfig, DEFAULT_FAST_ENTRIES, DEFAULT_UNMASK_BATCH, DEFAULT_UNMASK_COALESCING,
     DEFAULT_UNMASK_DEFERRAL, DEFAULT_UNMASK_POLLING,

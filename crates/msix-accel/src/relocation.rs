@@ -71,7 +71,7 @@ impl MsixAccelerator {
                 ),
             );
         } else {
-            device.placement.limit_policy(Policy::Fast);
+            device.placement.limit_policy(self.auto_choice());
             device.reporter.clear(EventKind::FastPathUnserviced);
             device.reporter.clear(EventKind::RelocationThrottled);
         }
@@ -138,6 +138,9 @@ impl MsixAccelerator {
     /// The caller holds the BAR bases' lock, which serialises relocations.
     fn relocate(&self, table_gpa: Option<u64>, pba_gpa: Option<u64>) -> Result<Policy> {
         let to = table_gpa.map(|table| self.location(table, pba_gpa));
+        if to.is_some() {
+            self.auto_recheck();
+        }
         let worth_preparing = {
             let mut device = self.lock();
             self.limit_policy(&mut device, to.as_ref());

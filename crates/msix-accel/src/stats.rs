@@ -109,6 +109,20 @@ stats! {
     /// nanoseconds (made without the device's lock; the hypervisor may
     /// still stall vCPUs while it drops the old mapping).
     relocation_slot_max_ns,
+    /// Measurements `auto` made of this host (see
+    /// [`crate::AccelConfig::auto_recheck`] for their bound).
+    auto_measurements,
+    /// Measurements after which `auto` chose `fast`.
+    auto_chose_fast,
+    /// Measurements after which `auto` chose `strict` (a failed or
+    /// overrun measurement included).
+    auto_chose_strict,
+    /// The last measurement's median wake round trip, in nanoseconds (a
+    /// level; 0: none completed).
+    auto_wake_ns,
+    /// The last measurement's median in-thread apply, in nanoseconds (a
+    /// level; 0: none completed).
+    auto_inline_ns,
 }
 
 impl Counters {

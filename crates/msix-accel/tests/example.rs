@@ -56,3 +56,23 @@ fn example_device_costs_two_exits_per_cycle_under_strict_and_three_under_trap() 
         assert_eq!(r.deliveries_after_unmask, 1, "{policy}");
     }
 }
+
+#[test]
+fn example_device_under_auto_costs_what_its_choice_costs() {
+    let r = run(Policy::Auto);
+    assert!(r.all_ok());
+    let chosen = r.placed_policy.expect("placed");
+    assert!(
+        matches!(chosen, Policy::Fast | Policy::Strict),
+        "auto placed {chosen}"
+    );
+    assert_eq!(r.cycle_exits, chosen.linux_cycle_exits(), "{chosen}");
+    assert_eq!(r.cycle_exits_after_move, chosen.linux_cycle_exits());
+    assert_eq!(
+        r.programming_exits,
+        3 + u64::from(chosen == Policy::Strict),
+        "{chosen}: the unmask exits only under strict"
+    );
+    assert_eq!(r.deliveries_after_restore, 0);
+    assert_eq!(r.deliveries_after_unmask, 1);
+}

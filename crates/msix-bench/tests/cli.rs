@@ -378,9 +378,9 @@ fn a_redirected_bench_run_reports_each_stage_and_ends_with_its_verdict() {
     );
     // stderr is a pipe here, not a terminal: a line per stage, no bar.
     for stage in [
-        "booting 17 rows' guests",
+        "booting 18 rows' guests",
         "rounds: 2 × 2 Linux mask cycles per row",
-        "storm and pending checks: 13 rows",
+        "storm and pending checks: 14 rows",
         "bring-up of 64 vectors in Linux's two orders",
         "statistics",
     ] {

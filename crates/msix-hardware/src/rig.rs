@@ -26,11 +26,7 @@ use msix_rig::rig::{AccelMmio, BAR_GPA, TABLE_MEMSLOT};
 /// ioeventfd), plus the unmask write (`strict`), plus the flush read
 /// (`trap`).
 pub fn exits_per_cycle(policy: Policy) -> u64 {
-    match policy {
-        Policy::Fast => 1,
-        Policy::Strict => 2,
-        Policy::Trap => 3,
-    }
+    policy.linux_cycle_exits()
 }
 
 /// vCPUs of the guest: deliveries alternate between them, so a message

@@ -121,6 +121,10 @@ pub struct RigConfig {
     pub unmask_deferral: Duration,
     /// Where every device's table and PBA sit; None: [`RigLayout::standard`].
     pub layout: Option<RigLayout>,
+    /// [`AccelConfig::auto_pinned`] of every device.
+    pub auto_pinned: Option<Policy>,
+    /// [`AccelConfig::auto_recheck`] of every device.
+    pub auto_recheck: Duration,
 }
 
 impl Default for RigConfig {
@@ -141,6 +145,8 @@ impl Default for RigConfig {
             service_scheduling: ServiceScheduling::default(),
             unmask_deferral: msix_accel::DEFAULT_UNMASK_DEFERRAL,
             layout: None,
+            auto_pinned: None,
+            auto_recheck: msix_accel::DEFAULT_AUTO_RECHECK,
         }
     }
 }
@@ -156,7 +162,9 @@ impl RigConfig {
             .with_fast_entries(self.fast_entries)
             .with_unmask_coalescing(self.unmask_coalescing, self.unmask_batch)
             .with_unmask_polling(self.unmask_polling)
-            .with_unmask_deferral(self.unmask_deferral);
+            .with_unmask_deferral(self.unmask_deferral)
+            .with_auto_pinned(self.auto_pinned)
+            .with_auto_recheck(self.auto_recheck);
         match layout.bar_size {
             Some(size) => config.with_table_bar_size(size),
             None => config,

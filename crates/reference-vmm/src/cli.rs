@@ -14,7 +14,7 @@ functions whose MSI-X runs on msix-accel.
 USAGE:
     reference-vmm --kernel BZIMAGE [--initrd FILE] [--cmdline STRING]
                   [--cpus 1-4] [--memory MIB] [--device BDF]...
-                  [--policy fast|strict|trap] [--source-masking on|off]
+                  [--policy fast|strict|trap|auto] [--source-masking on|off]
                   [--coalescing MICROSECONDS[,BATCH]]
 
     --kernel          a bzImage (Linux boot protocol 2.06 or later)
@@ -26,7 +26,8 @@ USAGE:
     --memory          guest RAM in MiB, 64 to 3072 (default 512)
     --device          a PCI function bound to vfio-pci, as 0000:01:00.0 or
                       a sysfs path; repeat for more (default none)
-    --policy          the accelerator's policy (default fast)
+    --policy          the accelerator's policy (default fast; auto measures
+                      the host at placement and runs fast or strict)
     --source-masking  mask at the device through the VFIO table mmap when
                       the host allows it (default on)
     --coalescing      the fast path's unmask coalescing window and batch

@@ -187,7 +187,8 @@ source) and prints side-by-side tables measured in one run:
             unmasks after mask traffic) and fast+srcmask+batch (the
             service thread under SCHED_BATCH), fast+srcmask+defer (unmasks
             left to the guest's next exit for up to 100 us after a mask
-            exit); models of peer VMMs: qemu-like,
+            exit), auto+srcmask (the policy that measures this host at
+            placement and runs fast or strict); models of peer VMMs: qemu-like,
             cloud-hypervisor-like, dragonball-like, crosvm-like; and the
             physical floors floor-1exit (read-only table, unmask absorbed
             by an ioeventfd, a do-nothing handler: 1 exit per cycle),
@@ -370,8 +371,25 @@ impl Subject {
                 }
             }
         }
+        // `auto` with source masking: what it chose is measured beside
+        // both mechanisms.
+        all.push(Subject::Ours {
+            policy: Policy::Auto,
+            maskable: true,
+        });
         all.extend(PeerModel::ALL.map(Subject::Peer));
         all
+    }
+
+    /// Whether this is the row of `AccelConfig::new`'s default policy with
+    /// source masking (`"default": true` in the JSON).
+    pub fn is_default(&self) -> bool {
+        let default = msix_accel::AccelConfig::new(1, 0, 0).policy;
+        *self
+            == Subject::Ours {
+                policy: default,
+                maskable: true,
+            }
     }
 
     /// The row's name in reports.
@@ -416,11 +434,13 @@ impl Subject {
     /// ours or a floor.
     pub fn exact_exits(&self) -> Option<u64> {
         match self {
-            Subject::Ours { policy, .. } => Some(match policy {
-                Policy::Fast => 1,
-                Policy::Strict => 2,
-                Policy::Trap => 3,
-            }),
+            // `auto`'s count is that of the mechanism it chose, known once
+            // the row is placed (`check_exits_in_force`).
+            Subject::Ours {
+                policy: Policy::Auto,
+                ..
+            } => None,
+            Subject::Ours { policy, .. } => Some(policy.linux_cycle_exits()),
             Subject::Polling { .. } | Subject::Batch { .. } | Subject::Deferring => Some(1),
             Subject::Floor(kind) => Some(kind.exits_per_cycle()),
             Subject::Peer(_) => None,
@@ -481,6 +501,7 @@ pub fn measure_row(subject: Subject, options: &Options) -> Result<Row, Error> {
     let t = target.as_ref();
     workload::bring_up_entry0(t)?;
     let cycle = workload::cycles(t, options.cycles)?;
+    let in_force = t.policy_in_force();
     let (storm, pending) = match subject {
         Subject::Floor(_) => (StormResult::default(), PendingResult::default()),
         _ => (
@@ -488,19 +509,36 @@ pub fn measure_row(subject: Subject, options: &Options) -> Result<Row, Error> {
             workload::pending(t)?,
         ),
     };
-    Ok(Row::new(
+    let mut row = Row::new(
         subject.name(),
         subject.kind(),
         subject.source_masking(),
         cycle,
         storm,
         pending,
-    ))
+    );
+    row.policy_in_force = in_force.map(|p| p.to_string());
+    Ok(row)
 }
 
-/// The exact exit count of `subject` over `cycles` cycles, or what was seen.
-pub fn check_exits(subject: Subject, cycles: u64, exits: u64) -> Option<String> {
-    let exact = subject.exact_exits()?;
+/// The exact exit count of `subject` over `cycles` cycles, or what was
+/// seen; `auto`'s is that of `in_force`, the mechanism it chose.
+pub fn check_exits(
+    subject: Subject,
+    in_force: Option<Policy>,
+    cycles: u64,
+    exits: u64,
+) -> Option<String> {
+    let exact = match subject {
+        Subject::Ours {
+            policy: Policy::Auto,
+            ..
+        } => match in_force {
+            Some(p) => p.linux_cycle_exits(),
+            None => return Some(format!("{}: no policy in force", subject.name())),
+        },
+        _ => subject.exact_exits()?,
+    };
     (exits != exact * cycles).then(|| {
         format!(
             "{}: {exits} exits in {cycles} cycles, expected exactly {exact} per cycle",
@@ -557,9 +595,11 @@ pub fn check_semantics(
 /// What each of our policies (and each floor) must show, exactly; a list
 /// of what did not.
 pub fn check_row(subject: Subject, row: &Row) -> Vec<String> {
-    let mut failures: Vec<String> = check_exits(subject, row.cycle.cycles, row.cycle.exits)
-        .into_iter()
-        .collect();
+    let in_force = row.policy_in_force.as_deref().and_then(|p| p.parse().ok());
+    let mut failures: Vec<String> =
+        check_exits(subject, in_force, row.cycle.cycles, row.cycle.exits)
+            .into_iter()
+            .collect();
     failures.extend(
         check_semantics(subject, &row.storm, &row.pending)
             .into_iter()
@@ -635,7 +675,15 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len());
-        assert_eq!(names.len(), 4 + 9 + 4);
+        assert_eq!(names.len(), 4 + 10 + 4);
+        let defaults: Vec<&String> = Subject::all()
+            .iter()
+            .zip(&names)
+            .filter(|(s, _)| s.is_default())
+            .map(|(_, n)| n)
+            .collect();
+        let default = msix_accel::AccelConfig::new(1, 0, 0).policy;
+        assert_eq!(defaults, [&format!("{default}+srcmask")]);
     }
 
     #[test]

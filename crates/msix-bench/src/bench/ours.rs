@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use msix_accel::MsixAccelerator;
+use msix_accel::{EventKind, MsixAccelerator, Policy};
 use testvm::MmioHandler;
 use vfio_vectors::software::SoftwareSource;
 
@@ -55,9 +55,21 @@ impl Target for Rig {
     }
     fn settle(&self) -> Result<(), Error> {
         self.accel.service_fast_path();
-        match self.take_events().first() {
+        // `auto`'s report of its choice is not trouble.
+        match self
+            .take_events()
+            .into_iter()
+            .find(|e| e.kind != EventKind::PolicyChosen)
+        {
             Some(e) => Err(Error::Check(format!("accelerator: {e}"))),
             None => Ok(()),
         }
+    }
+    fn policy_in_force(&self) -> Option<Policy> {
+        Some(self.accel.policy())
+    }
+    fn auto_medians(&self) -> Option<[u64; 2]> {
+        let s = self.accel.stats();
+        (s.auto_wake_ns > 0).then_some([s.auto_wake_ns, s.auto_inline_ns])
     }
 }

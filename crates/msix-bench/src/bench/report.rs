@@ -89,6 +89,9 @@ pub struct CheckOutcome {
 pub struct Row {
     /// The row's name (`fast`, `fast+srcmask`, ..., `qemu-like`, ...).
     pub policy: String,
+    /// Ours: the mechanism the table was placed under (for `auto`, what
+    /// it chose).
+    pub policy_in_force: Option<String>,
     /// Ours, a peer model or a floor.
     pub kind: RowKind,
     /// Whether the software source masks vectors itself.
@@ -138,6 +141,7 @@ impl Row {
             cycle,
             storm,
             pending,
+            policy_in_force: None,
         }
     }
 }
@@ -219,6 +223,17 @@ pub struct RowReport {
     pub name: String,
     /// Ours, a peer model or a floor.
     pub kind: RowKind,
+    /// The row of `AccelConfig::new`'s default policy with source masking
+    /// (only that row carries it, as `true`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
+    /// Ours: the mechanism the table was placed under (for `auto+srcmask`,
+    /// what it chose on this host).
+    pub policy_in_force: Option<String>,
+    /// `auto+srcmask`: the medians its measurement weighed, `[wake round
+    /// trip, in-thread apply]` in ns (`AccelStats::auto_wake_ns`,
+    /// `auto_inline_ns`).
+    pub auto_medians_ns: Option<[u64; 2]>,
     /// Whether the software source masks vectors itself.
     pub source_masking: bool,
     /// MMIO exits per Linux mask cycle (exact: exits / cycles).

@@ -21,7 +21,10 @@ use crate::Error;
 use msix_rig::sys;
 
 /// Pairs of our rows whose ratio the run reports (row, against).
-pub const OURS_PAIRS: [(&str, &str); 10] = [
+pub const OURS_PAIRS: [(&str, &str); 13] = [
+    ("auto+srcmask", "fast+srcmask"),
+    ("auto+srcmask", "strict+srcmask"),
+    ("crosvm-like", "auto+srcmask"),
     ("fast+srcmask+poll", "fast+srcmask"),
     ("fast+srcmask+batch", "fast+srcmask"),
     ("fast+srcmask+defer", "fast+srcmask"),
@@ -202,8 +205,9 @@ pub fn run(options: &Options) -> Report {
     let mut samples: Vec<Option<RowSamples>> = Vec::new();
     for ((s, t), m) in subjects.iter().zip(&targets).zip(measured) {
         match (t, m) {
-            (Some(_), Ok(m)) => {
-                if let Some(f) = check_exits(*s, m.total.cycles, m.total.exits) {
+            (Some(t), Ok(m)) => {
+                if let Some(f) = check_exits(*s, t.policy_in_force(), m.total.cycles, m.total.exits)
+                {
                     failures.push((Check::ExactExits, f));
                 }
                 samples.push(Some(m));
@@ -250,6 +254,18 @@ pub fn run(options: &Options) -> Report {
         bar.step();
     }
     drop(refs);
+    let in_force: Vec<Option<String>> = targets
+        .iter()
+        .map(|t| {
+            t.as_deref()
+                .and_then(|t| t.policy_in_force())
+                .map(|p| p.to_string())
+        })
+        .collect();
+    let auto_medians: Vec<Option<[u64; 2]>> = targets
+        .iter()
+        .map(|t| t.as_deref().and_then(|t| t.auto_medians()))
+        .collect();
     drop(targets);
 
     let sizes: Vec<String> = options.bring_up.iter().map(u16::to_string).collect();
@@ -336,6 +352,9 @@ pub fn run(options: &Options) -> Report {
         rows.push(RowReport {
             name,
             kind: s.kind(),
+            default: s.is_default(),
+            policy_in_force: in_force[i].clone(),
+            auto_medians_ns: auto_medians[i],
             source_masking: s.source_masking(),
             exits_per_cycle: m.total.exits as f64 / m.total.cycles.max(1) as f64,
             ioctls_per_cycle: super::report::CallsPerCycle::new(&m.total.calls, m.total.cycles),

@@ -120,6 +120,16 @@ pub trait Target {
     /// A batch of measured cycles starts (`on`) or ends: a row whose
     /// servicer is kept awake only while measured hears it here.
     fn measuring(&self, _on: bool) {}
+    /// Ours: the mechanism the accelerator placed the table under (what
+    /// `auto` chose); None for peers and floors.
+    fn policy_in_force(&self) -> Option<msix_accel::Policy> {
+        None
+    }
+    /// Under `auto`: the medians its last measurement weighed, wake round
+    /// trip and in-thread apply, ns.
+    fn auto_medians(&self) -> Option<[u64; 2]> {
+        None
+    }
     /// Unmasks its servicer saw on the vCPU thread's CPU and on another,
     /// so far, where the row counts them (the floors with a servicer).
     fn servicer_placement(&self) -> Option<[u64; 2]> {
