@@ -46,9 +46,13 @@ watchdog() {
             echo "L1-TRACE exits by reason and L2's rip:"
             awk '/kvm_exit:/ {for (i = 1; i < NF; i++) if ($i == "reason") r = $(i + 1); else if ($i == "rip") n[r " " $(i + 1)]++}
                  END {for (k in n) if (n[k] > 4) print n[k], k}' $tdir/trace > /tmp/rips
+            # Only the symbols in the same 64 KiB as a rip: a whole-kallsyms
+            # scan costs L1 tens of seconds, which starves L2.
+            awk '{print substr($3, 3, 12)}' /tmp/rips > /tmp/prefixes
+            grep -F -f /tmp/prefixes /proc/kallsyms > /tmp/kallsyms
             awk 'FNR == NR {sub("^0x", "", $3); rip[FNR] = $3; line[FNR] = $0; n = FNR; next}
                  $2 ~ /^[tT]$/ {for (i = 1; i <= n; i++) if ($1 <= rip[i] && $1 > best[i]) {best[i] = $1; sym[i] = $3}}
-                 END {for (i = 1; i <= n; i++) print "L1-TRACE", line[i], sym[i]}' /tmp/rips /proc/kallsyms
+                 END {for (i = 1; i <= n; i++) print "L1-TRACE", line[i], sym[i]}' /tmp/rips /tmp/kallsyms
             echo "L1-TRACE the last 30 other than halts and wake-ups:"
             grep -v '^#' $tdir/trace | grep -vE 'kvm_(vcpu_wakeup|halt_poll_ns|pv_tlb_flush|hv_timer_state)' | tail -30
             kill "$1"; sleep 5; kill -9 "$1" 2>/dev/null

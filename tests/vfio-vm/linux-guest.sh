@@ -28,6 +28,9 @@ qemu_extra=${LINUX_GUEST_QEMU_ARGS:-}
 l1_append=${LINUX_GUEST_L1_APPEND:-}
 kvm_amd_params=${LINUX_GUEST_KVM_AMD:-}
 l2_cpus=${LINUX_GUEST_L2_CPUS:-2}
+# QEMU's accelerator: tcg (multi-threaded, one host thread per vCPU) or,
+# e.g., tcg,thread=single (README, "Known open problem").
+accel=${LINUX_GUEST_ACCEL:-tcg}
 # Each VMM run's watchdog in L1 (it then prints the VMM's threads and kills it).
 vmm_timeout=${LINUX_GUEST_VMM_TIMEOUT:-300}
 
@@ -108,7 +111,7 @@ phase "initramfs L1 $(du -h "$work/l1.cpio" | cut -f1) (L2 $(du -h "$work/l2.cpi
 phase "booting QEMU (TCG, timeout ${guest_timeout_s}s)"
 log="$work/console.log"
 set +e
-timeout -k 10 "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel tcg -cpu qemu64,+svm,+npt,+x2apic \
+timeout -k 10 "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel "$accel" -cpu qemu64,+svm,+npt,+x2apic \
     -m 2G -smp 2 -nographic -no-reboot -nic none -kernel "$vmlinuz" -initrd "$work/l1.cpio" \
     -append "console=ttyS0 intel_iommu=on panic=-1 quiet nokaslr $l1_append" \
     -device intel-iommu,intremap=on \
