@@ -8,10 +8,12 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "1 4 1 7" > /proc/sys/kernel/printk
+. /etc/linux-guest.conf
 for m in $(cat /etc/modules); do
-    insmod "$m" || echo "L1: insmod $m failed"
+    params=""; case "$m" in */kvm-amd.ko) params=$kvm_amd_params ;; esac
+    # shellcheck disable=SC2086 # the parameters are words
+    insmod "$m" $params || echo "L1: insmod $m failed"
 done
-read -r mode _ < /etc/mode
 pass=0; fail=0
 ok() { echo "PASS $*"; pass=$((pass + 1)); }
 bad() { echo "FAIL $*"; fail=$((fail + 1)); }
@@ -21,23 +23,72 @@ bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 stat() { grep "^VMM-STATS mark=$1 " /tmp/vmm.err | head -1 | sed -n "s/.* $2=\([^ ]*\).*/\1/p"; }
 info() { grep "^L2-INFO $1=" /tmp/vmm.out | tail -1 | sed "s/^L2-INFO $1=//"; }
 
+# The VMM run's watchdog: watchdog PID SECONDS LABEL. Past SECONDS it
+# prints what the VMM's threads are doing (kernel stacks, and one second of
+# KVM's trace: whether the vCPUs still enter and exit L2) and kills it.
+watchdog() {
+    local i=0 t tdir
+    while kill -0 "$1" 2>/dev/null; do
+        if [ $i -ge "$2" ]; then
+            echo "L1: $3: VMM run over $2 s: its threads, and 1 s of KVM's trace:"
+            for t in /proc/$1/task/*; do
+                echo "L1-STACK $(cat $t/comm) tid=${t##*/} wchan=$(cat $t/wchan) syscall=$(cat $t/syscall)"
+                cat $t/stack
+            done
+            tdir=/sys/kernel/tracing
+            [ -d $tdir/events ] || mount -t tracefs tracefs $tdir
+            echo > $tdir/trace; echo 1 > $tdir/events/kvm/enable; sleep 1; echo 0 > $tdir/events/kvm/enable
+            echo "L1-TRACE KVM events in 1 s, by kind:"
+            awk '!/^#/ {n[$5]++} END {for (k in n) print "L1-TRACE", n[k], k}' $tdir/trace
+            # L1 and L2 run the same kernel, both with nokaslr: L1's
+            # kallsyms names L2's instruction pointers (fixed-width hex
+            # compares as strings).
+            echo "L1-TRACE exits by reason and L2's rip:"
+            awk '/kvm_exit:/ {for (i = 1; i < NF; i++) if ($i == "reason") r = $(i + 1); else if ($i == "rip") n[r " " $(i + 1)]++}
+                 END {for (k in n) if (n[k] > 4) print n[k], k}' $tdir/trace > /tmp/rips
+            # Only the symbols in the same 64 KiB as a rip: a whole-kallsyms
+            # scan costs L1 tens of seconds, which starves L2.
+            awk '{print substr($3, 3, 12)}' /tmp/rips > /tmp/prefixes
+            grep -F -f /tmp/prefixes /proc/kallsyms > /tmp/kallsyms
+            awk 'FNR == NR {sub("^0x", "", $3); rip[FNR] = $3; line[FNR] = $0; n = FNR; next}
+                 $2 ~ /^[tT]$/ {for (i = 1; i <= n; i++) if ($1 <= rip[i] && $1 > best[i]) {best[i] = $1; sym[i] = $3}}
+                 END {for (i = 1; i <= n; i++) print "L1-TRACE", line[i], sym[i]}' /tmp/rips /tmp/kallsyms
+            echo "L1-TRACE the last 30 other than halts and wake-ups:"
+            grep -v '^#' $tdir/trace | grep -vE 'kvm_(vcpu_wakeup|halt_poll_ns|pv_tlb_flush|hv_timer_state)' | tail -30
+            kill "$1"; sleep 5; kill -9 "$1" 2>/dev/null
+            return
+        fi
+        sleep 1; i=$((i + 1))
+    done
+}
+
 # One VMM run: vmm_run LABEL "VMM OPTIONS" "L2 PARAMETERS".
 vmm_run() {
     label=$1
     t0=$(awk '{print $1}' /proc/uptime)
     # stdout: L2's console (its lines end in CR LF); stderr: the VMM's own.
-    timeout 900 /bin/reference-vmm --kernel /l2/vmlinuz --initrd /l2/initrd --cpus 2 --memory 256 \
-        --cmdline "console=ttyS0 quiet panic=-1 $3" $2 > /tmp/vmm.raw 2> /tmp/vmm.err
-    rc=$?
-    tr -d '\r' < /tmp/vmm.raw > /tmp/vmm.out
+    # L2's own lines are shown as they come, with L1's uptime, so a run
+    # that stalls shows where.
+    {
+        /bin/reference-vmm --kernel /l2/vmlinuz --initrd /l2/initrd --cpus $l2_cpus --memory 256 \
+            --cmdline "console=ttyS0 quiet panic=-1 nokaslr $3" $2 2> /tmp/vmm.err &
+        vmm=$!
+        watchdog $vmm "$vmm_timeout" "$label" > /dev/console 2>&1 &
+        wd=$!
+        wait $vmm; echo $? > /tmp/vmm.rc
+        kill $wd 2>/dev/null
+    } |
+        tr -d '\r' | tee /tmp/vmm.out | while read -r l; do
+            case "$l" in L2*) read -r up _ < /proc/uptime; echo "L1: $up $label: $l" ;; esac
+        done
+    rc=$(cat /tmp/vmm.rc)
     echo "L1: $label: VMM exit $rc after $(awk -v t0=$t0 '{printf "%.1f", $1 - t0}' /proc/uptime) s"
-    grep -E '^L2-INFO' /tmp/vmm.out
     grep -E '^VMM-(STATS final|EVENT)' /tmp/vmm.err
     if [ $rc -eq 0 ] && grep -q '^VMM-EXIT guest reset (i8042)' /tmp/vmm.err && grep -q '^L2-DONE' /tmp/vmm.out; then
         ok "$label: vmm_ran_l2_to_its_reset"
     else
         echo "L1: $label: the last lines of L2's console and the VMM:"
-        tail -25 /tmp/vmm.out; tail -5 /tmp/vmm.err
+        tail -25 /tmp/vmm.out; grep '^VMM-UART' /tmp/vmm.err | tail -3; tail -5 /tmp/vmm.err
         bad "$label: vmm_ran_l2_to_its_reset (VMM exit $rc)"
     fi
     grep '^L2-PASS ' /tmp/vmm.out | sed "s/^L2-PASS /$label: /" | while read -r l; do echo "PASS $l"; done
@@ -103,7 +154,7 @@ vmm_checks() {
 }
 
 if [ "$mode" = boot ]; then
-    vmm_run boot "" ""
+    vmm_run boot "" "lg.boot=1 lg.cpus=$l2_cpus"
 fi
 if [ "$mode" = full ]; then
     igb=""; e1000e=""
@@ -118,22 +169,34 @@ if [ "$mode" = full ]; then
         [ -e /sys/bus/pci/devices/$1/driver ] && echo $1 > /sys/bus/pci/devices/$1/driver/unbind
         echo $1 > /sys/bus/pci/drivers_probe
     }
+    # peer IFACE: brings L1's interface up and prints its link-local
+    # address (bounded wait), which L2 pings (lg.peer).
+    peer() {
+        local i=0 a
+        echo 0 > /proc/sys/net/ipv6/conf/$1/accept_dad
+        ip link set $1 up
+        while [ $i -lt 100 ]; do
+            a=$(ip -6 addr show dev $1 scope link | awk '/inet6/ {sub("/.*", "", $2); print $2}')
+            [ -n "$a" ] && { echo "$a"; return; }
+            sleep 0.1; i=$((i + 1))
+        done
+    }
     bind_vfio $igb
     # L1's e1000e stays with its Linux driver: L2's pings go to it.
-    ip link set eth0 up
+    peer_ip=$(peer $(basename /sys/bus/pci/devices/$e1000e/net/*))
+    echo "L1: the peer of L2's igb is $peer_ip"
     # The default (fast, source masking on) with everything, each policy
     # with and without source masking, the hostile guest in the last run.
-    read -r _ rounds rounds_other < /etc/mode
-    vmm_run "igb default" "--device $igb" "lg.moves=$rounds lg.rebind=10 lg.ethtool=1"
+    vmm_run "igb default" "--device $igb" "lg.peer=$peer_ip lg.moves=$rounds lg.rebind=$rebinds lg.ethtool=1"
     vmm_checks "igb default" 1
     for p in strict:2:on trap:3:on fast:1:off strict:2:off trap:3:off; do
         policy=${p%%:*}; cost=${p#*:}; cost=${cost%%:*}; sm=${p##*:}
         label="igb $policy sm=$sm"
         if [ "$p" = trap:3:off ]; then
-            vmm_run "$label" "--device $igb --policy $policy --source-masking $sm" "lg.moves=$rounds_other lg.hostile=1 iomem=relaxed"
+            vmm_run "$label" "--device $igb --policy $policy --source-masking $sm" "lg.peer=$peer_ip lg.moves=$rounds_other lg.hostile=1 iomem=relaxed"
             vmm_checks "$label" $cost hostile
         else
-            vmm_run "$label" "--device $igb --policy $policy --source-masking $sm" "lg.moves=$rounds_other"
+            vmm_run "$label" "--device $igb --policy $policy --source-masking $sm" "lg.peer=$peer_ip lg.moves=$rounds_other"
             vmm_checks "$label" $cost
         fi
     done
@@ -145,8 +208,9 @@ if [ "$mode" = full ]; then
     echo > /sys/bus/pci/devices/$igb/driver_override
     echo $igb > /sys/bus/pci/drivers_probe
     i=0; while [ ! -e /sys/bus/pci/devices/$igb/net ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    for n in /sys/bus/pci/devices/$igb/net/*; do ip link set $(basename $n) up; done
-    vmm_run "e1000e default" "--device $e1000e" "lg.moves=$rounds_other lg.rebind=2"
+    peer_ip=$(peer $(basename /sys/bus/pci/devices/$igb/net/*))
+    echo "L1: the peer of L2's e1000e is $peer_ip"
+    vmm_run "e1000e default" "--device $e1000e" "lg.peer=$peer_ip lg.moves=$rounds_other lg.rebind=2"
     vmm_checks "e1000e default" 1
 fi
 echo "linux-guest: $pass passed, $fail failed"

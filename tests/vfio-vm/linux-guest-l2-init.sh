@@ -5,7 +5,8 @@
 # `L2-MARK n` it writes n to the VMM's statistics port (0x4f0), so the VMM
 # prints its counters at that point (`VMM-STATS mark=n`). L1 compares the
 # two. Parameters come from the kernel command line: lg.moves=N (affinity
-# moves), lg.rebind=N, lg.ethtool=1, lg.hostile=1. See linux-guest.sh.
+# moves), lg.rebind=N, lg.ethtool=1, lg.hostile=1, and lg.boot=1 (no
+# device: only reach /init and reset). See linux-guest.sh.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -13,14 +14,49 @@ arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 moves=$(arg lg.moves); moves=${moves:-0}
 rebind=$(arg lg.rebind); rebind=${rebind:-0}
 do_ethtool=$(arg lg.ethtool); hostile=$(arg lg.hostile)
-ok() { echo "L2-PASS $*"; }
-bad() { echo "L2-FAIL $*"; }
+# Progress: every check, mark and loop round writes /tmp/progress; a
+# watcher prints where /init is blocked when it has not changed for 60 s
+# (the VMM run's watchdog in L1 ends the run later).
+progress() { echo "$*" > /tmp/progress; }
+ok() { echo "L2-PASS $*"; progress "$*"; }
+bad() { echo "L2-FAIL $*"; progress "$*"; }
+stall_watch() {
+    local last="" same=0 cur p
+    while :; do
+        sleep 10
+        cur=$(cat /tmp/progress)
+        if [ "$cur" = "$last" ]; then same=$((same + 10)); else same=0; last=$cur; fi
+        [ $same -eq 60 ] || continue
+        # First to the VMM (its stderr): the console itself may be stuck.
+        printf '\356' | dd of=/dev/port bs=1 seek=1264 count=1 2>/dev/null
+        echo "L2-STALL 60 s after '$cur': /init's kernel stack, tasks in D state, the kernel log's tail"
+        echo "L2-STALL init wchan=$(cat /proc/1/wchan) $(grep -E '^State' /proc/1/status)"
+        cat /proc/1/stack
+        for p in /proc/[0-9]*; do
+            grep -q '^State:.*D' $p/status 2>/dev/null || continue
+            echo "L2-STALL D: $(cat $p/comm) pid ${p#/proc/}"; cat $p/stack
+        done
+        grep -E '^ *(2[0-9]|3[0-9]):|LOC|RES|CAL' /proc/interrupts
+        dmesg | tail -15
+    done
+}
 now() { awk '{print $1}' /proc/uptime; }
 since() { awk -v t0="$1" '{printf "%.2f", $1 - t0}' /proc/uptime; }
 # The VMM prints its statistics, labelled n, when n is written to 0x4f0.
-mark() { echo "L2-MARK $1"; printf "\\$(printf '%03o' "$1")" | dd of=/dev/port bs=1 seek=1264 count=1 2>/dev/null; }
+mark() { echo "L2-MARK $1"; progress "mark $1"; printf "\\$(printf '%03o' "$1")" | dd of=/dev/port bs=1 seek=1264 count=1 2>/dev/null; }
 
-echo "L2: init reached, $(grep -c ^processor /proc/cpuinfo) CPUs"
+cpus=$(grep -c ^processor /proc/cpuinfo)
+echo "L2: init reached at $(now) s of L2's uptime, $cpus CPUs"
+progress "init"
+stall_watch &
+# LINUX_GUEST_MODE=boot: no device assigned; /init reached with every
+# vCPU the VMM was given (the command line carries the count) is the check.
+if [ "$(arg lg.boot)" = 1 ]; then
+    [ "$cpus" = "$(arg lg.cpus)" ] && ok "init_reached: $cpus CPUs" || bad "init_reached: $cpus CPUs, want $(arg lg.cpus)"
+    [ -e /sys/bus/pci/devices/0000:00:01.0 ] && bad "no_device_in_boot_mode: 0000:00:01.0 present" || ok "no_device_in_boot_mode"
+    echo "L2-DONE"
+    reboot -f
+fi
 for m in $(cat /etc/modules); do
     insmod "$m" || echo "L2: insmod $m failed"
 done
@@ -31,8 +67,10 @@ msix_bir=3
 drv=$(basename "$(readlink $dev/driver)")
 bdf=0000:00:01.0
 
+# The helpers' counters are local: the callers' loops count with their own.
 wait_eth0() {
-    i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    local i=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     [ -e /sys/class/net/eth0 ]
 }
 # IRQ numbers of eth0's vectors (the driver names them eth0, eth0-TxRx-0, ...).
@@ -42,7 +80,7 @@ up() {
     # No duplicate address detection: two NICs on a private hub.
     echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad
     ip link set eth0 up
-    i=0
+    local i=0
     while [ $i -lt 100 ]; do
         [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ] &&
             ip -6 addr show dev eth0 scope link | grep -q inet6 &&
@@ -66,11 +104,16 @@ dmesg | grep -E 'Using MSI-X|MSI-X' | head -2
 echo "L2-INFO vectors=$vectors"
 mark 1
 
-# 2. Traffic: multicast ping finds the outer guest's e1000e; unicast to it.
-ping6 -c 3 -w 60 -I eth0 ff02::1 > /tmp/ping 2>&1
-own=$(ip -6 addr show dev eth0 scope link | awk '/inet6/ {sub("/.*", "", $2); print $2}')
-peer=$(grep -o 'from fe80::[0-9a-f:]*' /tmp/ping | awk '{print $2}' | sed 's/:$//' | grep -v "^$own\$" | head -1)
-if [ -n "$peer" ] && ping6 -c 5 -w 60 -I eth0 "$peer" > /tmp/ping 2>&1 &&
+# 2. Traffic: unicast pings to the outer guest's other NIC (L1 gives its
+# link-local address as lg.peer; without it a multicast ping finds it).
+# -A sends each ping as soon as the previous reply arrived.
+peer=$(arg lg.peer)
+if [ -z "$peer" ]; then
+    ping6 -c 3 -i 0.2 -w 60 -I eth0 ff02::1 > /tmp/ping 2>&1
+    own=$(ip -6 addr show dev eth0 scope link | awk '/inet6/ {sub("/.*", "", $2); print $2}')
+    peer=$(grep -o 'from fe80::[0-9a-f:]*' /tmp/ping | awk '{print $2}' | sed 's/:$//' | grep -v "^$own\$" | head -1)
+fi
+if [ -n "$peer" ] && ping6 -A -c 5 -w 60 -I eth0 "$peer" > /tmp/ping 2>&1 &&
    grep -q '5 packets transmitted, 5 packets received' /tmp/ping; then
     ok "ping6_peer: 5/5 replies from $peer"
 else
@@ -107,6 +150,7 @@ if [ "$moves" -gt 0 ]; then
     lost=0; misplaced=0; unmoved=0; pings=0; r=0
     while [ $r -lt "$moves" ]; do
         cpu=$(( (r + 1) % 2 ))
+        progress "affinity round $r"
         for irq in $busy; do echo $((cpu + 1)) > /proc/irq/$irq/smp_affinity; done
         pending="$busy"; k=0
         while [ -n "$pending" ] && [ $k -lt 50 ]; do
@@ -152,6 +196,7 @@ if [ "$do_ethtool" = 1 ]; then
     t0=$(now); a=0; passed=0
     while [ $a -lt 3 ] && [ $passed -eq 0 ]; do
         a=$((a + 1))
+        progress "ethtool attempt $a"
         ethtool -t eth0 offline > /tmp/ethtool 2>&1
         grep -q 'result is PASS' /tmp/ethtool && passed=1
         [ $passed -eq 0 ] && cat /tmp/ethtool
@@ -167,14 +212,20 @@ fi
 if [ "$rebind" -gt 0 ]; then
     i=0; fails=0
     while [ $i -lt "$rebind" ]; do
+        progress "rebind $i: unbind"
         echo $bdf > /sys/bus/pci/drivers/$drv/unbind
         [ $i -eq 0 ] && mark 4
+        progress "rebind $i: bind"
+        t1=$(now)
         echo $bdf > /sys/bus/pci/drivers/$drv/bind
+        t2=$(now)
+        progress "rebind $i: link up"
         wait_eth0 && up || fails=$((fails + 1))
+        echo "L2-INFO rebind_$i: bind $(awk -v a=$t1 -v b=$t2 'BEGIN {printf "%.2f", b - a}') s, link $(since $t2) s, carrier $(cat /sys/class/net/eth0/carrier 2>/dev/null)"
         i=$((i + 1))
     done
     [ $fails -eq 0 ] && ok "unbind_rebind: $rebind times, link up each time" || bad "unbind_rebind: $fails of $rebind rebinds without link"
-    if ping6 -c 3 -w 60 -I eth0 "$peer" > /tmp/ping 2>&1 && grep -q '3 packets received' /tmp/ping; then
+    if ping6 -A -c 3 -w 60 -I eth0 "$peer" > /tmp/ping 2>&1 && grep -q '3 packets received' /tmp/ping; then
         ok "ping6_after_rebind: 3/3"
     else
         cat /tmp/ping; bad "ping6_after_rebind"
@@ -201,7 +252,7 @@ if [ "$hostile" = 1 ]; then
     devmem $((base + 0x2000)) 32 0xffffffff; devmem $((base + 0x2001)) 8 0xff; devmem $((base + 0x2000)) 64 > /dev/null
     devmem $((base + 16 * 10)) 32 0x1; devmem $((base + 16 * 10 + 3)) 8 > /dev/null
     echo "L2-INFO hostile_table=$(printf '%#x' $base)"
-    if ping6 -c 5 -w 60 -I eth0 "$peer" > /tmp/ping 2>&1 && grep -q '5 packets received' /tmp/ping; then
+    if ping6 -A -c 5 -w 60 -I eth0 "$peer" > /tmp/ping 2>&1 && grep -q '5 packets received' /tmp/ping; then
         ok "vectors_in_use_work_after_garbage: 5/5 pings"
     else
         cat /tmp/ping; bad "vectors_in_use_work_after_garbage"

@@ -83,7 +83,16 @@ impl Bus {
                 let _ = lock(&self.i8042).write((port - layout::I8042_DATA) as u8, data[0]);
             }
             layout::STATS_PORT => {
-                report::print_marks(&self.pci, data.first().copied().unwrap_or(0))
+                let mark = data.first().copied().unwrap_or(0);
+                // The console's registers too: a guest whose console went
+                // quiet shows here whether the UART still waits for its
+                // transmit interrupt to be taken.
+                let uart = lock(&self.console).state();
+                eprintln!(
+                    "VMM-UART mark={mark} ier={:#04x} iir={:#04x} lsr={:#04x}",
+                    uart.interrupt_enable, uart.interrupt_identification, uart.line_status
+                );
+                report::print_marks(&self.pci, mark)
             }
             p if (layout::PCI_CONFIG_ADDRESS..layout::PCI_CONFIG_DATA + 4).contains(&p) => {
                 self.pci.config_io_write(p, data)

@@ -34,11 +34,12 @@ USAGE:
                       (default 10000,64)
 
 The guest's console is the 8250 UART at 0x3f8 (IRQ 4), on stdout; the VMM's
-own lines go to stderr. A byte written to port 0x4f0 prints each device's
-accelerator statistics as a `VMM-STATS` line (the checks in tests/vfio-vm
-mark phases this way); each accelerator event is printed as a `VMM-EVENT`
-line. At exit (guest reboot, triple fault) the VMM prints every device's
-statistics and exits 0; on a setup failure it exits 1.
+own lines go to stderr. A byte written to port 0x4f0 prints the console
+UART's registers (`VMM-UART`) and each device's accelerator statistics as
+a `VMM-STATS` line (the checks in tests/vfio-vm mark phases this way);
+each accelerator event is printed as a `VMM-EVENT` line. At exit (guest
+reboot, triple fault) the VMM prints every device's statistics and exits
+0; on a setup failure it exits 1.
 ";
 
 /// Everything the command line selects.
