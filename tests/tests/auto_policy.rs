@@ -10,7 +10,16 @@ use msix_accel::{AccelStats, EventKind, Policy};
 use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, Width};
 
+#[path = "support/entry0.rs"]
+mod entry0;
+use entry0::linux_cycles;
+
 const VECTOR: u8 = 0x40;
+
+/// Entry 0 programmed for [`VECTOR`], MSI-X enabled, unmasked.
+fn bring_up(r: &Rig) {
+    entry0::bring_up(r, VECTOR);
+}
 
 fn rig(pinned: Option<Policy>, maskable: bool, recheck: Duration) -> Rig {
     Rig::new(RigConfig {
@@ -21,30 +30,6 @@ fn rig(pinned: Option<Policy>, maskable: bool, recheck: Duration) -> Rig {
         ..RigConfig::default()
     })
     .expect("rig boots")
-}
-
-/// Programs entry 0 for IDT vector 0x40 on vCPU 0, enables MSI-X, unmasks.
-fn bring_up(r: &Rig) {
-    r.accel.write_message_control(0x8000).unwrap();
-    let mut p = Program::new();
-    p.write(Width::W32, r.entry(0, 0), 0xFEE0_0000);
-    p.write(Width::W32, r.entry(0, 4), 0);
-    p.write(Width::W32, r.entry(0, 8), u64::from(VECTOR));
-    p.write(Width::W32, r.entry(0, 12), 0);
-    r.vm.run(0, &p).unwrap();
-    r.accel.service_fast_path();
-}
-
-fn linux_cycles(r: &Rig, n: u64) -> u64 {
-    let mut p = Program::new();
-    p.repeat(n, |p| {
-        p.write(Width::W32, r.entry(0, 12), 1);
-        p.read(Width::W32, r.entry(0, 0));
-        p.write(Width::W32, r.entry(0, 12), 0);
-    });
-    let before = r.vm.exits();
-    r.vm.run(0, &p).unwrap();
-    r.vm.exits().since(&before).mmio()
 }
 
 /// The choice as the stats and the one event state it.

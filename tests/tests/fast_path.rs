@@ -5,11 +5,16 @@ use msix_accel::Policy;
 use msix_rig::rig::{Rig, RigConfig};
 use testvm::{Program, Width};
 
-#[path = "support/cycles.rs"]
-mod cycles;
-use cycles::linux_cycles;
+#[path = "support/entry0.rs"]
+mod entry0;
+use entry0::linux_cycles;
 
 const VECTOR: u8 = 0x40;
+
+/// Entry 0 programmed for [`VECTOR`], MSI-X enabled, unmasked.
+fn bring_up(r: &Rig) {
+    entry0::bring_up(r, VECTOR);
+}
 
 fn rig(policy: Policy, maskable: bool) -> Rig {
     Rig::new(RigConfig {
@@ -18,18 +23,6 @@ fn rig(policy: Policy, maskable: bool) -> Rig {
         ..RigConfig::default()
     })
     .expect("rig boots")
-}
-
-/// Programs entry 0 for IDT vector 0x40 on vCPU 0, enables MSI-X, unmasks.
-fn bring_up(r: &Rig) {
-    r.accel.write_message_control(0x8000).unwrap();
-    let mut p = Program::new();
-    p.write(Width::W32, r.entry(0, 0), 0xFEE0_0000);
-    p.write(Width::W32, r.entry(0, 4), 0);
-    p.write(Width::W32, r.entry(0, 8), u64::from(VECTOR));
-    p.write(Width::W32, r.entry(0, 12), 0);
-    r.vm.run(0, &p).unwrap();
-    r.accel.service_fast_path();
 }
 
 #[test]

@@ -13,9 +13,9 @@ use testvm::{Program, Width};
 #[path = "settle.rs"]
 pub mod settle;
 
-#[path = "cycles.rs"]
-mod cycles;
-pub use cycles::linux_cycles;
+#[path = "entry0.rs"]
+mod entry0;
+pub use entry0::linux_cycles;
 
 /// IDT vector of entry 0.
 pub const VECTOR: u8 = 0x40;
