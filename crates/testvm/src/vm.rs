@@ -696,11 +696,7 @@ impl TestVm {
                 let thread = threads
                     .get(usize::from(vcpu))
                     .filter(|t| !t.is_finished())?;
-                // SAFETY: the pthread_t belongs to a thread we spawned and
-                // have not joined (it is still in the list, unfinished), so
-                // it is valid; the signal's handler is installed and does
-                // nothing.
-                unsafe { libc::pthread_kill(thread.as_pthread_t(), kick_signal()) };
+                kick(thread);
             }
             std::thread::sleep(Duration::from_millis(1));
             let dump = counters
@@ -759,10 +755,7 @@ impl TestVm {
         let mut watchdog = Watchdog::new(self.config.watchdog, running(&threads));
         while running(&threads) > 0 && watchdog.check(running(&threads)).is_ok() {
             for t in threads.iter().filter(|t| !t.is_finished()) {
-                // SAFETY: the pthread_t belongs to a thread we spawned and
-                // have not joined yet, so it is valid; the signal's handler
-                // is installed and does nothing.
-                unsafe { libc::pthread_kill(t.as_pthread_t(), kick_signal()) };
+                kick(t);
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -899,6 +892,16 @@ fn vcpu_loop(index: u8, mut vcpu: VcpuFd, shared: &Shared) {
         Some(reason.unwrap_or_else(|| "stopped by the host".into()));
     drop(state);
     shared.changed.notify_all();
+}
+
+/// Sends the kick signal to a vCPU thread still in `threads` (spawned by
+/// us, not joined), so that its KVM_RUN returns EINTR.
+fn kick(thread: &JoinHandle<()>) {
+    // SAFETY: every caller holds the thread list's lock and passes a
+    // handle from it: a thread we spawned and have not joined, so its
+    // pthread_t is valid; the signal's handler is installed and does
+    // nothing.
+    unsafe { libc::pthread_kill(thread.as_pthread_t(), kick_signal()) };
 }
 
 /// How long a watchdog waits for a kicked vCPU to report its state.
