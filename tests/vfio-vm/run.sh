@@ -365,9 +365,9 @@ phase "phase 5: booting QEMU (TCG, timeout ${guest_timeout_s}s)"
 log="$work/console.log"
 set +e
 timeout -k 10 "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel tcg,thread=${VFIO_VM_TCG_THREAD:-multi} -cpu qemu64,+svm,+npt,+x2apic \
-    -m 1G -smp 2 -nographic \
+    -m 1G -smp ${VFIO_VM_SMP:-1} -nographic \
     -no-reboot -nic none -kernel "$vmlinuz" -initrd "$initrd" \
-    -append 'console=ttyS0 intel_iommu=on irqaffinity=0 panic=-1' \
+    -append 'console=ttyS0 intel_iommu=on irqaffinity=0 panic=-1 no_timer_check' \
     -device intel-iommu,intremap=on -device igb -device e1000e -device virtio-net-pci \
     </dev/null 2>&1 | tr -d '\r' | tee "$log" | grep -E '^(PASS|FAIL|SKIP|GUEST|TIMING|INFO|FOCUS|RETRIED|PLATFORM-FAULT)|passed, [0-9]+ failed(, [0-9]+ skipped)?$|Kernel panic'
 qemu_rc=${PIPESTATUS[0]}
