@@ -209,7 +209,8 @@ fn a_refused_memslot_places_the_table_under_trap_and_says_why() {
             hv,
             routes,
             Box::new(SoftwareSource::new(4).unwrap()),
-            AccelConfig::new(4, 0, testvm::RAM_SLOT),
+            // Pinned: the default (`auto`) would add its PolicyChosen event.
+            AccelConfig::new(4, 0, testvm::RAM_SLOT).with_policy(Policy::Fast),
             events.clone(),
         )
         .unwrap(),
@@ -244,7 +245,7 @@ fn fast_without_a_servicer_places_under_strict_loudly() {
         hv,
         routes,
         Box::new(SoftwareSource::new(4).unwrap()),
-        AccelConfig::new(4, 0, 1),
+        AccelConfig::new(4, 0, 1).with_policy(Policy::Fast),
         events.clone(),
     )
     .unwrap();

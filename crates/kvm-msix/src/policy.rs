@@ -10,6 +10,9 @@ pub enum Policy {
     /// (unmasks never exit): a Linux mask + flush-read + unmask cycle costs 1
     /// exit. Deviation: a read of Vector Control between an absorbed unmask
     /// and its service (microseconds) still shows the mask bit set.
+    ///
+    /// The default of a table binding on its own; `msix-accel`'s
+    /// `AccelConfig` defaults to [`Policy::Auto`].
     #[default]
     Fast,
     /// Read-only memslot, no ioeventfds: unmasks exit too, 2 exits per Linux

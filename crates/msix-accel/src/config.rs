@@ -3,6 +3,11 @@
 use kvm_msix::Policy;
 use msix_model::BarOffset;
 
+/// Default of [`AccelConfig::policy`]: `auto`, since which of the exact
+/// mechanisms (`fast`, `strict`) costs less depends on the host
+/// (docs/performance.md); it measures at placement and runs that one.
+pub const DEFAULT_POLICY: Policy = Policy::Auto;
+
 /// Default of [`AccelConfig::unmask_batch`].
 pub const DEFAULT_UNMASK_BATCH: u16 = 64;
 
@@ -94,7 +99,8 @@ pub struct AccelConfig {
 
 impl AccelConfig {
     /// A table of `table_size` entries at BAR `bir` offset 0 and its PBA on
-    /// the next page boundary after it, policy `fast`, source masking on.
+    /// the next page boundary after it, policy `auto` (the host's cheaper
+    /// exact mechanism, measured at placement), source masking on.
     pub fn new(table_size: u16, bir: u8, memslot: u32) -> Self {
         let table_len = u64::from(table_size) * 16;
         let pba_offset = kvm_msix::page_align_up(table_len.max(1)) as u32;
@@ -102,7 +108,7 @@ impl AccelConfig {
             table_size,
             table: BarOffset::new(bir, 0),
             pba: BarOffset::new(bir, pba_offset),
-            policy: Policy::Fast,
+            policy: DEFAULT_POLICY,
             memslot,
             fast_entries: DEFAULT_FAST_ENTRIES,
             source_masking: true,

@@ -86,6 +86,13 @@ impl EventKind {
         EventKind::RelocationThrottled,
         EventKind::PolicyChosen,
     ];
+
+    /// Whether the event reports a problem: every kind but `auto`'s record
+    /// of its choice ([`EventKind::PolicyChosen`]), which a VMM or a check
+    /// that expects no trouble lets through.
+    pub fn is_trouble(self) -> bool {
+        self != EventKind::PolicyChosen
+    }
 }
 
 /// One event.

@@ -6,8 +6,9 @@
 //! (`irqfd-routes`) and the device's interrupt source (`vfio-vectors`), all
 //! hypervisor calls going through [`MsixVm`]. Interrupts travel device ->
 //! eventfd -> KVM irqfd -> guest without entering userspace; under the
-//! default `fast` policy a Linux mask + flush-read + unmask cycle costs one
-//! exit to userspace. A servicer ([`ServiceThread`] or
+//! `fast` policy a Linux mask + flush-read + unmask cycle costs one exit to
+//! userspace, under `strict` two; the default, `auto`, measures the host at
+//! placement and runs whichever is cheaper there. A servicer ([`ServiceThread`] or
 //! [`FastPathSubscriber`]) services the unmasks KVM absorbed.
 //!
 //! A hostile guest or a failing host harms at most the vector concerned:
@@ -72,8 +73,8 @@ mod vector;
 pub use accelerator::MsixAccelerator;
 pub use auto_policy::{AUTO_BUDGET, AUTO_EXIT_WEIGHT, AUTO_ROUNDS, DEFAULT_AUTO_RECHECK};
 pub use config::{
-    AccelConfig, DEFAULT_FAST_ENTRIES, DEFAULT_UNMASK_BATCH, DEFAULT_UNMASK_COALESCING,
-    DEFAULT_UNMASK_DEFERRAL, DEFAULT_UNMASK_POLLING,
+    AccelConfig, DEFAULT_FAST_ENTRIES, DEFAULT_POLICY, DEFAULT_UNMASK_BATCH,
+    DEFAULT_UNMASK_COALESCING, DEFAULT_UNMASK_DEFERRAL, DEFAULT_UNMASK_POLLING,
 };
 pub use debug::AccelDebug;
 pub use error::{Error, Result};

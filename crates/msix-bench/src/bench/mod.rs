@@ -384,10 +384,9 @@ impl Subject {
     /// Whether this is the row of `AccelConfig::new`'s default policy with
     /// source masking (`"default": true` in the JSON).
     pub fn is_default(&self) -> bool {
-        let default = msix_accel::AccelConfig::new(1, 0, 0).policy;
         *self
             == Subject::Ours {
-                policy: default,
+                policy: msix_accel::DEFAULT_POLICY,
                 maskable: true,
             }
     }
@@ -682,8 +681,11 @@ mod tests {
             .filter(|(s, _)| s.is_default())
             .map(|(_, n)| n)
             .collect();
-        let default = msix_accel::AccelConfig::new(1, 0, 0).policy;
-        assert_eq!(defaults, [&format!("{default}+srcmask")]);
+        assert_eq!(defaults, ["auto+srcmask"]);
+        assert_eq!(
+            msix_accel::AccelConfig::new(1, 0, 0).policy,
+            msix_accel::DEFAULT_POLICY
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use msix_accel::{EventKind, MsixAccelerator, Policy};
+use msix_accel::{MsixAccelerator, Policy};
 use testvm::MmioHandler;
 use vfio_vectors::software::SoftwareSource;
 
@@ -55,12 +55,7 @@ impl Target for Rig {
     }
     fn settle(&self) -> Result<(), Error> {
         self.accel.service_fast_path();
-        // `auto`'s report of its choice is not trouble.
-        match self
-            .take_events()
-            .into_iter()
-            .find(|e| e.kind != EventKind::PolicyChosen)
-        {
+        match self.take_events().into_iter().find(|e| e.kind.is_trouble()) {
             Some(e) => Err(Error::Check(format!("accelerator: {e}"))),
             None => Ok(()),
         }
