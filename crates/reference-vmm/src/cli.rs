@@ -26,7 +26,7 @@ USAGE:
     --memory          guest RAM in MiB, 64 to 3072 (default 512)
     --device          a PCI function bound to vfio-pci, as 0000:01:00.0 or
                       a sysfs path; repeat for more (default none)
-    --policy          the accelerator's policy (default fast; auto measures
+    --policy          the accelerator's policy (default auto: it measures
                       the host at placement and runs fast or strict)
     --source-masking  mask at the device through the VFIO table mmap when
                       the host allows it (default on)
@@ -83,7 +83,7 @@ impl Options {
             cpus: 1,
             memory: 512 << 20,
             devices: Vec::new(),
-            policy: Policy::Fast,
+            policy: msix_accel::DEFAULT_POLICY,
             source_masking: true,
             coalescing: None,
         };
@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn every_option_parses_and_defaults_hold() {
         let o = Options::parse(&args("--kernel k")).unwrap().unwrap();
-        assert_eq!((o.cpus, o.memory, o.policy), (1, 512 << 20, Policy::Fast));
+        assert_eq!((o.cpus, o.memory, o.policy), (1, 512 << 20, Policy::Auto));
         assert!(o.source_masking && o.devices.is_empty() && o.coalescing.is_none());
         let o = Options::parse(&args(
             "--kernel k --initrd i --cpus 4 --memory 1024 --device 0000:00:02.0 \
