@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use msix_accel::Policy;
+use msix_accel::{Policy, DEFAULT_POLICY};
 
 use msix_hardware::checks::{self, RunResult};
 use msix_hardware::device::{self, AssignedDevice};
@@ -20,7 +20,8 @@ msix-bench --vfio BDF [--json]
 Runs the end-to-end checks on a PCI device bound to vfio-pci (root, /dev/kvm,
 /dev/vfio): the device's own MSI-X vectors through the kernel VFIO source and
 the accelerator into a real KVM guest, under fast, strict and trap, each with
-and without source masking; then the same checks on QEMU-like and
+and without source masking, and under the default (auto, which measures the
+host and runs fast or strict) with it; then the same checks on QEMU-like and
 crosvm-like handlers of the same device, and the cost of a Linux mask cycle
 of each, side by side. See docs/hardware.md.
 
@@ -65,12 +66,18 @@ impl Options {
     }
 }
 
-/// Every run: each policy, without and with source masking.
+/// Every run: each mechanism, without and with source masking, then the
+/// library's default with source masking (`auto+srcmask`) when it is not
+/// one of those.
 pub fn runs() -> Vec<(Policy, bool)> {
-    Policy::ALL
+    let mut runs: Vec<(Policy, bool)> = Policy::ALL
         .iter()
         .flat_map(|&p| [(p, false), (p, true)])
-        .collect()
+        .collect();
+    if !runs.contains(&(DEFAULT_POLICY, true)) {
+        runs.push((DEFAULT_POLICY, true));
+    }
+    runs
 }
 
 /// Runs `msix-bench --vfio ...`; returns the exit code.
@@ -186,11 +193,12 @@ mod tests {
     }
 
     #[test]
-    fn every_policy_runs_without_and_with_source_masking() {
+    fn every_mechanism_runs_without_and_with_source_masking_and_the_default_last() {
         let r = runs();
-        assert_eq!(r.len(), 6);
+        assert_eq!(r.len(), 7);
         for p in Policy::ALL {
             assert!(r.contains(&(p, false)) && r.contains(&(p, true)));
         }
+        assert_eq!(r.last(), Some(&(Policy::Auto, true)));
     }
 }

@@ -90,6 +90,14 @@ pub struct RunResult {
     pub source_masking: bool,
     /// A peer handler, not ours.
     pub peer: bool,
+    /// Ours under the library's default policy (`msix_accel::DEFAULT_POLICY`)
+    /// with source masking: what a VMM gets (only that run carries it, as
+    /// `true`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
+    /// Ours: the mechanism the table was placed under (for `auto`, what it
+    /// chose on this host); None for the peers and a failed setup.
+    pub policy_in_force: Option<String>,
     /// Each check, in [`CHECKS`] order.
     pub checks: Vec<CheckOutcome>,
     /// Exits of the guest programming every entry.
@@ -107,16 +115,31 @@ impl RunResult {
             self.policy.clone()
         }
     }
+
+    /// The name in the tables: the default run's ends in `*`.
+    pub fn label(&self) -> String {
+        if self.default {
+            format!("{}*", self.name())
+        } else {
+            self.name()
+        }
+    }
 }
 
 /// Runs every check under `policy`, with or without source masking, in a
 /// fresh guest with a fresh accelerator.
 pub fn run(device: &AssignedDevice, policy: Policy, source_masking: bool) -> RunResult {
     let name = policy.to_string();
-    match HwRig::new(device, policy, source_masking) {
-        Ok(rig) => run_on(device, &rig, name, source_masking, false),
+    let mut result = match HwRig::new(device, policy, source_masking) {
+        Ok(rig) => {
+            let mut r = run_on(device, &rig, name, source_masking, false);
+            r.policy_in_force = Some(rig.accel.policy().to_string());
+            r
+        }
         Err(e) => failed_setup(name, source_masking, false, &e),
-    }
+    };
+    result.default = policy == msix_accel::DEFAULT_POLICY && source_masking;
+    result
 }
 
 /// The result of a run whose guest or handler could not be set up.
@@ -125,6 +148,8 @@ pub fn failed_setup(name: String, source_masking: bool, peer: bool, e: &Error) -
         policy: name,
         source_masking,
         peer,
+        default: false,
+        policy_in_force: None,
         checks: CHECKS
             .iter()
             .map(|name| CheckOutcome {
@@ -149,6 +174,8 @@ pub fn run_on(
         policy: name,
         source_masking,
         peer,
+        default: false,
+        policy_in_force: None,
         checks: Vec::new(),
         program_exits: None,
         cycle: None,

@@ -84,7 +84,8 @@ pub struct HardwareReport {
     pub device: DeviceInfo,
     /// The host.
     pub host: HostInfo,
-    /// One entry per policy, without and with source masking.
+    /// One entry per mechanism, without and with source masking, then the
+    /// default (`auto` with source masking, `"default": true`).
     pub runs: Vec<RunResult>,
     /// The same checks on the peer handlers (QEMU-like, crosvm-like).
     pub peers: Vec<RunResult>,
@@ -194,7 +195,7 @@ impl HardwareReport {
                 ""
             }
         );
-        let names: Vec<String> = self.all_runs().map(RunResult::name).collect();
+        let names: Vec<String> = self.all_runs().map(RunResult::label).collect();
         let width = CHECKS.iter().map(|c| c.len()).max().unwrap_or(0);
         let _ = write!(s, "{:width$}", "check");
         for n in &names {
@@ -214,10 +215,17 @@ impl HardwareReport {
             }
             s.push('\n');
         }
+        if let Some(d) = self.runs.iter().find(|r| r.default) {
+            let _ = writeln!(
+                s,
+                "* the default (AccelConfig::new's policy with source masking), here under {}",
+                d.policy_in_force.as_deref().unwrap_or("no placement")
+            );
+        }
         s.push('\n');
         s.push_str(&cycle_table(
             self.all_runs()
-                .filter_map(|r| r.cycle.map(|c| (r.name(), c)))
+                .filter_map(|r| r.cycle.map(|c| (r.label(), c)))
                 .collect(),
         ));
         s.push_str(&self.ratio_table());
@@ -230,7 +238,7 @@ impl HardwareReport {
         let ours: Vec<(String, f64)> = self
             .runs
             .iter()
-            .filter_map(|r| r.cycle.map(|c| (r.name(), c.guest_ns_per_cycle)))
+            .filter_map(|r| r.cycle.map(|c| (r.label(), c.guest_ns_per_cycle)))
             .filter(|(_, ns)| *ns > 0.0)
             .collect();
         let peers: Vec<(String, f64)> = self
