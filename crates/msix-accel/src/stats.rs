@@ -71,6 +71,12 @@ stats! {
     /// Unmasks absorbed by an ioeventfd and serviced by the service thread
     /// or drained at the start of a synchronous exit.
     fast_path_unmasks,
+    /// Times a [`crate::FastPathSubscriber`] (and so a
+    /// [`crate::ServiceThread`]) was dispatched for this device: one per
+    /// readiness of one of its fds (absorbed unmasks, retired ioeventfds,
+    /// the coalescing, deferral and retry timers). 0 while nothing woke
+    /// it for this device: device interrupts never do.
+    servicer_wakeups,
     /// Service passes after which a [`crate::ServiceThread`] polled for
     /// the next unmask (mask traffic and a non-zero window).
     unmask_poll_windows,
