@@ -7,6 +7,7 @@
 
 pub mod floor;
 pub mod floor_servicer;
+pub mod idle;
 pub mod ours;
 pub mod peer;
 pub mod plot;

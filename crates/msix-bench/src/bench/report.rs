@@ -384,6 +384,8 @@ pub struct Report {
     pub rows: Vec<RowReport>,
     /// Peers against `fast` and `fast+srcmask`, and the floor ratios.
     pub ratios: Vec<RatioReport>,
+    /// Each servicer thread over an idle guest after the rounds.
+    pub idle: super::idle::IdleReport,
     /// Wall time of the whole run, seconds.
     pub wall_s: f64,
     /// Checks that failed (empty on success).
@@ -460,6 +462,7 @@ impl Report {
         self.latency_table(&mut s);
         self.semantics_table(&mut s);
         self.bring_up_table(&mut s);
+        self.idle.table(&mut s);
         s
     }
 

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use msix_accel::Policy;
 
 use super::floor::FloorKind;
+use super::idle;
 use super::report::{
     Check, CheckOutcome, Host, LatencyReport, Percentiles, RatioReport, Report, RowReport,
     SchedReport,
@@ -219,6 +220,25 @@ pub fn run(options: &Options) -> Report {
             (None, _) => samples.push(None),
         }
     }
+
+    // The servicers over an idle guest, right after the last mask traffic.
+    let interval = if options.quick {
+        idle::IDLE_QUICK
+    } else {
+        idle::IDLE_FULL
+    };
+    bar.stage(&format!(
+        "idle: every guest for {} s",
+        interval.as_secs_f64()
+    ));
+    let named: Vec<(String, &RowThreads)> = subjects
+        .iter()
+        .zip(&targets)
+        .zip(&threads)
+        .filter(|((_, t), _)| t.is_some())
+        .map(|((s, _), th)| (s.name(), th))
+        .collect();
+    let idle = idle::measure(&named, interval);
 
     // The semantic checks, in the same guests (after the rounds: the storm
     // watches the masked window, which costs ioctls per exit).
@@ -438,6 +458,7 @@ pub fn run(options: &Options) -> Report {
         calibration_uncertainty_ns: median(&calibrations),
         rows,
         ratios,
+        idle,
         wall_s: start.elapsed().as_secs_f64(),
         failures: failures.into_iter().map(|(_, f)| f).collect(),
         checks,
