@@ -100,9 +100,18 @@ vmm_run() {
 }
 
 # Checks on the VMM's statistics at L2's marks: vmm_checks LABEL COST, where
-# COST is the policy's exits per Linux mask cycle (fast 1, strict 2, trap 3).
+# COST is the policy's exits per Linux mask cycle (fast 1, strict 2, trap 3),
+# or `auto`: the cost of the mechanism auto put in force (the VMM's
+# `policy=` at marks 2 and 3, which must agree), whose PolicyChosen events
+# are then the only accelerator events allowed.
 vmm_checks() {
-    label=$1; cost=$2
+    label=$1; cost=$2; chosen=""
+    if [ "$cost" = auto ]; then
+        chosen=$(stat 3 policy)
+        case "$chosen" in fast) cost=1 ;; strict) cost=2 ;; *) cost=0 ;; esac
+        [ "$cost" -gt 0 ] && [ "$(stat 2 policy)" = "$chosen" ] && ok "$label: auto_chose_an_exact_mechanism: $chosen" ||
+            bad "$label: auto_chose_an_exact_mechanism: in force at mark 2 '$(stat 2 policy)', at mark 3 '$chosen'"
+    fi
     v=$(info vectors); h=$(stat 1 host_irqs)
     [ -n "$v" ] && [ "${h%/*}" = "$v" ] && ok "$label: host_irqs_only_for_vectors_in_use: $h host IRQs for $v guest vectors" ||
         bad "$label: host_irqs_only_for_vectors_in_use: host $h, guest $v"
@@ -148,6 +157,10 @@ vmm_checks() {
         [ "$named" -gt 0 ] && [ "$others" -eq 0 ] &&
             ok "$label: events_name_the_garbage_vectors: $named RouteRejected on vectors 5-9, none elsewhere" ||
             bad "$label: events_name_the_garbage_vectors: $named on vectors 5-9, $others other events"
+    elif [ -n "$chosen" ]; then
+        choices=$(sed '/^VMM-EXIT/q' /tmp/vmm.err | grep -cE '^VMM-EVENT device [0-9]+: PolicyChosen: auto chose (fast|strict):')
+        [ "$ev" -eq "$choices" ] && ok "$label: no_accelerator_events_but_the_choice: $choices PolicyChosen" ||
+            bad "$label: no_accelerator_events_but_the_choice: $ev events, $choices PolicyChosen"
     else
         [ "$ev" -eq 0 ] && ok "$label: no_accelerator_events" || bad "$label: no_accelerator_events: $ev"
     fi
@@ -185,14 +198,17 @@ if [ "$mode" = full ]; then
     # L1's e1000e stays with its Linux driver: L2's pings go to it.
     peer_ip=$(peer $(basename /sys/bus/pci/devices/$e1000e/net/*))
     echo "L1: the peer of L2's igb is $peer_ip"
-    # The default (fast, source masking on) with everything, each policy
-    # with and without source masking, the hostile guest in the last run.
-    vmm_run "igb default" "--device $igb" "lg.peer=$peer_ip lg.moves=$rounds lg.rebind=$rebinds lg.ethtool=1"
+    # The first run (fast, source masking on: named on the command line,
+    # since its checks depend on it) with everything, then each run of
+    # policy_runs (POLICY:SOURCE_MASKING; by default every other policy with
+    # and without source masking), the hostile guest in trap:off.
+    vmm_run "igb default" "--device $igb --policy fast --source-masking on" "lg.peer=$peer_ip lg.moves=$rounds lg.rebind=$rebinds lg.ethtool=1"
     vmm_checks "igb default" 1
-    for p in strict:2:on trap:3:on fast:1:off strict:2:off trap:3:off; do
-        policy=${p%%:*}; cost=${p#*:}; cost=${cost%%:*}; sm=${p##*:}
+    for p in $policy_runs; do
+        policy=${p%%:*}; sm=${p##*:}
+        case "$policy" in fast) cost=1 ;; strict) cost=2 ;; trap) cost=3 ;; *) cost=$policy ;; esac
         label="igb $policy sm=$sm"
-        if [ "$p" = trap:3:off ]; then
+        if [ "$p" = trap:off ]; then
             vmm_run "$label" "--device $igb --policy $policy --source-masking $sm" "lg.peer=$peer_ip lg.moves=$rounds_other lg.hostile=1 iomem=relaxed"
             vmm_checks "$label" $cost hostile
         else
@@ -210,7 +226,7 @@ if [ "$mode" = full ]; then
     i=0; while [ ! -e /sys/bus/pci/devices/$igb/net ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     peer_ip=$(peer $(basename /sys/bus/pci/devices/$igb/net/*))
     echo "L1: the peer of L2's e1000e is $peer_ip"
-    vmm_run "e1000e default" "--device $e1000e" "lg.peer=$peer_ip lg.moves=$rounds_other lg.rebind=2"
+    vmm_run "e1000e default" "--device $e1000e --policy fast --source-masking on" "lg.peer=$peer_ip lg.moves=$rounds_other lg.rebind=2"
     vmm_checks "e1000e default" 1
 fi
 echo "linux-guest: $pass passed, $fail failed"

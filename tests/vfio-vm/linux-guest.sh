@@ -19,6 +19,9 @@ mode=${LINUX_GUEST_MODE:-full}
 # Affinity-move rounds: the default run, and each other policy run.
 rounds=${LINUX_GUEST_ROUNDS:-20}
 rounds_other=${LINUX_GUEST_ROUNDS_OTHER:-5}
+# The igb runs after the first (fast, source masking on), as POLICY:SOURCE_MASKING
+# (policy fast, strict, trap or auto; on or off); trap:off is the hostile run.
+policy_runs=${LINUX_GUEST_POLICY_RUNS:-strict:on trap:on fast:off strict:off trap:off}
 # Unbind/rebind cycles of the igb default run.
 rebinds=${LINUX_GUEST_REBINDS:-10}
 guest_timeout_s=${LINUX_GUEST_TIMEOUT:-2400}
@@ -28,6 +31,12 @@ qemu_extra=${LINUX_GUEST_QEMU_ARGS:-}
 l1_append=${LINUX_GUEST_L1_APPEND:-}
 kvm_amd_params=${LINUX_GUEST_KVM_AMD:-}
 l2_cpus=${LINUX_GUEST_L2_CPUS:-2}
+# L1's CPUs (QEMU's -smp). One by default: with two, QEMU's multi-threaded
+# TCG ran two emulated CPUs in two host threads while one of them ran L2, and
+# the nested machine faulted in most runs (L1 hangs and triple faults, L2
+# shutdowns: README, "The nested machine: one L1 CPU"). L2's vCPUs then
+# time-share L1's one CPU as threads; L2 still sees LINUX_GUEST_L2_CPUS.
+l1_cpus=${LINUX_GUEST_L1_CPUS:-2}
 # QEMU's accelerator: tcg (multi-threaded, one host thread per vCPU) or,
 # e.g., tcg,thread=single (README, "Known open problem").
 accel=${LINUX_GUEST_ACCEL:-tcg}
@@ -101,6 +110,7 @@ cp "$work/l2.cpio" "$l1/l2/initrd"
 cat >"$l1/etc/linux-guest.conf" <<CONF
 mode='$mode' rounds='$rounds' rounds_other='$rounds_other' rebinds='$rebinds'
 kvm_amd_params='$kvm_amd_params' l2_cpus='$l2_cpus' vmm_timeout='$vmm_timeout'
+policy_runs='$policy_runs'
 CONF
 cp "$here/linux-guest-l1-init.sh" "$l1/init"
 chmod +x "$l1/init"
@@ -108,11 +118,11 @@ chmod +x "$l1/init"
 phase "initramfs L1 $(du -h "$work/l1.cpio" | cut -f1) (L2 $(du -h "$work/l2.cpio" | cut -f1))"
 
 # --- boot ---------------------------------------------------------------------
-phase "booting QEMU (TCG, timeout ${guest_timeout_s}s)"
+phase "booting QEMU ($accel, L1 CPUs $l1_cpus, L2 vCPUs $l2_cpus, timeout ${guest_timeout_s}s)"
 log="$work/console.log"
 set +e
 timeout -k 10 "$guest_timeout_s" qemu-system-x86_64 -M q35 -accel "$accel" -cpu qemu64,+svm,+npt,+x2apic \
-    -m 2G -smp 2 -nographic -no-reboot -nic none -kernel "$vmlinuz" -initrd "$work/l1.cpio" \
+    -m 2G -smp "$l1_cpus" -nographic -no-reboot -nic none -kernel "$vmlinuz" -initrd "$work/l1.cpio" \
     -append "console=ttyS0 intel_iommu=on panic=-1 quiet nokaslr $l1_append" \
     -device intel-iommu,intremap=on \
     -netdev hubport,id=h0,hubid=0 -device igb,netdev=h0 \
