@@ -32,10 +32,10 @@ l1_append=${LINUX_GUEST_L1_APPEND:-}
 kvm_amd_params=${LINUX_GUEST_KVM_AMD:-}
 l2_cpus=${LINUX_GUEST_L2_CPUS:-2}
 # L1's CPUs (QEMU's -smp). One by default: with two, the nested machine
-# faulted in most runs (L1 hangs and triple faults, L2 shutdowns), with one
-# it passed 6 runs in a row (README, "The nested machine: one L1 CPU"). L2's
-# vCPUs then time-share L1's one CPU as threads; L2 still sees
-# LINUX_GUEST_L2_CPUS.
+# faulted in 6 of 8 runs (L1 hangs and triple faults, L2 shutdowns); with
+# one, 7 of 11 passed and the other 4 hung the same way while L2 booted
+# (README, "The nested machine: one L1 CPU"). L2's vCPUs then time-share
+# L1's one CPU as threads; L2 still sees LINUX_GUEST_L2_CPUS.
 l1_cpus=${LINUX_GUEST_L1_CPUS:-1}
 # QEMU's accelerator: tcg (multi-threaded, one host thread per vCPU) or,
 # e.g., tcg,thread=single (README, "The nested machine: one L1 CPU").

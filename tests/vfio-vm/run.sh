@@ -403,7 +403,7 @@ stage_ok=0
 # VFIO_VM_LINUX_GUEST=1 runs it after the verdict above (whatever it is, so
 # that one run reports both) and requires its `linux-guest: N passed, 0
 # failed`. Off by default, so not in CI yet: its nested machine still hung
-# in 1 of 8 runs with one L1 CPU (README, "The nested machine: one L1 CPU").
+# in 4 of 11 runs with one L1 CPU (README, "The nested machine: one L1 CPU").
 # Its watchdog is tighter than its own default (2400 s): a whole run takes
 # 3-4 minutes.
 lg=""; lg_ok=1
