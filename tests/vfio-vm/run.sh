@@ -389,14 +389,43 @@ if [ -z "$summary" ] || [ -z "$e2e" ] || [ -z "$scn" ]; then
     tail -20 "$log" >&2
     die "no summary line from the guest (QEMU exit $qemu_rc; see $log)"
 fi
-phase "done in $(( $(date +%s) - start_s ))s"
+phase "QEMU stage done in $(( $(date +%s) - start_s ))s"
 grep -E '^FAIL' "$log" || true
 grep -q '^FAIL kvm_in_guest' "$log" && die "/dev/kvm missing in the guest (kvm-amd did not load; see $log)"
-echo "$e2e"
-echo "$scn"
-echo "$summary"
 read -r passed _ failed _ <<<"$summary"
 read -r _ e2e_passed _ e2e_failed _ <<<"$e2e"
 read -r _ scn_passed _ scn_failed _ <<<"$scn"
+stage_ok=0
 [ "$passed" -gt 0 ] && [ "$failed" -eq 0 ] && [ "$e2e_passed" -gt 0 ] && [ "$e2e_failed" -eq 0 ] &&
-    [ "$scn_passed" -gt 0 ] && [ "$scn_failed" -eq 0 ]
+    [ "$scn_passed" -gt 0 ] && [ "$scn_failed" -eq 0 ] && stage_ok=1
+
+# --- phase 7: an unmodified Linux guest (linux-guest.sh), opt-in ------------
+# VFIO_VM_LINUX_GUEST=1 runs it after the verdict above (whatever it is, so
+# that one run reports both) and requires its `linux-guest: N passed, 0
+# failed`. Off by default, so not in CI yet: its nested machine still hung
+# in 4 of 11 runs with one L1 CPU (README, "The nested machine: one L1 CPU").
+# Its watchdog is tighter than its own default (2400 s): a whole run takes
+# 3-4 minutes.
+lg=""; lg_ok=1
+if [ "${VFIO_VM_LINUX_GUEST:-0}" = 1 ]; then
+    phase "phase 7: Linux guest stage (tests/vfio-vm/linux-guest.sh)"
+    lg_log="$work/linux-guest.log"
+    set +e
+    LINUX_GUEST_TIMEOUT=${LINUX_GUEST_TIMEOUT:-900} bash "$here/linux-guest.sh" 2>&1 | tee "$lg_log"
+    lg_rc=${PIPESTATUS[0]}
+    set -e
+    lg=$(grep -E '^linux-guest: [0-9]+ passed, [0-9]+ failed$' "$lg_log" | tail -1 || true)
+    lg_ok=0
+    if [ -n "$lg" ]; then
+        read -r _ lg_passed _ lg_failed _ <<<"$lg"
+        [ "$lg_rc" -eq 0 ] && [ "$lg_passed" -gt 0 ] && [ "$lg_failed" -eq 0 ] && lg_ok=1
+    else
+        lg="linux-guest: FAILED: no summary line (exit $lg_rc; see $lg_log)"
+    fi
+fi
+phase "done in $(( $(date +%s) - start_s ))s"
+echo "$e2e"
+echo "$scn"
+echo "$summary"
+[ -z "$lg" ] || echo "$lg"
+[ "$stage_ok" -eq 1 ] && [ "$lg_ok" -eq 1 ]
