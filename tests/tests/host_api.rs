@@ -238,25 +238,36 @@ fn a_refused_memslot_places_the_table_under_trap_and_says_why() {
 }
 
 #[test]
-fn fast_without_a_servicer_places_under_strict_loudly() {
-    let (_vm, routes, hv) = guest_with_routes();
-    let events = Arc::new(EventLog::new());
-    let accel = MsixAccelerator::new(
-        hv,
-        routes,
-        Box::new(SoftwareSource::new(4).unwrap()),
-        AccelConfig::new(4, 0, 1).with_policy(Policy::Fast),
-        events.clone(),
-    )
-    .unwrap();
-    assert_eq!(
-        accel.place(BAR_GPA, BAR_GPA + 0x1000).unwrap(),
-        Policy::Strict
-    );
-    assert_eq!(accel.fast_entries(), 0);
-    let reported = events.take();
-    assert_eq!(reported.len(), 1, "{reported:?}");
-    assert_eq!(reported[0].kind, EventKind::FastPathUnserviced);
+fn fast_or_auto_without_a_servicer_places_under_strict_loudly() {
+    for policy in [Policy::Fast, Policy::Auto] {
+        let (_vm, routes, hv) = guest_with_routes();
+        let events = Arc::new(EventLog::new());
+        let accel = MsixAccelerator::new(
+            hv,
+            routes,
+            Box::new(SoftwareSource::new(4).unwrap()),
+            AccelConfig::new(4, 0, 1).with_policy(policy),
+            events.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            accel.place(BAR_GPA, BAR_GPA + 0x1000).unwrap(),
+            Policy::Strict
+        );
+        assert_eq!(accel.fast_entries(), 0);
+        // Without a servicer `auto` does not measure (nor report a choice).
+        assert_eq!(accel.stats().auto_measurements, 0);
+        let reported = events.take();
+        assert_eq!(reported.len(), 1, "{policy}: {reported:?}");
+        assert_eq!(reported[0].kind, EventKind::FastPathUnserviced);
+        // The detail names the policy configured, not always `fast`.
+        assert!(
+            reported[0]
+                .detail
+                .starts_with(&format!("policy {policy} without a servicer")),
+            "{reported:?}"
+        );
+    }
 }
 
 #[test]

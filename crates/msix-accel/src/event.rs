@@ -38,8 +38,10 @@ pub enum EventKind {
     SourceFailed,
     /// The table shadow the guest reads could not be updated.
     ShadowFailed,
-    /// `fast` was asked for but no servicer serves this device: the
-    /// placement runs under `strict` (exact, one more exit per cycle).
+    /// `fast` or `auto` (the default) was asked for but no servicer
+    /// serves this device: the placement runs under `strict` (exact, one
+    /// more exit per cycle than `fast`; `auto` does not measure). The
+    /// detail names the policy configured.
     FastPathUnserviced,
     /// The placement runs below its policy because the hypervisor refused
     /// the table's memslot (now `trap`) or an unmask ioeventfd (the

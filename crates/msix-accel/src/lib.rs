@@ -16,7 +16,7 @@
 //! reported to the VMM as an [`AccelEvent`] through the [`EventSink`] it
 //! chooses.
 //!
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
 //! use irqfd_routes::{GsiRouting, IrqchipRoutes};
 //! use msix_accel::{AccelConfig, EventLog, MsixAccelerator, ServiceThread};
@@ -30,11 +30,14 @@
 //! let vm = Arc::new(KvmVm::new(vm_fd));
 //! let routes = GsiRouting::new(vm.clone(), IrqchipRoutes::X86KernelIrqchip)?.into_shared();
 //! let source = SoftwareSource::new(8)?;
-//! let config = AccelConfig::new(8, 3, 1); // 8 vectors in BAR 3, memslot 1
+//! let config = AccelConfig::new(8, 3, 1); // 8 vectors in BAR 3, memslot 1, policy auto
 //! let events = Arc::new(EventLog::new());
 //! let accel = Arc::new(MsixAccelerator::new(vm, routes, Box::new(source), config, events)?);
-//! let _service = ServiceThread::spawn(&[accel.clone()])?; // before place: fast needs it
-//! accel.place(0xFE00_0000, 0xFE00_1000)?;
+//! // Before place: `fast` needs a servicer, and `auto` measures only with one.
+//! let _service = ServiceThread::spawn(&[accel.clone()])?;
+//! // `auto` measures here (up to 200 ms, on this thread): `fast` or `strict`.
+//! let placed = accel.place(0xFE00_0000, 0xFE00_1000)?;
+//! assert!(matches!(placed, msix_accel::Policy::Fast | msix_accel::Policy::Strict));
 //! // In the vCPU loop: accel.mmio_read(addr, data) / accel.mmio_write(addr, data);
 //! // in config space: accel.write_message_control(value).
 //! # Ok(()) }

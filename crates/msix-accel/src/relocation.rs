@@ -53,9 +53,11 @@ impl MsixAccelerator {
                 None,
                 EventKind::FastPathUnserviced,
                 None,
-                "policy fast without a servicer (ServiceThread, FastPathSubscriber or \
-                 register_servicer): placing under strict"
-                    .into(),
+                format!(
+                    "policy {} without a servicer (ServiceThread, FastPathSubscriber or \
+                     register_servicer): placing under strict",
+                    self.config.policy
+                ),
             );
         } else if backlog >= cap {
             device.placement.limit_policy(Policy::Strict);

@@ -191,7 +191,7 @@ impl EventSubscriber for FastPathSubscriber {
         if !events.event_set().contains(EventSet::IN) {
             return;
         }
-        Counters::bump(&self.accel.counters.servicer_wakeups);
+        Counters::bump(&self.accel.counters.servicer_dispatches);
         let unmask_fd = self.accel.fast_path_fd();
         if events.fd() == unmask_fd {
             let since = self.accel.since_mask_exit();

@@ -73,10 +73,15 @@ stats! {
     fast_path_unmasks,
     /// Times a [`crate::FastPathSubscriber`] (and so a
     /// [`crate::ServiceThread`]) was dispatched for this device: one per
-    /// readiness of one of its fds (absorbed unmasks, retired ioeventfds,
-    /// the coalescing, deferral and retry timers). 0 while nothing woke
-    /// it for this device: device interrupts never do.
-    servicer_wakeups,
+    /// fd of the device found readable (absorbed unmasks, retired
+    /// ioeventfds, the coalescing, deferral and retry timers), whether
+    /// the event loop slept until then or found it in a non-blocking look
+    /// (a service thread polling for unmasks, an event manager run with a
+    /// zero timeout). Not a count of thread wake-ups: one wake-up may
+    /// dispatch several fds, and a look while polling dispatches without
+    /// one. 0 while none of those fds became readable: device interrupts
+    /// never make them so.
+    servicer_dispatches,
     /// Service passes after which a [`crate::ServiceThread`] polled for
     /// the next unmask (mask traffic and a non-zero window).
     unmask_poll_windows,

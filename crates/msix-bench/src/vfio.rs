@@ -1,6 +1,7 @@
 //! `msix-bench --vfio BDF`: the end-to-end checks of `msix-hardware` on a
-//! real assigned device, ours under every policy with and without source
-//! masking, then the QEMU-like and crosvm-like handlers of the same device,
+//! real assigned device, ours under `fast`, `strict` and `trap` with and
+//! without source masking and under the default, `auto+srcmask` (7 runs),
+//! then the QEMU-like and crosvm-like handlers of the same device,
 //! printed as a table and lines or JSON. See docs/hardware.md.
 
 use std::path::PathBuf;

@@ -98,6 +98,11 @@ pub struct RunResult {
     /// Ours: the mechanism the table was placed under (for `auto`, what it
     /// chose on this host); None for the peers and a failed setup.
     pub policy_in_force: Option<String>,
+    /// Ours under `auto`: the medians its measurement weighed, `[wake
+    /// round trip, in-thread apply]` in ns (`AccelStats::auto_wake_ns`,
+    /// `auto_inline_ns`), as the bench's `auto+srcmask` row carries them;
+    /// None for other runs and when no measurement completed.
+    pub auto_medians_ns: Option<[u64; 2]>,
     /// Each check, in [`CHECKS`] order.
     pub checks: Vec<CheckOutcome>,
     /// Exits of the guest programming every entry.
@@ -134,6 +139,9 @@ pub fn run(device: &AssignedDevice, policy: Policy, source_masking: bool) -> Run
         Ok(rig) => {
             let mut r = run_on(device, &rig, name, source_masking, false);
             r.policy_in_force = Some(rig.accel.policy().to_string());
+            let stats = rig.accel.stats();
+            r.auto_medians_ns = (policy == Policy::Auto && stats.auto_wake_ns > 0)
+                .then_some([stats.auto_wake_ns, stats.auto_inline_ns]);
             r
         }
         Err(e) => failed_setup(name, source_masking, false, &e),
@@ -150,6 +158,7 @@ pub fn failed_setup(name: String, source_masking: bool, peer: bool, e: &Error) -
         peer,
         default: false,
         policy_in_force: None,
+        auto_medians_ns: None,
         checks: CHECKS
             .iter()
             .map(|name| CheckOutcome {
@@ -176,6 +185,7 @@ pub fn run_on(
         peer,
         default: false,
         policy_in_force: None,
+        auto_medians_ns: None,
         checks: Vec::new(),
         program_exits: None,
         cycle: None,

@@ -216,9 +216,12 @@ impl HardwareReport {
             s.push('\n');
         }
         if let Some(d) = self.runs.iter().find(|r| r.default) {
+            let medians = d.auto_medians_ns.map_or(String::new(), |[wake, inline]| {
+                format!(" (wake round trip {wake} ns against in-thread apply {inline} ns)")
+            });
             let _ = writeln!(
                 s,
-                "* the default (AccelConfig::new's policy with source masking), here under {}",
+                "* the default (AccelConfig::new's policy with source masking), here under {}{medians}",
                 d.policy_in_force.as_deref().unwrap_or("no placement")
             );
         }

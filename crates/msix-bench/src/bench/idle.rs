@@ -1,10 +1,14 @@
 //! What a servicer costs while its guest is idle: after the rounds (the
 //! last mask traffic), every row's guest idles (no mask traffic, no
 //! interrupts) for the same interval, and each row's servicer thread's CPU
-//! time (`utime` + `stime` of `/proc/self/task/TID/stat`) and its sleeps
-//! (voluntary context switches: each one a wake-up before it) are read
-//! before and after. A servicer that sleeps until an fd is readable shows
-//! 0 of both; one that spins shows the whole interval.
+//! time and its sleeps (voluntary context switches: each one a wake-up
+//! before it) are read before and after. CPU time is the scheduler's
+//! runtime in nanoseconds (first field of `/proc/self/task/TID/schedstat`)
+//! where the kernel has it (`CONFIG_SCHED_INFO`), else `utime` + `stime`
+//! of `/proc/self/task/TID/stat` in clock ticks (10 ms at 100 Hz), which
+//! would hide a servicer running less than a tick; the report says which
+//! ([`CpuClock`]). A servicer that sleeps until an fd is readable shows 0
+//! of both; one that spins shows the whole interval.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -23,11 +27,46 @@ pub const IDLE_QUICK: Duration = Duration::from_secs(1);
 pub struct IdleRow {
     /// The row.
     pub name: String,
-    /// Its servicer thread's CPU time (user + system), ns, at the
-    /// resolution of clock ticks (`sysconf(_SC_CLK_TCK)`, 10 ms at 100 Hz).
+    /// Its servicer thread's CPU time, ns, read by the report's
+    /// [`CpuClock`].
     pub servicer_cpu_ns: u64,
     /// Times the servicer slept after running (voluntary switches).
     pub servicer_wakes: u64,
+}
+
+/// Where a thread's CPU time is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuClock {
+    /// The scheduler's runtime, ns: the first field of
+    /// `/proc/self/task/TID/schedstat`.
+    SchedstatNs,
+    /// `utime` + `stime` of `/proc/self/task/TID/stat`, in clock ticks
+    /// (`sysconf(_SC_CLK_TCK)`, 10 ms at 100 Hz), as ns: where the kernel
+    /// has no schedstat.
+    ClockTicks,
+}
+
+impl CpuClock {
+    /// Schedstat when this kernel has it (it is read for this thread),
+    /// else clock ticks.
+    pub fn detect() -> CpuClock {
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
+        if schedstat_ns(me).is_some() {
+            CpuClock::SchedstatNs
+        } else {
+            CpuClock::ClockTicks
+        }
+    }
+
+    /// Thread `tid`'s CPU time so far, ns; None when unreadable.
+    pub fn thread_cpu_ns(self, tid: i32) -> Option<u64> {
+        match self {
+            CpuClock::SchedstatNs => schedstat_ns(tid),
+            CpuClock::ClockTicks => ticks_ns(tid),
+        }
+    }
 }
 
 /// Every row with a servicer thread, over one interval.
@@ -35,12 +74,22 @@ pub struct IdleRow {
 pub struct IdleReport {
     /// The interval, seconds.
     pub seconds: f64,
+    /// How `servicer_cpu_ns` was read.
+    pub cpu_clock: CpuClock,
     /// Rows with a servicer thread, in the run's row order.
     pub rows: Vec<IdleRow>,
 }
 
-/// Thread `tid`'s CPU time so far (user + system), ns; None when unreadable.
-pub fn thread_cpu_ns(tid: i32) -> Option<u64> {
+/// Thread `tid`'s runtime so far from schedstat, ns; None when the kernel
+/// has no schedstat or it is unreadable.
+fn schedstat_ns(tid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Thread `tid`'s CPU time so far (user + system) in clock ticks, as ns;
+/// None when unreadable.
+fn ticks_ns(tid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
     // Fields 14 and 15 (utime, stime) follow the parenthesised name, which
     // may hold spaces: count from the last ')' (field 3 is index 0).
@@ -56,7 +105,8 @@ pub fn thread_cpu_ns(tid: i32) -> Option<u64> {
 /// Sleeps `interval` with every guest idle and returns what each row's
 /// servicer (`rows`: name and threads) did meanwhile.
 pub fn measure(rows: &[(String, &RowThreads)], interval: Duration) -> IdleReport {
-    let read = |tid: i32| (thread_cpu_ns(tid), ThreadSched::read(tid).voluntary);
+    let clock = CpuClock::detect();
+    let read = |tid: i32| (clock.thread_cpu_ns(tid), ThreadSched::read(tid).voluntary);
     let before: Vec<Option<(Option<u64>, u64)>> =
         rows.iter().map(|(_, t)| t.servicer.map(read)).collect();
     std::thread::sleep(interval);
@@ -75,6 +125,7 @@ pub fn measure(rows: &[(String, &RowThreads)], interval: Duration) -> IdleReport
         .collect();
     IdleReport {
         seconds: interval.as_secs_f64(),
+        cpu_clock: clock,
         rows,
     }
 }
@@ -95,10 +146,11 @@ impl IdleReport {
                 r.name, r.servicer_cpu_ns, r.servicer_wakes
             );
         }
-        let _ = writeln!(
-            s,
-            "(cpu: utime + stime of /proc/self/task/TID/stat, in clock ticks; wakes: its voluntary switches)"
-        );
+        let cpu = match self.cpu_clock {
+            CpuClock::SchedstatNs => "runtime of /proc/self/task/TID/schedstat, ns",
+            CpuClock::ClockTicks => "utime + stime of /proc/self/task/TID/stat, in clock ticks",
+        };
+        let _ = writeln!(s, "(cpu: {cpu}; wakes: its voluntary switches)");
         let _ = writeln!(s);
     }
 }
@@ -108,21 +160,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn this_threads_cpu_time_grows_when_it_spins() {
+    fn this_threads_cpu_time_grows_when_it_spins_on_either_clock() {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
-        let before = thread_cpu_ns(tid).unwrap();
-        // Spin until the tick-granular count moves (bounded: it must move
-        // within seconds of CPU; a watchdog names what stalled).
-        let start = std::time::Instant::now();
-        while thread_cpu_ns(tid).unwrap() == before {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "watchdog: this thread's utime+stime never moved"
-            );
-            std::hint::black_box((0..1000u64).sum::<u64>());
+        let mut clocks = vec![CpuClock::ClockTicks];
+        // Where the kernel has schedstat, the bench reads it.
+        if CpuClock::detect() == CpuClock::SchedstatNs {
+            clocks.push(CpuClock::SchedstatNs);
         }
-        assert!(thread_cpu_ns(tid).unwrap() > before);
+        for clock in clocks {
+            let before = clock.thread_cpu_ns(tid).unwrap();
+            // Spin until the count moves (bounded: it must move within
+            // seconds of CPU; a watchdog names what stalled).
+            let start = std::time::Instant::now();
+            while clock.thread_cpu_ns(tid).unwrap() == before {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "watchdog: this thread's CPU time by {clock:?} never moved"
+                );
+                std::hint::black_box((0..1000u64).sum::<u64>());
+            }
+            assert!(clock.thread_cpu_ns(tid).unwrap() > before, "{clock:?}");
+        }
     }
 
     #[test]
@@ -140,5 +199,12 @@ mod tests {
         );
         assert_eq!(r.rows.len(), 1);
         assert_eq!(r.rows[0].name, "a");
+        // The JSON names the clock the CPU times were read by.
+        let json = serde_json::to_value(&r).unwrap();
+        let clock = match CpuClock::detect() {
+            CpuClock::SchedstatNs => "schedstat_ns",
+            CpuClock::ClockTicks => "clock_ticks",
+        };
+        assert_eq!(json["cpu_clock"], clock, "{json}");
     }
 }

@@ -188,8 +188,10 @@ source) and prints side-by-side tables measured in one run:
             unmasks after mask traffic) and fast+srcmask+batch (the
             service thread under SCHED_BATCH), fast+srcmask+defer (unmasks
             left to the guest's next exit for up to 100 us after a mask
-            exit), auto+srcmask (the policy that measures this host at
-            placement and runs fast or strict); models of peer VMMs: qemu-like,
+            exit), auto+srcmask (the default row: AccelConfig::new's
+            policy, which measures this host at placement and runs fast
+            or strict; \"default\": true in the JSON); models of peer
+            VMMs: qemu-like,
             cloud-hypervisor-like, dragonball-like, crosvm-like; and the
             physical floors floor-1exit (read-only table, unmask absorbed
             by an ioeventfd, a do-nothing handler: 1 exit per cycle),
@@ -216,6 +218,10 @@ source) and prints side-by-side tables measured in one run:
   bring-up  64, 512, 2048 entries in Linux's early-activation and x86
             vector-reservation orders: route commits, irqfd ioctls, ms;
             then a Function Mask set and clear
+  idle      after the rounds every guest idles 10 s (quick 1 s): no mask
+            traffic, no interrupts; each row's servicer thread's CPU time
+            and wake-ups over it (0 for one that sleeps until an fd is
+            readable)
 
 OPTIONS:
     --quick         CI run (< 60 s): 40 rounds, 1600 cycles per row, a
