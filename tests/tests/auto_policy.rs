@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use msix_accel::{AccelStats, EventKind, Policy};
 use msix_rig::rig::{Rig, RigConfig};
-use testvm::{Program, Width};
 
 #[path = "support/entry0.rs"]
 mod entry0;
@@ -71,20 +70,12 @@ fn exact_under(r: &Rig, chosen: Policy, what: &str) {
         100 * chosen.linux_cycle_exits(),
         "{what}: exits of 100 cycles under {chosen}"
     );
-    let mut mask = Program::new();
-    mask.write(Width::W32, r.entry(0, 12), 1);
-    mask.read(Width::W32, r.entry(0, 0));
-    r.vm.run(0, &mask).unwrap();
+    entry0::mask(r);
     r.source.fire_n(0, 3).unwrap();
     r.vm.sentinel_all().unwrap();
     assert_eq!(r.vm.irq_count(VECTOR), 0, "{what}: delivered while masked");
     assert!(r.accel.pending(0).unwrap(), "{what}: PBA bit while masked");
-    let mut unmask = Program::new();
-    unmask.write(Width::W32, r.entry(0, 12), 0);
-    r.vm.run(0, &unmask).unwrap();
-    assert_eq!(r.vm.wait_irq_count(VECTOR, 1).unwrap(), 1, "{what}");
-    r.vm.sentinel_all().unwrap();
-    assert_eq!(r.vm.irq_count(VECTOR), 1, "{what}: delivered once");
+    entry0::unmask_delivers_once(r, VECTOR, what);
     assert!(!r.accel.pending(0).unwrap(), "{what}: PBA clear after");
 }
 

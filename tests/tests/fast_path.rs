@@ -3,7 +3,6 @@
 
 use msix_accel::Policy;
 use msix_rig::rig::{Rig, RigConfig};
-use testvm::{Program, Width};
 
 #[path = "support/entry0.rs"]
 mod entry0;
@@ -64,22 +63,13 @@ fn masked_fire_is_pending_and_delivered_once_on_unmask() {
         for policy in Policy::ALL {
             let r = rig(policy, maskable);
             bring_up(&r);
-            let mut mask = Program::new();
-            mask.write(Width::W32, r.entry(0, 12), 1);
-            let flush = mask.read(Width::W32, r.entry(0, 0));
-            let out = r.vm.run(0, &mask).unwrap();
-            assert_eq!(out.get(flush), 0xFEE0_0000);
+            assert_eq!(entry0::mask(&r), 0xFEE0_0000);
             r.source.fire_n(0, 3).unwrap();
             // An interrupt that got through would be taken before the sentinel.
             r.vm.sentinel_all().unwrap();
             assert_eq!(r.vm.irq_count(VECTOR), 0, "{policy} maskable={maskable}");
             assert!(r.accel.pending(0).unwrap(), "{policy} maskable={maskable}");
-            let mut unmask = Program::new();
-            unmask.write(Width::W32, r.entry(0, 12), 0);
-            r.vm.run(0, &unmask).unwrap();
-            assert_eq!(r.vm.wait_irq_count(VECTOR, 1).unwrap(), 1);
-            r.vm.sentinel_all().unwrap();
-            assert_eq!(r.vm.irq_count(VECTOR), 1, "{policy} maskable={maskable}");
+            entry0::unmask_delivers_once(&r, VECTOR, &format!("{policy} maskable={maskable}"));
             assert!(!r.accel.pending(0).unwrap());
         }
     }

@@ -65,10 +65,7 @@ pub fn wait_unmasks(r: &Rig, n: u64) {
 /// run): a message raised while masked is held (none delivered), shown in
 /// the PBA, and delivered exactly once at the unmask.
 pub fn pending_held_and_delivered_once(r: &Rig, what: &str) {
-    let mut mask = Program::new();
-    mask.write(Width::W32, r.entry(0, 12), 1);
-    mask.read(Width::W32, r.entry(0, 0));
-    r.vm.run(0, &mask).unwrap();
+    entry0::mask(r);
     r.source.fire_n(0, 3).unwrap();
     r.vm.sentinel_all().unwrap();
     assert_eq!(r.vm.irq_count(VECTOR), 0, "{what}");
@@ -76,11 +73,6 @@ pub fn pending_held_and_delivered_once(r: &Rig, what: &str) {
     let bits = pba.read(Width::W64, r.pba_gpa);
     let out = r.vm.run(0, &pba).unwrap();
     assert_eq!(out.get(bits) & 1, 1, "PBA bit 0, {what}");
-    let mut unmask = Program::new();
-    unmask.write(Width::W32, r.entry(0, 12), 0);
-    r.vm.run(0, &unmask).unwrap();
-    assert_eq!(r.vm.wait_irq_count(VECTOR, 1).unwrap(), 1);
-    r.vm.sentinel_all().unwrap();
-    assert_eq!(r.vm.irq_count(VECTOR), 1, "{what}");
+    entry0::unmask_delivers_once(r, VECTOR, what);
     assert!(!r.accel.pending(0).unwrap());
 }
