@@ -2,7 +2,10 @@
 //! (`AccelConfig::unmask_polling`): it polls only after mask traffic, and
 //! everything stays exact while it does; and one leaving absorbed unmasks
 //! to the guest's next exit (`AccelConfig::unmask_deferral`): exact too,
-//! and an unmask no exit follows is still applied, by its timer. Whether a poll catches an unmask
+//! an unmask no exit follows is still applied, by its timer, and the
+//! unmask that wakes the servicer reads back at once and releases a held
+//! message at once (proven with a window no test waits out).
+//! Whether a poll catches an unmask
 //! depends on timing, so nothing here asserts that one did: the counts
 //! asserted are those that hold whatever the timing (exits, unmasks
 //! applied, deliveries, the PBA), and "no polling" is proven by the poll
@@ -21,7 +24,7 @@ use testvm::{Program, Width};
 
 use servicer::settle;
 use servicer::{
-    bring_up, linux_cycles, pending_held_and_delivered_once, rig_with, wait_unmasks, VECTOR,
+    bring_up, entry0, linux_cycles, pending_held_and_delivered_once, rig_with, wait_unmasks, VECTOR,
 };
 
 fn rig(maskable: bool, unmask_polling: Duration) -> Rig {
@@ -123,6 +126,103 @@ fn deferral_keeps_every_count_exact_and_applies_a_lone_unmask_by_its_timer() {
     // only the servicer (at the deferral's end, if it deferred) can apply
     // the unmask, and the held message must arrive exactly once.
     pending_held_and_delivered_once(&r, "deferral");
+}
+
+/// A deferral window no test waits out: what the tests below see shown or
+/// delivered was done by the servicer's look or by an exit, never by the
+/// deferral's timer (every wait is bounded by the guest's watchdog, far
+/// shorter).
+const LONG_WINDOW: Duration = Duration::from_secs(3600);
+
+/// A rig deferring for [`LONG_WINDOW`] with no coalescing window: no timer
+/// of the servicer's can end anything during a test (a coalescing window
+/// left armed by the bring-up would apply every absorbed unmask when it
+/// ends, deferred or not).
+fn rig_deferring_only() -> Rig {
+    Rig::new(msix_rig::rig::RigConfig {
+        policy: msix_accel::Policy::Fast,
+        maskable: true,
+        unmask_deferral: LONG_WINDOW,
+        unmask_coalescing: Duration::ZERO,
+        ..msix_rig::rig::RigConfig::default()
+    })
+    .expect("rig boots")
+}
+
+#[test]
+fn a_deferred_unmask_reads_back_from_the_servicers_look_and_the_next_exit_applies_it() {
+    let r = rig_deferring_only();
+    bring_up(&r, 1);
+    wait_unmasks(&r, 1);
+    assert_eq!(entry0::mask(&r), 0xFEE0_0000, "the flush read");
+    // The unmask wakes the servicer within the window after that mask
+    // exit: it defers, but shows the unmask in the shadow first. The guest
+    // spins reading Vector Control without exits, so only the servicer's
+    // look can end the spin (the timer would take an hour; the watchdog
+    // fails the run long before).
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(0, 12), 0);
+    p.poll_until(Width::W32, r.entry(0, 12), 1, 0);
+    r.vm.run(0, &p).unwrap();
+    settle::wait_for(
+        "the servicer to defer the unmask",
+        r.vm.watchdog(),
+        || r.accel.stats().unmask_deferrals,
+        || r.accel.stats().unmask_deferrals >= 1,
+    );
+    let stats = r.accel.stats();
+    assert_eq!(stats.unmask_deferrals, 1);
+    assert_eq!(stats.mask_write_exits, 1);
+    assert_eq!(
+        stats.fast_path_unmasks, 2,
+        "taken in by the servicer's look"
+    );
+    // Shown, not applied: the source still masks the vector, so a message
+    // now is held, not delivered.
+    r.source.fire(0).unwrap();
+    r.vm.sentinel_all().unwrap();
+    assert_eq!(
+        r.vm.irq_count(VECTOR),
+        0,
+        "held until the unmask is applied"
+    );
+    // The guest's next exit applies it first: a PBA read (which depends on
+    // every entry's mask) finds the message already delivered.
+    let mut pba = Program::new();
+    let bits = pba.read(Width::W64, r.pba_gpa);
+    let out = r.vm.run(0, &pba).unwrap();
+    assert_eq!(
+        out.get(bits) & 1,
+        0,
+        "PBA bit 0 after the exit applied the unmask"
+    );
+    assert_eq!(r.vm.wait_irq_count(VECTOR, 1).unwrap(), 1);
+    r.vm.sentinel_all().unwrap();
+    assert_eq!(r.vm.irq_count(VECTOR), 1, "delivered once");
+    assert!(!r.accel.pending(0).unwrap());
+    assert_eq!(r.accel.stats().unmask_deferrals, 1);
+}
+
+#[test]
+fn under_deferral_an_unmask_with_a_held_message_releases_it_at_once() {
+    let r = rig_deferring_only();
+    bring_up(&r, 1);
+    wait_unmasks(&r, 1);
+    entry0::mask(&r);
+    r.source.fire_n(0, 3).unwrap();
+    r.vm.sentinel_all().unwrap();
+    assert_eq!(r.vm.irq_count(VECTOR), 0);
+    // The unmask makes no exit and comes within the window after the mask
+    // exit; only the servicer's look, seeing the held message, can deliver
+    // it before the watchdog (the timer would take an hour).
+    entry0::unmask_delivers_once(&r, VECTOR, "released by the servicer's look");
+    let stats = r.accel.stats();
+    assert_eq!(
+        stats.unmask_deferrals, 0,
+        "not deferred: a message was held"
+    );
+    assert_eq!(stats.mask_write_exits, 1);
+    assert!(!r.accel.pending(0).unwrap());
 }
 
 fn rig_with_deferral(window: Duration) -> Rig {

@@ -78,6 +78,16 @@ impl Device {
         }
     }
 
+    /// Takes the absorbed unmasks in (as [`Device::collect_absorbed`]) and
+    /// says whether a message is held behind one of them: its entry's
+    /// pending bit is set, or the source cannot say.
+    pub(crate) fn look_at_absorbed(&mut self) -> bool {
+        self.collect_absorbed();
+        self.absorbed
+            .iter()
+            .any(|&v| self.pending(v).unwrap_or(true))
+    }
+
     /// Whether applying `vector`'s unmask needs a route commit.
     fn needs_commit(&self, vector: u16) -> bool {
         !self.view(vector).route_current

@@ -7,21 +7,25 @@
 //! which applies the entry's absorbed unmask before its own access anyway.
 //! What costs is the servicer's wake-up on every unmask. So, when an unmask
 //! wakes the servicer less than the deferral `D` after the guest's last
-//! mask exit, the servicer stops watching the unmask eventfds (the
-//! device's stable fd is set to no events in its epoll set: further
-//! unmasks wake nobody) and arms a timer for `D` after that mask exit.
-//! When it fires, and no mask exit came meanwhile for `D`, the servicer
-//! watches the unmask eventfds again and applies what is left; otherwise
-//! it waits again until `D` after the latest mask exit.
+//! mask exit, the servicer takes the absorbed unmasks in (each shown
+//! unmasked in the shadow: the guest reads back what it wrote from this
+//! look on) and, unless a message is held behind one of them, stops
+//! watching the unmask eventfds (the device's stable fd is set to no
+//! events in its epoll set: further unmasks wake nobody) and arms a timer
+//! for `D` after that mask exit. When it fires, and no mask exit came
+//! meanwhile for `D`, the servicer watches the unmask eventfds again and
+//! applies what is left; otherwise it waits again until `D` after the
+//! latest mask exit.
 //!
 //! The bound: an absorbed unmask that no exit follows is applied at most
-//! `D` after the guest's last mask exit, or `D` after the servicer saw it
-//! when the servicer woke later than that (plus the timer's and the
-//! scheduler's delay); during a burst the servicer wakes once per `D` at
-//! most, instead of once per unmask. Nothing else changes: every exit
-//! still applies the unmasks it depends on first, the PBA is computed from
-//! the same state, and the coalescing window of an unmask that needs a
-//! route commit starts when the servicer sees it.
+//! `D` after the guest's last mask exit (plus the timer's and the
+//! scheduler's delay); one the servicer sees later than that is applied at
+//! once, and so is one with a message held behind it. During a burst the
+//! servicer wakes once per `D` at most, instead of once per unmask.
+//! Nothing else changes: every exit still applies the unmasks it depends on
+//! first, the PBA is computed from the same state, and the coalescing
+//! window of an unmask that needs a route commit starts when the servicer
+//! sees it.
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,32 +85,32 @@ impl Deferral {
     }
 
     /// How long to leave unmasks to the guest's exits: until `window`
-    /// after the last mask exit, `since_mask` ago; or, when that is past
-    /// but the guest made mask exits since the servicer's previous pass
-    /// (`traffic`: a servicer slower to wake than the window), a whole
-    /// window from now. None: apply now.
-    fn remaining(&self, since_mask: Option<Duration>, traffic: bool) -> Option<Duration> {
+    /// after the last mask exit, `since_mask` ago. None: apply now (no mask
+    /// exit for a whole window: a servicer that woke that late has kept the
+    /// unmask waiting long enough).
+    fn remaining(&self, since_mask: Option<Duration>) -> Option<Duration> {
         let since = since_mask?;
-        if since < self.window {
-            Some(self.window - since)
-        } else {
-            (traffic && !self.window.is_zero()).then_some(self.window)
-        }
+        (since < self.window).then(|| self.window - since)
     }
 
     /// The unmask fd woke the servicer, `since_mask` after the guest's last
-    /// mask exit (`traffic`: mask exits since its previous pass): mute it
-    /// and arm the timer when the guest is cycling its masks.
+    /// mask exit: when the guest is cycling its masks, `look` takes the
+    /// absorbed unmasks in and says whether a message is held behind one;
+    /// if none is, mute the fd and arm the timer.
     pub(crate) fn on_unmask(
         &self,
         ops: &mut EventOps,
         unmask_fd: RawFd,
         since_mask: Option<Duration>,
-        traffic: bool,
+        look: impl FnOnce() -> bool,
     ) -> OnUnmask {
-        let Some(wait) = self.remaining(since_mask, traffic) else {
+        let Some(wait) = self.remaining(since_mask) else {
             return OnUnmask::Apply;
         };
+        if look() {
+            // A held message waits for this unmask: release it now.
+            return OnUnmask::Apply;
+        }
         let armed = self
             .timer()
             .as_mut()
@@ -140,7 +144,7 @@ impl Deferral {
             let mut timer = self.timer();
             if let Some(t) = timer.as_mut() {
                 let _ = t.wait();
-                if let Some(wait) = self.remaining(since_mask, false) {
+                if let Some(wait) = self.remaining(since_mask) {
                     if t.reset(wait, None).is_ok() {
                         return false;
                     }
@@ -164,22 +168,17 @@ mod tests {
     #[test]
     fn only_an_unmask_within_the_window_after_a_mask_exit_is_deferred() {
         let d = Deferral::new(Duration::from_micros(100));
-        for traffic in [false, true] {
-            assert_eq!(d.remaining(None, traffic), None);
-            assert_eq!(
-                d.remaining(Some(Duration::from_micros(30)), traffic),
-                Some(Duration::from_micros(70))
-            );
-        }
-        assert_eq!(d.remaining(Some(Duration::from_micros(100)), false), None);
-        assert_eq!(d.remaining(Some(Duration::from_secs(1)), false), None);
-        // A servicer woken later than the window while the guest cycles.
+        assert_eq!(d.remaining(None), None);
         assert_eq!(
-            d.remaining(Some(Duration::from_secs(1)), true),
-            Some(Duration::from_micros(100))
+            d.remaining(Some(Duration::from_micros(30))),
+            Some(Duration::from_micros(70))
         );
+        // A servicer woken a window or more after the last mask exit
+        // applies at once: it does not add a window of its own.
+        assert_eq!(d.remaining(Some(Duration::from_micros(100))), None);
+        assert_eq!(d.remaining(Some(Duration::from_secs(1))), None);
         let off = Deferral::new(Duration::ZERO);
         assert_eq!(off.timer_fd(), None);
-        assert_eq!(off.remaining(Some(Duration::ZERO), true), None);
+        assert_eq!(off.remaining(Some(Duration::ZERO)), None);
     }
 }

@@ -47,6 +47,16 @@ impl MsixAccelerator {
         device.unmasks_waiting()
     }
 
+    /// What a servicer about to defer the absorbed unmasks
+    /// ([`crate::AccelConfig::unmask_deferral`]) does first: takes them in
+    /// (drained, each shown unmasked in the shadow, so the guest reads back
+    /// what it wrote from this look on) and says whether a message is held
+    /// behind one of them (or the source cannot say): that one is then
+    /// applied now, not at the deferral's end.
+    pub(crate) fn look_before_deferring(&self) -> bool {
+        self.lock().look_at_absorbed()
+    }
+
     /// The fd a servicer waits on for held vectors to retry (see
     /// [`crate::RETRY_MAX`]); then call [`MsixAccelerator::retry_held`].
     /// None when the host refused a timer: retries then wait for the

@@ -195,9 +195,8 @@ impl EventSubscriber for FastPathSubscriber {
         let unmask_fd = self.accel.fast_path_fd();
         if events.fd() == unmask_fd {
             let since = self.accel.since_mask_exit();
-            let masks = self.accel.counters.mask_write_exits.load(Ordering::Relaxed);
-            let traffic = masks != self.polling().masks;
-            match self.deferral.on_unmask(ops, unmask_fd, since, traffic) {
+            let look = || self.accel.look_before_deferring();
+            match self.deferral.on_unmask(ops, unmask_fd, since, look) {
                 OnUnmask::Apply => self.on_unmasks(),
                 OnUnmask::Deferred => {
                     Counters::bump(&self.accel.counters.unmask_deferrals);

@@ -14,7 +14,7 @@ use testvm::{Program, Width};
 pub mod settle;
 
 #[path = "entry0.rs"]
-mod entry0;
+pub mod entry0;
 pub use entry0::linux_cycles;
 
 /// IDT vector of entry 0.

@@ -187,7 +187,7 @@ source) and prints side-by-side tables measured in one run:
             vectors); fast+srcmask+poll (the service thread polls for
             unmasks after mask traffic) and fast+srcmask+batch (the
             service thread under SCHED_BATCH), fast+srcmask+defer (unmasks
-            left to the guest's next exit for up to 100 us after a mask
+            left to the guest's next exit for up to 1 ms after a mask
             exit), auto+srcmask (the default row: AccelConfig::new's
             policy, which measures this host at placement and runs fast
             or strict; \"default\": true in the JSON); models of peer
