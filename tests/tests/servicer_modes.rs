@@ -225,6 +225,56 @@ fn under_deferral_an_unmask_with_a_held_message_releases_it_at_once() {
     assert!(!r.accel.pending(0).unwrap());
 }
 
+#[test]
+fn under_deferral_an_unmask_that_needs_a_route_commit_is_not_deferred() {
+    let r = rig_deferring_only();
+    bring_up(&r, 1);
+    wait_unmasks(&r, 1);
+    entry0::mask(&r);
+    // A new message under mask: the entry's route is stale until a commit,
+    // which only an exit on entry 0 or a servicer pass would make.
+    let moved = VECTOR + 1;
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(0, 8), u64::from(moved));
+    r.vm.run(0, &p).unwrap();
+    // The unmask wakes the servicer within the window after the mask
+    // exit; deferred, it would wait an hour, and the message below would
+    // stay held until the watchdog.
+    let unmasks = r.accel.stats().unmasks;
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(0, 12), 0);
+    r.vm.run(0, &p).unwrap();
+    // The servicer's decision first (a message fired before its look would
+    // not be deferred anyway): it deferred, or it applied the unmask.
+    settle::wait_for(
+        "the servicer to apply or defer the unmask",
+        r.vm.watchdog(),
+        || r.accel.stats().unmasks + r.accel.stats().unmask_deferrals,
+        || {
+            let s = r.accel.stats();
+            s.unmasks > unmasks || s.unmask_deferrals > 0
+        },
+    );
+    // Only the servicer's pass (no VMM call here, no exit) can have
+    // applied it, and only then is this message delivered before the
+    // watchdog.
+    r.source.fire(0).unwrap();
+    assert_eq!(r.vm.wait_irq_count(moved, 1).unwrap(), 1);
+    r.vm.sentinel_all().unwrap();
+    assert_eq!(
+        r.vm.irq_count(moved),
+        1,
+        "delivered once, to the new message"
+    );
+    assert_eq!(r.vm.irq_count(VECTOR), 0, "none to the old message");
+    let stats = r.accel.stats();
+    assert_eq!(
+        stats.unmask_deferrals, 0,
+        "not deferred: it needed a commit"
+    );
+    assert_eq!(stats.mask_write_exits, 1);
+}
+
 fn rig_with_deferral(window: Duration) -> Rig {
     Rig::new(msix_rig::rig::RigConfig {
         policy: msix_accel::Policy::Fast,

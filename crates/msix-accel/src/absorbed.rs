@@ -79,13 +79,16 @@ impl Device {
     }
 
     /// Takes the absorbed unmasks in (as [`Device::collect_absorbed`]) and
-    /// says whether a message is held behind one of them: its entry's
-    /// pending bit is set, or the source cannot say.
+    /// says whether one of them must not be deferred: a message is held
+    /// behind it (its entry's pending bit is set, or the source cannot
+    /// say), or it needs a route commit (it then waits for the coalescing
+    /// window, which only a servicer pass arms; an exit on another entry
+    /// would not apply it).
     pub(crate) fn look_at_absorbed(&mut self) -> bool {
         self.collect_absorbed();
         self.absorbed
             .iter()
-            .any(|&v| self.pending(v).unwrap_or(true))
+            .any(|&v| self.needs_commit(v) || self.pending(v).unwrap_or(true))
     }
 
     /// Whether applying `vector`'s unmask needs a route commit.

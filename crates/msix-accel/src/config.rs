@@ -77,9 +77,12 @@ pub struct AccelConfig {
     pub unmask_polling: std::time::Duration,
     /// Under `fast`, with a [`crate::FastPathSubscriber`] (or
     /// [`crate::ServiceThread`]) as servicer: an absorbed unmask that wakes
-    /// it less than this after the guest's last mask exit is left to the
-    /// guest's next exit, the servicer no longer woken by unmasks until no
-    /// mask exit came for this long; it then applies what is left. Bounds
+    /// it less than this after the guest's last mask exit is shown unmasked
+    /// to the guest's read-back at once, but left to the guest's next exit,
+    /// the servicer no longer woken by unmasks until no mask exit came for
+    /// this long (or [`crate::UNMASK_DEFERRAL_MAX_WINDOWS`] times this
+    /// passed); it then applies what is left. An unmask with a message held
+    /// behind it, or one that needs a route commit, is not deferred. Bounds
     /// how late an unmask no exit follows is applied. Zero: never defer.
     pub unmask_deferral: std::time::Duration,
     /// The device ID every MSI route carries, for hypervisors whose

@@ -18,23 +18,34 @@
 //! latest mask exit.
 //!
 //! The bound: an absorbed unmask that no exit follows is applied at most
-//! `D` after the guest's last mask exit (plus the timer's and the
-//! scheduler's delay); one the servicer sees later than that is applied at
-//! once, and so is one with a message held behind it. During a burst the
-//! servicer wakes once per `D` at most, instead of once per unmask.
+//! `D` after the guest's last mask exit, and at most
+//! [`UNMASK_DEFERRAL_MAX_WINDOWS`] x `D` after the deferral began however
+//! long the guest's mask traffic lasts (plus the timer's and the
+//! scheduler's delay). The servicer does not defer at all when it wakes `D`
+//! or more after the last mask exit, nor when one of the unmasks it took in
+//! has a message held behind it or needs a route commit: those are applied
+//! as without deferral (one that needs a commit after the coalescing
+//! window, which starts when the servicer sees it). During a burst the
+//! servicer wakes at most once per `D`, instead of once per unmask.
 //! Nothing else changes: every exit still applies the unmasks it depends on
-//! first, the PBA is computed from the same state, and the coalescing
-//! window of an unmask that needs a route commit starts when the servicer
-//! sees it.
+//! first, and the PBA is computed from the same state.
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use event_manager::{EventOps, Events};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::timerfd::TimerFd;
+
+/// The longest a deferral lasts, in windows (`AccelConfig::unmask_deferral`),
+/// from the servicer's decision to defer, however long the guest's mask
+/// exits keep coming: then the servicer watches the unmask eventfds again
+/// and applies what is left (so an unmask that needs a route commit, which
+/// only an exit on its own entry would apply, is not held for as long as
+/// the guest cycles other entries).
+pub const UNMASK_DEFERRAL_MAX_WINDOWS: u32 = 4;
 
 /// A servicer's deferral state for one accelerator.
 #[derive(Debug)]
@@ -42,6 +53,8 @@ pub(crate) struct Deferral {
     window: Duration,
     timer: Mutex<Option<TimerFd>>,
     muted: AtomicBool,
+    /// When the current deferral began (None: not deferring).
+    began: Mutex<Option<Instant>>,
 }
 
 /// What the servicer does with a wake-up on the unmask fd.
@@ -66,7 +79,13 @@ impl Deferral {
             window,
             timer: Mutex::new(timer),
             muted: AtomicBool::new(false),
+            began: Mutex::new(None),
         }
+    }
+
+    fn began(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // An instant: no invariant a panic could break.
+        self.began.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn timer(&self) -> std::sync::MutexGuard<'_, Option<TimerFd>> {
@@ -85,12 +104,25 @@ impl Deferral {
     }
 
     /// How long to leave unmasks to the guest's exits: until `window`
-    /// after the last mask exit, `since_mask` ago. None: apply now (no mask
-    /// exit for a whole window: a servicer that woke that late has kept the
-    /// unmask waiting long enough).
-    fn remaining(&self, since_mask: Option<Duration>) -> Option<Duration> {
-        let since = since_mask?;
-        (since < self.window).then(|| self.window - since)
+    /// after the last mask exit, `since_mask` ago, and no longer than
+    /// [`UNMASK_DEFERRAL_MAX_WINDOWS`] windows after the deferral began,
+    /// `deferring` ago (None: it begins now). None: apply now (no mask
+    /// exit for a whole window, since a servicer that woke that late has
+    /// kept the unmask waiting long enough; or the deferral's time is up).
+    fn remaining(
+        &self,
+        since_mask: Option<Duration>,
+        deferring: Option<Duration>,
+    ) -> Option<Duration> {
+        let to_window = self
+            .window
+            .checked_sub(since_mask?)
+            .filter(|d| !d.is_zero())?;
+        let limit = self.window * UNMASK_DEFERRAL_MAX_WINDOWS;
+        let to_limit = limit
+            .checked_sub(deferring.unwrap_or_default())
+            .filter(|d| !d.is_zero())?;
+        Some(to_window.min(to_limit))
     }
 
     /// The unmask fd woke the servicer, `since_mask` after the guest's last
@@ -104,11 +136,16 @@ impl Deferral {
         since_mask: Option<Duration>,
         look: impl FnOnce() -> bool,
     ) -> OnUnmask {
-        let Some(wait) = self.remaining(since_mask) else {
+        if self.timer().is_none() {
+            // Deferring is off: nothing to look for.
+            return OnUnmask::Apply;
+        }
+        let Some(wait) = self.remaining(since_mask, None) else {
             return OnUnmask::Apply;
         };
         if look() {
-            // A held message waits for this unmask: release it now.
+            // A held message waits for one of these unmasks, or one needs
+            // a commit: apply them as without deferral.
             return OnUnmask::Apply;
         }
         let armed = self
@@ -127,6 +164,7 @@ impl Deferral {
             return OnUnmask::Apply;
         }
         self.muted.store(true, Ordering::SeqCst);
+        *self.began() = Some(Instant::now());
         OnUnmask::Deferred
     }
 
@@ -144,13 +182,15 @@ impl Deferral {
             let mut timer = self.timer();
             if let Some(t) = timer.as_mut() {
                 let _ = t.wait();
-                if let Some(wait) = self.remaining(since_mask) {
+                let deferring = self.began().map(|at| at.elapsed());
+                if let Some(wait) = self.remaining(since_mask, deferring) {
                     if t.reset(wait, None).is_ok() {
                         return false;
                     }
                 }
             }
         }
+        *self.began() = None;
         if self.muted.swap(false, Ordering::SeqCst) {
             // Level-triggered: an unmask that came meanwhile shows at once.
             // If this failed the fd would stay muted: the caller applies
@@ -167,18 +207,34 @@ mod tests {
 
     #[test]
     fn only_an_unmask_within_the_window_after_a_mask_exit_is_deferred() {
-        let d = Deferral::new(Duration::from_micros(100));
-        assert_eq!(d.remaining(None), None);
-        assert_eq!(
-            d.remaining(Some(Duration::from_micros(30))),
-            Some(Duration::from_micros(70))
-        );
+        let us = Duration::from_micros;
+        let d = Deferral::new(us(100));
+        assert_eq!(d.remaining(None, None), None);
+        assert_eq!(d.remaining(Some(us(30)), None), Some(us(70)));
         // A servicer woken a window or more after the last mask exit
         // applies at once: it does not add a window of its own.
-        assert_eq!(d.remaining(Some(Duration::from_micros(100))), None);
-        assert_eq!(d.remaining(Some(Duration::from_secs(1))), None);
+        assert_eq!(d.remaining(Some(us(100)), None), None);
+        assert_eq!(d.remaining(Some(Duration::from_secs(1)), None), None);
         let off = Deferral::new(Duration::ZERO);
         assert_eq!(off.timer_fd(), None);
-        assert_eq!(off.remaining(Some(Duration::ZERO)), None);
+        assert_eq!(off.remaining(Some(Duration::ZERO), None), None);
+    }
+
+    #[test]
+    fn a_deferral_ends_after_its_limit_however_long_the_mask_exits_last() {
+        let us = Duration::from_micros;
+        let d = Deferral::new(us(100));
+        let limit = us(100) * UNMASK_DEFERRAL_MAX_WINDOWS;
+        // Mask exits keep coming (the last one 10 us ago): the timer is
+        // armed again for the rest of the window while the limit allows.
+        assert_eq!(d.remaining(Some(us(10)), Some(us(50))), Some(us(90)));
+        // Near the limit, only what is left of it.
+        assert_eq!(
+            d.remaining(Some(us(10)), Some(limit - us(20))),
+            Some(us(20))
+        );
+        // At or past the limit: apply now, whatever the mask traffic.
+        assert_eq!(d.remaining(Some(us(10)), Some(limit)), None);
+        assert_eq!(d.remaining(Some(us(0)), Some(limit * 3)), None);
     }
 }

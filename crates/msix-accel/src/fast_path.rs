@@ -50,9 +50,10 @@ impl MsixAccelerator {
     /// What a servicer about to defer the absorbed unmasks
     /// ([`crate::AccelConfig::unmask_deferral`]) does first: takes them in
     /// (drained, each shown unmasked in the shadow, so the guest reads back
-    /// what it wrote from this look on) and says whether a message is held
-    /// behind one of them (or the source cannot say): that one is then
-    /// applied now, not at the deferral's end.
+    /// what it wrote from this look on) and says whether one of them must
+    /// not be deferred: a message held behind it (or the source cannot
+    /// say), or a route commit it needs. They are then applied as without
+    /// deferral.
     pub(crate) fn look_before_deferring(&self) -> bool {
         self.lock().look_at_absorbed()
     }

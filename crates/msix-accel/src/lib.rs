@@ -80,6 +80,7 @@ pub use config::{
     DEFAULT_UNMASK_COALESCING, DEFAULT_UNMASK_DEFERRAL, DEFAULT_UNMASK_POLLING,
 };
 pub use debug::AccelDebug;
+pub use deferral::UNMASK_DEFERRAL_MAX_WINDOWS;
 pub use error::{Error, Result};
 pub use event::{AccelEvent, EventKind, EventLog, EventSink, IgnoreEvents};
 pub use irqfd_routes::{GsiRouting, IrqchipRoutes, MsiRouteTable, RouteState, SharedRouting};
