@@ -4,7 +4,8 @@
 //! to the guest's next exit (`AccelConfig::unmask_deferral`): exact too,
 //! an unmask no exit follows is still applied, by its timer, and the
 //! unmask that wakes the servicer reads back at once and releases a held
-//! message at once (proven with a window no test waits out).
+//! message at once (proven with a window no test waits out), and a
+//! deferral ends at its limit however long the guest's mask exits last.
 //! Whether a poll catches an unmask
 //! depends on timing, so nothing here asserts that one did: the counts
 //! asserted are those that hold whatever the timing (exits, unmasks
@@ -134,15 +135,15 @@ fn deferral_keeps_every_count_exact_and_applies_a_lone_unmask_by_its_timer() {
 /// shorter).
 const LONG_WINDOW: Duration = Duration::from_secs(3600);
 
-/// A rig deferring for [`LONG_WINDOW`] with no coalescing window: no timer
-/// of the servicer's can end anything during a test (a coalescing window
-/// left armed by the bring-up would apply every absorbed unmask when it
-/// ends, deferred or not).
-fn rig_deferring_only() -> Rig {
+/// A rig deferring for `window` with no coalescing window: no timer of the
+/// servicer's but the deferral's can end anything during a test (a
+/// coalescing window left armed by the bring-up would apply every absorbed
+/// unmask when it ends, deferred or not).
+fn rig_deferring_only(window: Duration) -> Rig {
     Rig::new(msix_rig::rig::RigConfig {
         policy: msix_accel::Policy::Fast,
         maskable: true,
-        unmask_deferral: LONG_WINDOW,
+        unmask_deferral: window,
         unmask_coalescing: Duration::ZERO,
         ..msix_rig::rig::RigConfig::default()
     })
@@ -151,7 +152,7 @@ fn rig_deferring_only() -> Rig {
 
 #[test]
 fn a_deferred_unmask_reads_back_from_the_servicers_look_and_the_next_exit_applies_it() {
-    let r = rig_deferring_only();
+    let r = rig_deferring_only(LONG_WINDOW);
     bring_up(&r, 1);
     wait_unmasks(&r, 1);
     assert_eq!(entry0::mask(&r), 0xFEE0_0000, "the flush read");
@@ -205,7 +206,7 @@ fn a_deferred_unmask_reads_back_from_the_servicers_look_and_the_next_exit_applie
 
 #[test]
 fn under_deferral_an_unmask_with_a_held_message_releases_it_at_once() {
-    let r = rig_deferring_only();
+    let r = rig_deferring_only(LONG_WINDOW);
     bring_up(&r, 1);
     wait_unmasks(&r, 1);
     entry0::mask(&r);
@@ -227,7 +228,7 @@ fn under_deferral_an_unmask_with_a_held_message_releases_it_at_once() {
 
 #[test]
 fn under_deferral_an_unmask_that_needs_a_route_commit_is_not_deferred() {
-    let r = rig_deferring_only();
+    let r = rig_deferring_only(LONG_WINDOW);
     bring_up(&r, 1);
     wait_unmasks(&r, 1);
     entry0::mask(&r);
@@ -273,6 +274,65 @@ fn under_deferral_an_unmask_that_needs_a_route_commit_is_not_deferred() {
         "not deferred: it needed a commit"
     );
     assert_eq!(stats.mask_write_exits, 1);
+}
+
+#[test]
+fn a_deferral_ends_after_its_limit_while_the_guest_keeps_cycling_masks() {
+    // Long against the gap between two of the guest's programs below, so
+    // that mask exits keep coming less than a window apart throughout.
+    const WINDOW: Duration = Duration::from_millis(100);
+    // Far beyond the limit (4 windows): what fails the test if the
+    // deferral never ends.
+    const PATIENCE: Duration = Duration::from_secs(30);
+    let r = rig_deferring_only(WINDOW);
+    bring_up(&r, 2);
+    wait_unmasks(&r, 2);
+    // A mask cycle of entry 1: its unmask wakes the servicer, which defers
+    // (nothing held, the route current) and stops watching unmasks.
+    let cycle_entry1 = |n: u64| {
+        let mut p = Program::new();
+        p.repeat(n, |p| {
+            p.write(Width::W32, r.entry(1, 12), 1);
+            p.read(Width::W32, r.entry(1, 0));
+            p.write(Width::W32, r.entry(1, 12), 0);
+        });
+        r.vm.run(0, &p).unwrap();
+    };
+    cycle_entry1(1);
+    settle::wait_for(
+        "the servicer to defer",
+        r.vm.watchdog(),
+        || r.accel.stats().unmask_deferrals,
+        || r.accel.stats().unmask_deferrals >= 1,
+    );
+    // Entry 0: masked, a new message (its route needs a commit, which
+    // only an exit on entry 0 or a servicer pass makes), a message held.
+    let moved = VECTOR + 2;
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(0, 12), 1);
+    p.write(Width::W32, r.entry(0, 8), u64::from(moved));
+    r.vm.run(0, &p).unwrap();
+    r.source.fire(0).unwrap();
+    // Its unmask wakes nobody (the servicer is deferring), and the mask
+    // exits of entry 1 that follow do not apply it (it needs a commit).
+    let mut p = Program::new();
+    p.write(Width::W32, r.entry(0, 12), 0);
+    r.vm.run(0, &p).unwrap();
+    // The guest cycles entry 1 until the message arrives: only the
+    // deferral's limit can end the deferral while mask exits keep coming.
+    let start = std::time::Instant::now();
+    while r.vm.irq_count(moved) == 0 {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the deferral outlived its limit: entry 0's message still held after {PATIENCE:?}"
+        );
+        cycle_entry1(200);
+    }
+    r.vm.sentinel_all().unwrap();
+    assert_eq!(r.vm.irq_count(moved), 1, "delivered once");
+    assert_eq!(r.vm.irq_count(VECTOR), 0, "none to the old message");
+    assert!(!r.accel.pending(0).unwrap());
+    assert!(r.accel.stats().unmask_deferrals >= 1);
 }
 
 fn rig_with_deferral(window: Duration) -> Rig {
