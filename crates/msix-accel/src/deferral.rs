@@ -118,7 +118,11 @@ impl Deferral {
             .window
             .checked_sub(since_mask?)
             .filter(|d| !d.is_zero())?;
-        let limit = self.window * UNMASK_DEFERRAL_MAX_WINDOWS;
+        // Saturating: a VMM may configure any window, Duration::MAX too.
+        let limit = self
+            .window
+            .checked_mul(UNMASK_DEFERRAL_MAX_WINDOWS)
+            .unwrap_or(Duration::MAX);
         let to_limit = limit
             .checked_sub(deferring.unwrap_or_default())
             .filter(|d| !d.is_zero())?;
@@ -236,5 +240,12 @@ mod tests {
         // At or past the limit: apply now, whatever the mask traffic.
         assert_eq!(d.remaining(Some(us(10)), Some(limit)), None);
         assert_eq!(d.remaining(Some(us(0)), Some(limit * 3)), None);
+        // Any configured window, the largest too: no overflow.
+        let huge = Deferral::new(Duration::MAX);
+        assert_eq!(
+            huge.remaining(Some(us(10)), Some(Duration::from_secs(1))),
+            Some(Duration::MAX - Duration::from_secs(1))
+        );
+        assert_eq!(huge.remaining(Some(us(10)), Some(Duration::MAX)), None);
     }
 }
