@@ -279,16 +279,15 @@ fn under_deferral_an_unmask_that_needs_a_route_commit_is_not_deferred() {
 #[test]
 fn a_deferral_ends_after_its_limit_while_the_guest_keeps_cycling_masks() {
     // Long against the gap between two of the guest's programs below, so
-    // that mask exits keep coming less than a window apart throughout.
-    const WINDOW: Duration = Duration::from_millis(100);
+    // that mask exits keep coming less than a window apart throughout (the
+    // limit stat below fails the test if they did not).
+    const WINDOW: Duration = Duration::from_millis(250);
     // Far beyond the limit (4 windows): what fails the test if the
     // deferral never ends.
     const PATIENCE: Duration = Duration::from_secs(30);
     let r = rig_deferring_only(WINDOW);
     bring_up(&r, 2);
     wait_unmasks(&r, 2);
-    // A mask cycle of entry 1: its unmask wakes the servicer, which defers
-    // (nothing held, the route current) and stops watching unmasks.
     let cycle_entry1 = |n: u64| {
         let mut p = Program::new();
         p.repeat(n, |p| {
@@ -298,13 +297,24 @@ fn a_deferral_ends_after_its_limit_while_the_guest_keeps_cycling_masks() {
         });
         r.vm.run(0, &p).unwrap();
     };
-    cycle_entry1(1);
-    settle::wait_for(
-        "the servicer to defer",
-        r.vm.watchdog(),
-        || r.accel.stats().unmask_deferrals,
-        || r.accel.stats().unmask_deferrals >= 1,
-    );
+    // A mask cycle of entry 1: its unmask wakes the servicer, which defers
+    // (nothing held, the route current) and stops watching unmasks; unless
+    // it woke a window late and applied it, then try again.
+    let start = std::time::Instant::now();
+    while r.accel.stats().unmask_deferrals == 0 {
+        assert!(start.elapsed() < PATIENCE, "the servicer never deferred");
+        let unmasks = r.accel.stats().unmasks;
+        cycle_entry1(1);
+        settle::wait_for(
+            "the servicer to apply or defer the unmask",
+            r.vm.watchdog(),
+            || r.accel.stats().unmasks + r.accel.stats().unmask_deferrals,
+            || {
+                let s = r.accel.stats();
+                s.unmasks > unmasks || s.unmask_deferrals > 0
+            },
+        );
+    }
     // Entry 0: masked, a new message (its route needs a commit, which
     // only an exit on entry 0 or a servicer pass makes), a message held.
     let moved = VECTOR + 2;
@@ -332,7 +342,8 @@ fn a_deferral_ends_after_its_limit_while_the_guest_keeps_cycling_masks() {
     assert_eq!(r.vm.irq_count(moved), 1, "delivered once");
     assert_eq!(r.vm.irq_count(VECTOR), 0, "none to the old message");
     assert!(!r.accel.pending(0).unwrap());
-    assert!(r.accel.stats().unmask_deferrals >= 1);
+    // It was the limit, not a pause of the guest's mask exits.
+    assert!(r.accel.stats().unmask_deferral_limits >= 1);
 }
 
 fn rig_with_deferral(window: Duration) -> Rig {

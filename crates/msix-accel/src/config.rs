@@ -83,7 +83,8 @@ pub struct AccelConfig {
     /// this long (or [`crate::UNMASK_DEFERRAL_MAX_WINDOWS`] times this
     /// passed); it then applies what is left. An unmask with a message held
     /// behind it, or one that needs a route commit, is not deferred. Bounds
-    /// how late an unmask no exit follows is applied. Zero: never defer.
+    /// how late an unmask no exit follows is applied. Zero: never defer;
+    /// above 2^32 s, taken as that.
     pub unmask_deferral: std::time::Duration,
     /// The device ID every MSI route carries, for hypervisors whose
     /// interrupt translation needs it (aarch64 GICv3 ITS:

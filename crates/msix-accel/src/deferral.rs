@@ -26,7 +26,9 @@
 //! has a message held behind it or needs a route commit: those are applied
 //! as without deferral (one that needs a commit after the coalescing
 //! window, which starts when the servicer sees it). During a burst the
-//! servicer wakes at most once per `D`, instead of once per unmask.
+//! servicer wakes about once per `D` (and once more per limit), instead of
+//! once per unmask. Deferrals ended by the limit are counted
+//! (`AccelStats::unmask_deferral_limits`).
 //! Nothing else changes: every exit still applies the unmasks it depends on
 //! first, and the PBA is computed from the same state.
 
@@ -46,6 +48,35 @@ use vmm_sys_util::timerfd::TimerFd;
 /// only an exit on its own entry would apply, is not held for as long as
 /// the guest cycles other entries).
 pub const UNMASK_DEFERRAL_MAX_WINDOWS: u32 = 4;
+
+/// The longest window a deferral keeps (a longer configured one is taken
+/// as this): its limit, [`UNMASK_DEFERRAL_MAX_WINDOWS`] of it, still fits a
+/// kernel timer.
+const MAX_WINDOW: Duration = Duration::from_secs(1 << 32);
+
+/// Makes `fd` non-blocking: a read of a timer that is not expired (one
+/// armed again since epoll saw it fire) then fails at once instead of
+/// blocking the servicer. False when it could not be done.
+fn nonblocking(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL and F_SETFL on an fd the caller owns for the call's
+    // duration read and set its status flags; no memory is passed.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    }
+}
+
+/// What the timer's end did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnTimer {
+    /// Armed again for `window` after a later mask exit: still deferring.
+    Rearmed,
+    /// The deferral is over, no mask exit for a window: apply what is left.
+    Ended,
+    /// The deferral is over at its limit, mask exits still coming: apply
+    /// what is left.
+    EndedAtLimit,
+}
 
 /// A servicer's deferral state for one accelerator.
 #[derive(Debug)]
@@ -68,12 +99,15 @@ pub(crate) enum OnUnmask {
 }
 
 impl Deferral {
-    /// Deferral by `window` (zero: never), with its timer.
+    /// Deferral by `window` (zero: never), with its timer. A window longer
+    /// than [`MAX_WINDOW`] is taken as that (a timer cannot be armed for
+    /// more).
     pub(crate) fn new(window: Duration) -> Deferral {
+        let window = window.min(MAX_WINDOW);
         let timer = if window.is_zero() {
             None
         } else {
-            TimerFd::new().ok()
+            TimerFd::new().ok().filter(|t| nonblocking(t.as_raw_fd()))
         };
         Deferral {
             window,
@@ -163,8 +197,11 @@ impl Deferral {
             .modify(Events::new_raw(unmask_fd, EventSet::empty()))
             .is_err()
         {
-            // Still watched: the next unmask wakes it again; the timer's
-            // end applies what is left either way.
+            // Still watched: the next unmask wakes it again. Disarm the
+            // timer: nothing is deferred.
+            if let Some(t) = self.timer().as_mut() {
+                let _ = t.clear();
+            }
             return OnUnmask::Apply;
         }
         self.muted.store(true, Ordering::SeqCst);
@@ -173,35 +210,48 @@ impl Deferral {
     }
 
     /// The timer fired, `since_mask` after the guest's last mask exit.
-    /// True when the deferral is over (the unmask fd is watched again and
-    /// the servicer applies what is left); false when it was armed again
-    /// for `window` after a later mask exit.
+    /// Unless it was armed again (a later mask exit, within the limit), the
+    /// deferral is over: the unmask fd is watched again and the servicer
+    /// applies what is left.
     pub(crate) fn on_timer(
         &self,
         ops: &mut EventOps,
         unmask_fd: RawFd,
         since_mask: Option<Duration>,
-    ) -> bool {
+    ) -> OnTimer {
+        let mut at_limit = false;
         {
             let mut timer = self.timer();
             if let Some(t) = timer.as_mut() {
+                // Non-blocking: fails at once if it was armed again since.
                 let _ = t.wait();
                 let deferring = self.began().map(|at| at.elapsed());
-                if let Some(wait) = self.remaining(since_mask, deferring) {
-                    if t.reset(wait, None).is_ok() {
-                        return false;
+                match self.remaining(since_mask, deferring) {
+                    Some(wait) => {
+                        if t.reset(wait, None).is_ok() {
+                            return OnTimer::Rearmed;
+                        }
                     }
+                    None => at_limit = self.remaining(since_mask, None).is_some(),
                 }
             }
         }
         *self.began() = None;
-        if self.muted.swap(false, Ordering::SeqCst) {
+        if self.muted.load(Ordering::SeqCst) {
             // Level-triggered: an unmask that came meanwhile shows at once.
-            // If this failed the fd would stay muted: the caller applies
-            // what is there now, and the next exit the rest.
-            let _ = ops.modify(Events::new_raw(unmask_fd, EventSet::IN));
+            if ops.modify(Events::new_raw(unmask_fd, EventSet::IN)).is_ok() {
+                self.muted.store(false, Ordering::SeqCst);
+            } else if let Some(t) = self.timer().as_mut() {
+                // Still muted: try again a window from now (the caller
+                // applies what is there now, exits the rest meanwhile).
+                let _ = t.reset(self.window, None);
+            }
         }
-        true
+        if at_limit {
+            OnTimer::EndedAtLimit
+        } else {
+            OnTimer::Ended
+        }
     }
 }
 
@@ -244,8 +294,10 @@ mod tests {
         let huge = Deferral::new(Duration::MAX);
         assert_eq!(
             huge.remaining(Some(us(10)), Some(Duration::from_secs(1))),
-            Some(Duration::MAX - Duration::from_secs(1))
+            Some(MAX_WINDOW - us(10))
         );
         assert_eq!(huge.remaining(Some(us(10)), Some(Duration::MAX)), None);
+        // Taken as the longest a timer holds.
+        assert_eq!(huge.window, MAX_WINDOW);
     }
 }

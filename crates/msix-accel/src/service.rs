@@ -24,7 +24,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::deferral::{Deferral, OnUnmask};
+use crate::deferral::{Deferral, OnTimer, OnUnmask};
 use crate::poll_window::PollWindow;
 use crate::service_scheduling::{set_batch, ServiceScheduling};
 use crate::stats::Counters;
@@ -204,8 +204,13 @@ impl EventSubscriber for FastPathSubscriber {
             }
         } else if Some(events.fd()) == self.deferral.timer_fd() {
             let since = self.accel.since_mask_exit();
-            if self.deferral.on_timer(ops, unmask_fd, since) {
-                self.on_unmasks();
+            match self.deferral.on_timer(ops, unmask_fd, since) {
+                OnTimer::Rearmed => {}
+                OnTimer::Ended => self.on_unmasks(),
+                OnTimer::EndedAtLimit => {
+                    Counters::bump(&self.accel.counters.unmask_deferral_limits);
+                    self.on_unmasks();
+                }
             }
         } else if events.fd() == self.accel.retired_fd() {
             self.accel.undo_retired();

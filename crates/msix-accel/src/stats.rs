@@ -95,6 +95,10 @@ stats! {
     /// Times the servicer left absorbed unmasks to the guest's next exit
     /// (see [`crate::AccelConfig::unmask_deferral`]).
     unmask_deferrals,
+    /// Deferrals that ended at their limit
+    /// ([`crate::UNMASK_DEFERRAL_MAX_WINDOWS`] windows) while the guest's
+    /// mask exits still came, rather than a window after the last one.
+    unmask_deferral_limits,
     /// Vectors masked at the source (irqfd left attached).
     masks_at_source,
     /// Vectors masked by detaching their irqfd.
