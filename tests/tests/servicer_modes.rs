@@ -247,15 +247,7 @@ fn under_deferral_an_unmask_that_needs_a_route_commit_is_not_deferred() {
     r.vm.run(0, &p).unwrap();
     // The servicer's decision first (a message fired before its look would
     // not be deferred anyway): it deferred, or it applied the unmask.
-    settle::wait_for(
-        "the servicer to apply or defer the unmask",
-        r.vm.watchdog(),
-        || r.accel.stats().unmasks + r.accel.stats().unmask_deferrals,
-        || {
-            let s = r.accel.stats();
-            s.unmasks > unmasks || s.unmask_deferrals > 0
-        },
-    );
+    wait_applied_or_deferred(&r, unmasks);
     // Only the servicer's pass (no VMM call here, no exit) can have
     // applied it, and only then is this message delivered before the
     // watchdog.
@@ -305,15 +297,7 @@ fn a_deferral_ends_after_its_limit_while_the_guest_keeps_cycling_masks() {
         assert!(start.elapsed() < PATIENCE, "the servicer never deferred");
         let unmasks = r.accel.stats().unmasks;
         cycle_entry1(1);
-        settle::wait_for(
-            "the servicer to apply or defer the unmask",
-            r.vm.watchdog(),
-            || r.accel.stats().unmasks + r.accel.stats().unmask_deferrals,
-            || {
-                let s = r.accel.stats();
-                s.unmasks > unmasks || s.unmask_deferrals > 0
-            },
-        );
+        wait_applied_or_deferred(&r, unmasks);
     }
     // Entry 0: masked, a new message (its route needs a commit, which
     // only an exit on entry 0 or a servicer pass makes), a message held.
@@ -344,6 +328,20 @@ fn a_deferral_ends_after_its_limit_while_the_guest_keeps_cycling_masks() {
     assert!(!r.accel.pending(0).unwrap());
     // It was the limit, not a pause of the guest's mask exits.
     assert!(r.accel.stats().unmask_deferral_limits >= 1);
+}
+
+/// Waits until the servicer, woken by an unmask, applied it (more than
+/// `unmasks` unmasks in all) or deferred (a deferral counted).
+fn wait_applied_or_deferred(r: &Rig, unmasks: u64) {
+    settle::wait_for(
+        "the servicer to apply or defer the unmask",
+        r.vm.watchdog(),
+        || r.accel.stats().unmasks + r.accel.stats().unmask_deferrals,
+        || {
+            let s = r.accel.stats();
+            s.unmasks > unmasks || s.unmask_deferrals > 0
+        },
+    );
 }
 
 fn rig_with_deferral(window: Duration) -> Rig {
