@@ -150,12 +150,22 @@ fn rig_deferring_only(window: Duration) -> Rig {
     .expect("rig boots")
 }
 
-#[test]
-fn a_deferred_unmask_reads_back_from_the_servicers_look_and_the_next_exit_applies_it() {
+/// A rig deferring for [`LONG_WINDOW`], entry 0 brought up (the servicer
+/// applied its unmask), then masked as Linux masks it: the tests' next
+/// unmask comes within the window after that mask exit. Returns the rig and
+/// what the mask's flush read saw.
+fn entry0_masked_under_a_long_deferral() -> (Rig, u64) {
     let r = rig_deferring_only(LONG_WINDOW);
     bring_up(&r, 1);
     wait_unmasks(&r, 1);
-    assert_eq!(entry0::mask(&r), 0xFEE0_0000, "the flush read");
+    let flush = entry0::mask(&r);
+    (r, flush)
+}
+
+#[test]
+fn a_deferred_unmask_reads_back_from_the_servicers_look_and_the_next_exit_applies_it() {
+    let (r, flush) = entry0_masked_under_a_long_deferral();
+    assert_eq!(flush, 0xFEE0_0000, "the flush read");
     // The unmask wakes the servicer within the window after that mask
     // exit: it defers, but shows the unmask in the shadow first. The guest
     // spins reading Vector Control without exits, so only the servicer's
@@ -206,10 +216,7 @@ fn a_deferred_unmask_reads_back_from_the_servicers_look_and_the_next_exit_applie
 
 #[test]
 fn under_deferral_an_unmask_with_a_held_message_releases_it_at_once() {
-    let r = rig_deferring_only(LONG_WINDOW);
-    bring_up(&r, 1);
-    wait_unmasks(&r, 1);
-    entry0::mask(&r);
+    let (r, _) = entry0_masked_under_a_long_deferral();
     r.source.fire_n(0, 3).unwrap();
     r.vm.sentinel_all().unwrap();
     assert_eq!(r.vm.irq_count(VECTOR), 0);
@@ -228,10 +235,7 @@ fn under_deferral_an_unmask_with_a_held_message_releases_it_at_once() {
 
 #[test]
 fn under_deferral_an_unmask_that_needs_a_route_commit_is_not_deferred() {
-    let r = rig_deferring_only(LONG_WINDOW);
-    bring_up(&r, 1);
-    wait_unmasks(&r, 1);
-    entry0::mask(&r);
+    let (r, _) = entry0_masked_under_a_long_deferral();
     // A new message under mask: the entry's route is stale until a commit,
     // which only an exit on entry 0 or a servicer pass would make.
     let moved = VECTOR + 1;

@@ -9,8 +9,8 @@
 //! wakes the servicer less than the deferral `D` after the guest's last
 //! mask exit, the servicer takes the absorbed unmasks in (each shown
 //! unmasked in the shadow: the guest reads back what it wrote from this
-//! look on) and, unless a message is held behind one of them, stops
-//! watching the unmask eventfds (the device's stable fd is set to no
+//! look on) and, unless a message is held behind one of them or one needs
+//! a route commit, stops watching the unmask eventfds (the device's stable fd is set to no
 //! events in its epoll set: further unmasks wake nobody) and arms a timer
 //! for `D` after that mask exit. When it fires, and no mask exit came
 //! meanwhile for `D`, the servicer watches the unmask eventfds again and
