@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::sched::{RowThreads, ThreadSched};
+use super::sched::{stat_field, RowThreads, ThreadSched};
 
 /// Idle interval of a full run.
 pub const IDLE_FULL: Duration = Duration::from_secs(10);
@@ -91,11 +91,9 @@ fn schedstat_ns(tid: i32) -> Option<u64> {
 /// None when unreadable.
 fn ticks_ns(tid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // Fields 14 and 15 (utime, stime) follow the parenthesised name, which
-    // may hold spaces: count from the last ')' (field 3 is index 0).
-    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
-    let utime: u64 = rest.next()?.parse().ok()?;
-    let stime: u64 = rest.next()?.parse().ok()?;
+    // Fields 14 and 15: utime, stime.
+    let utime: u64 = stat_field(&stat, 14)?;
+    let stime: u64 = stat_field(&stat, 15)?;
     // SAFETY: sysconf reads a constant of the system; no memory is passed.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;

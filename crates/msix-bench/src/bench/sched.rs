@@ -62,6 +62,17 @@ pub struct ThreadSched {
     pub cpu: i64,
 }
 
+/// Field `n` (numbered from 1, as in proc(5)) of a `/proc/.../stat` line.
+/// The fields from 3 on follow the parenthesised name (field 2), which may
+/// hold spaces and parentheses: they are counted from the last ')'.
+pub fn stat_field<T: std::str::FromStr>(stat: &str, n: usize) -> Option<T> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(n.checked_sub(3)?)?
+        .parse()
+        .ok()
+}
+
 fn field(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.split(':').next().map(str::trim) == Some(name))
@@ -74,14 +85,9 @@ impl ThreadSched {
     pub fn read(tid: i32) -> ThreadSched {
         let sched = fs::read_to_string(format!("/proc/self/task/{tid}/sched")).unwrap_or_default();
         let get = |name| field(&sched, name).unwrap_or(0.0);
-        // `stat` field 39 (processor) follows the parenthesised name,
-        // which may hold spaces: count from the last ')'.
+        // `stat` field 39: processor.
         let stat = fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
-        let cpu = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().nth(36))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1);
+        let cpu = stat_field(&stat, 39).unwrap_or(-1);
         ThreadSched {
             // Printed in milliseconds with six decimals.
             run_ns: get("se.sum_exec_runtime") * 1e6,
@@ -264,6 +270,17 @@ mod tests {
         );
         let threads = RowThreads::from_tasks(&new);
         assert_eq!((threads.vcpu, threads.servicer), (Some(3), Some(4)));
+    }
+
+    #[test]
+    fn a_stat_field_is_counted_from_the_last_parenthesis() {
+        let stat = "42 (a) b (c)) S 1 2 3 4";
+        assert_eq!(stat_field::<char>(stat, 3), Some('S'));
+        assert_eq!(stat_field::<u32>(stat, 4), Some(1));
+        assert_eq!(stat_field::<u32>(stat, 7), Some(4));
+        assert_eq!(stat_field::<u32>(stat, 8), None);
+        assert_eq!(stat_field::<u32>(stat, 2), None);
+        assert_eq!(stat_field::<u32>("no name", 3), None);
     }
 
     #[test]
